@@ -1,0 +1,147 @@
+"""The ``e2u`` command line: data, training, evaluation, recommendations (more commands join as the
+service grows).  An edge: it reads settings and calls core."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.ml import data as data_mod
+from core.ml.data import SampleConfig
+from core.ml.evaluation import evaluate_all
+from core.ml.model import LoraSpec, ModelConfig
+from core.ml.recommender import popular_unseen, recommend, user_history
+from core.ml.training import TrainConfig
+from core.ml.workflows import load_scorer, prepare_data, train_first_adapter
+from core.settings import Settings
+
+app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare or import rating data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+BaseOpt = Annotated[str | None, typer.Option(help="smollm2, tiny, or a local model folder (default: settings)")]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _model_config(settings: Settings, base: str | None) -> ModelConfig:
+    return ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
+
+
+def _load_data(settings: Settings) -> data_mod.PreparedData:
+    return data_mod.load_prepared(settings.data_dir)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    ratings: Annotated[Path | None, typer.Option(help="ratings CSV: user,item,rating,timestamp")] = None,
+    items: Annotated[Path | None, typer.Option(help="items CSV: item,title[,genres]")] = None,
+    users: Annotated[Path | None, typer.Option(help="optional users CSV: user[,age,gender,occupation]")] = None,
+    history_len: Annotated[int | None, typer.Option(help="K, the number of earlier ratings in a prompt")] = None,
+) -> None:
+    """Build samples and the chronological train/valid/test split (MovieLens-100K unless CSVs are given)."""
+    settings = _settings()
+    config = SampleConfig(history_len=history_len or settings.history_len)
+    try:
+        prepared, sha = prepare_data(settings.data_dir, config, ratings, items, users)
+    except data_mod.DataError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    counts = prepared.samples["split"].value_counts().to_dict()
+    typer.echo(f"prepared {len(prepared.samples)} samples {counts} in {settings.data_dir} (sha256 {sha[:12]})")
+
+
+@app.command()
+def train(
+    base: BaseOpt = None,
+    out: Annotated[Path | None, typer.Option(help="adapter folder (default: <home>/adapters/v1)")] = None,
+    max_steps: int = 200,
+    max_samples: Annotated[int | None, typer.Option(help="train on a random subset of this many samples")] = None,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    eval_every: int = 50,
+    valid_samples: int = 256,
+    lora_rank: int = 8,
+    seed: int = 0,
+) -> None:
+    """Instruction-tune adapter v1 (LoRA on the frozen base) with early stopping on the validation split."""
+    settings = _settings()
+    config = TrainConfig(
+        lora=LoraSpec(r=lora_rank, alpha=2 * lora_rank),
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        max_samples=max_samples,
+        eval_every=eval_every,
+        valid_samples=valid_samples,
+        seed=seed,
+    )
+    folder = out or settings.adapters_dir / "v1"
+    trained = train_first_adapter(_model_config(settings, base), _load_data(settings), config, folder)
+    typer.echo(
+        f"adapter saved to {folder} (sha256 {trained.sha256[:12]}); {trained.result.steps} steps, "
+        f"best valid AUC {trained.result.best_valid_auc:.4f}, {trained.result.seconds:.0f} s"
+    )
+
+
+@app.command()
+def evaluate(
+    adapter: Annotated[Path | None, typer.Option(help="adapter folder (default: <home>/adapters/v1)")] = None,
+    split: str = "test",
+    limit: Annotated[int | None, typer.Option(help="evaluate a random subset of this many samples")] = None,
+    base: BaseOpt = None,
+    seed: int = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """AUC (with bootstrap 95% CI), LogLoss and accuracy of an adapter, next to two non-LLM references."""
+    settings = _settings()
+    data = _load_data(settings)
+    target = data.split(split)
+    if limit is not None and limit < len(target):
+        target = target.sample(n=limit, random_state=seed).reset_index(drop=True)
+    scorer = load_scorer(_model_config(settings, base), data, adapter or settings.adapters_dir / "v1")
+    results = evaluate_all(scorer, data.split("train"), target)
+    typer.echo(f"{'model':<18} {'n':>6} {'AUC':>7} {'95% CI':>17} {'LogLoss':>8} {'Acc':>6}")
+    for r in results:
+        ll = f"{r.logloss:.4f}" if r.logloss is not None else "-"
+        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
+        ci = f"[{r.auc_ci95[0]:.3f}, {r.auc_ci95[1]:.3f}]"
+        typer.echo(f"{r.name:<18} {r.samples:>6} {r.auc:>7.4f} {ci:>17} {ll:>8} {acc:>6}")
+    if json_out:
+        json_out.write_text(json.dumps([r.as_dict() for r in results], indent=2))
+
+
+@app.command("recommend")
+def recommend_cmd(
+    user: Annotated[str, typer.Option(help="user id")],
+    k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+    candidates: Annotated[int, typer.Option(help="how many unseen popular items to rank")] = 100,
+    adapter: Annotated[Path | None, typer.Option(help="adapter folder (default: <home>/adapters/v1)")] = None,
+    base: BaseOpt = None,
+) -> None:
+    """Top-k unseen items for a user, with P(like)."""
+    settings = _settings()
+    data = _load_data(settings)
+    interactions = data.samples  # every sample is one rating (the first of each user has no sample)
+    if user not in set(interactions["user_id"]):
+        typer.echo(f"error: unknown user {user!r}", err=True)
+        raise typer.Exit(2)
+    scorer = load_scorer(_model_config(settings, base), data, adapter or settings.adapters_dir / "v1")
+    history = user_history(interactions, user, data.config.history_len)
+    for rank, rec in enumerate(recommend(scorer, user, history, popular_unseen(interactions, user, candidates), k), 1):
+        typer.echo(f"{rank:>3}. {rec.score:.3f}  {rec.item_id:>6}  {rec.title}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

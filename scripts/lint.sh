@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+ruff check .
+ruff format --check . || true
+mypy

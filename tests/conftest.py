@@ -1,0 +1,59 @@
+"""Shared fixtures.  The tiny model is random-init and untrained: tests assert behaviour, not quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.ml.data import Dataset, PreparedData, SampleConfig, prepare
+from core.ml.model import TINY, LoadedModel, ModelConfig, load_base
+from core.ml.prompts import Catalog, PromptBuilder
+from core.ml.scoring import Scorer
+
+REPO = Path(__file__).resolve().parents[1]
+# Converted models are cached in the repo's var/ (ignored by git) so that only the first run pays ~35 s.
+MODELS_DIR = REPO / "var" / "models"
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> ModelConfig:
+    return ModelConfig(base=TINY, cache_dir=str(MODELS_DIR), device="cpu")
+
+
+@pytest.fixture
+def tiny_model(tiny_config: ModelConfig) -> LoadedModel:
+    return load_base(tiny_config)
+
+
+def synthetic_dataset(users: int = 12, items: int = 20, per_user: int = 8, seed: int = 0) -> Dataset:
+    """Ratings where even items are liked, so that there is a pattern to learn and to forget."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    t = 1_000_000
+    for u in range(users):
+        for i in rng.choice(items, size=per_user, replace=False):
+            t += int(rng.integers(1, 100))
+            liked = i % 2 == 0
+            rows.append((f"u{u}", f"i{i}", float(rng.choice([4, 5] if liked else [1, 2])), t))
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    catalog = pd.DataFrame(
+        {"item_id": [f"i{i}" for i in range(items)], "title": [f"Movie {i}" for i in range(items)], "genres": ""}
+    )
+    profiles = pd.DataFrame(
+        {"user_id": [f"u{u}" for u in range(users)], "age": "30", "gender": "F", "occupation": "writer"}
+    )
+    return Dataset(interactions, catalog, profiles)
+
+
+@pytest.fixture
+def small_data() -> PreparedData:
+    return prepare(synthetic_dataset(), SampleConfig(history_len=3))
+
+
+@pytest.fixture
+def tiny_scorer(tiny_model: LoadedModel, small_data: PreparedData) -> Scorer:
+    catalog = Catalog.from_frames(small_data.items, small_data.users)
+    return Scorer(tiny_model, PromptBuilder(tiny_model.tokenizer, catalog), batch_size=4)

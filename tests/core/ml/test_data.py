@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.ml.data import (
+    DataError,
+    SampleConfig,
+    decode_history,
+    import_csv,
+    load_movielens,
+    load_prepared,
+    prepare,
+    save_prepared,
+    select_forget,
+)
+from tests.conftest import synthetic_dataset
+
+
+def test_movielens_loads_from_the_wheel() -> None:
+    ds = load_movielens()
+    assert len(ds.interactions) == 100_000
+    assert ds.interactions["user_id"].nunique() == 943
+    assert len(ds.items) == 1682
+    assert ds.items.set_index("item_id").loc["267", "title"] == "unkonwn"
+    assert set(ds.interactions["rating"].unique()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+def test_split_is_chronological_and_history_is_earlier() -> None:
+    ds = synthetic_dataset(users=30, per_user=10)
+    data = prepare(ds, SampleConfig(history_len=4))
+    s = data.samples
+    assert s[s.split == "train"].timestamp.max() <= s[s.split == "valid"].timestamp.min()
+    assert s[s.split == "valid"].timestamp.max() <= s[s.split == "test"].timestamp.min()
+    ts = {(r.user_id, r.item_id): r.timestamp for r in ds.interactions.itertuples()}
+    for row in s.itertuples():
+        history = decode_history(row.history)
+        assert 1 <= len(history) <= 4
+        assert all(ts[(row.user_id, item)] < row.timestamp for item, _ in history)
+    assert ((s.rating > 3).astype(int) == s.label).all()
+
+
+def test_forget_selection_by_user_and_by_pair(small_data) -> None:
+    train = small_data.split("train")
+    forget, retain = select_forget(train, users=["u1"])
+    assert set(forget.user_id) == {"u1"} and "u1" not in set(retain.user_id)
+    assert len(forget) + len(retain) == len(train)
+    row = train.iloc[0]
+    forget, retain = select_forget(train, pairs=[(row.user_id, row.item_id)])
+    assert len(forget) == 1 and len(retain) == len(train) - 1
+    with pytest.raises(ValueError, match="empty"):
+        select_forget(train, users=["nobody"])
+
+
+def test_prepared_round_trip_and_tamper_detection(small_data, tmp_path: Path) -> None:
+    sha = save_prepared(small_data, tmp_path)
+    loaded = load_prepared(tmp_path)
+    assert loaded.content_hash() == sha
+    pd.testing.assert_frame_equal(loaded.samples, small_data.samples)
+    text = (tmp_path / "samples.csv").read_text().replace(",train\n", ",test\n", 1)
+    (tmp_path / "samples.csv").write_text(text)
+    with pytest.raises(DataError, match="sha256"):
+        load_prepared(tmp_path)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_csv_import_accepts_good_files(tmp_path: Path) -> None:
+    items = _write(tmp_path / "items.csv", "item,title,genres\n1,Alpha,Drama\n2,Beta,\n")
+    ratings = _write(tmp_path / "r.csv", "user,item,rating,timestamp\nA,1,4,100\nA,2,2,200\nB,1,5,150\n")
+    ds = import_csv(ratings, items)
+    assert len(ds.interactions) == 3 and list(ds.items.title) == ["Alpha", "Beta"]
+
+
+@pytest.mark.parametrize(
+    ("ratings", "message"),
+    [
+        ("user,item,rating,timestamp\nA,1,four,100\n", "line 2, column 'rating': not a number"),
+        ("user,item,rating,timestamp\nA,1,4,100\nA,9,4,100\n", "line 3, column 'item': unknown item '9'"),
+        ("user,item,rating,timestamp\nA,1,4,yesterday\n", "line 2, column 'timestamp'"),
+        ("user,item,rating\nA,1,4\n", "line 1: missing column(s) ['timestamp']"),
+        ("user,item,rating,timestamp\n,1,4,100\n", "line 2, column 'user': empty user id"),
+        ("user,item,rating,timestamp\nA,1,4,100,extra\n", "line 2, column '<extra>'"),
+        ("user,item,rating,timestamp\n", "no ratings"),
+    ],
+)
+def test_csv_import_rejects_bad_ratings_with_location(tmp_path: Path, ratings: str, message: str) -> None:
+    items = _write(tmp_path / "items.csv", "item,title\n1,Alpha\n")
+    path = _write(tmp_path / "ratings.csv", ratings)
+    with pytest.raises(DataError) as error:
+        import_csv(path, items)
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_csv_import_rejects_duplicate_items(tmp_path: Path) -> None:
+    items = _write(tmp_path / "items.csv", "item,title\n1,Alpha\n1,Again\n")
+    ratings = _write(tmp_path / "r.csv", "user,item,rating,timestamp\nA,1,4,100\n")
+    with pytest.raises(DataError, match="line 3, column 'item': duplicate"):
+        import_csv(ratings, items)
+
+
+def test_sample_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        SampleConfig(history_len=0)
+    with pytest.raises(ValueError):
+        SampleConfig(valid_fraction=0.6, test_fraction=0.5)
