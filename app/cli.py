@@ -138,6 +138,19 @@ def recommend_cmd(
         typer.echo(f"{rank:>3}. {rec.score:.3f}  {rec.item_id:>6}  {rec.title}")
 
 
+@app.command()
+def serve(
+    quick_steps: Annotated[int, typer.Option(help="training steps of the quick-start adapter v1")] = 60,
+) -> None:
+    """Prepare data, model and a quick-start adapter v1 when missing (the API and worker join later)."""
+    settings = _settings()
+    if not (settings.data_dir / "manifest.json").exists():
+        data_prepare(None, None, None, None)
+    if not (settings.adapters_dir / "v1" / "adapter_model.safetensors").exists():
+        train(None, None, quick_steps, None, 8, 1e-3, max(10, quick_steps // 3), 128, 8, 0)
+    typer.echo("data, model and adapter v1 are ready")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app()
