@@ -1,0 +1,119 @@
+"""The one interface every unlearning method shares, and the registry that picks a method by name.
+
+A method takes a parent adapter (already loaded in ``UnlearningInputs.scorer``'s model under
+``parent_name``), a forget set, retain data and its typed config, and leaves a *child* adapter loaded
+under ``child_name`` in the same model (the parent stays loaded and unchanged).  It returns a report of
+what it did.  Saving, verifying and registering the child are the caller's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from core.ml.scoring import Scorer
+
+# on_progress(phase, done, total): phases are method-specific words ("augment", "phase1", ...)
+ProgressFn = Callable[[str, int, int], None]
+
+
+class UnlearningError(ValueError):
+    """Invalid input or configuration for an unlearning run."""
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base for method configs: validated in ``__post_init__``, JSON round-trip with to/from_dict."""
+
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MethodConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise UnlearningError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}")
+        return cls(**raw)
+
+
+@dataclass
+class UnlearningInputs:
+    scorer: Scorer  # base model with the parent adapter loaded as ``parent_name``
+    parent_name: str
+    forget: pd.DataFrame  # training samples to forget (columns of core.ml.data.SAMPLE_COLUMNS)
+    retain: pd.DataFrame  # training samples to keep (the rest of the training split)
+    valid: pd.DataFrame  # held-out samples, for methods that early-stop (never the test split)
+
+    def __post_init__(self) -> None:
+        if self.forget.empty:
+            raise UnlearningError("forget set is empty")
+
+
+@dataclass
+class UnlearningReport:
+    method: str
+    config: dict[str, Any]
+    seconds: float  # wall time of everything the method needed (augmented model fitting included)
+    steps: int
+    trainable_parameters: int
+    peak_memory_bytes: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UnlearningMethod:
+    """Subclass, set ``name`` and ``config_class``, implement ``run``; register with ``@register``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]]
+
+    def run(
+        self,
+        inputs: UnlearningInputs,
+        config: MethodConfig,
+        child_name: str,
+        on_progress: ProgressFn | None = None,
+        progress_bar: bool = False,
+    ) -> UnlearningReport:
+        raise NotImplementedError
+
+
+METHODS: dict[str, type[UnlearningMethod]] = {}
+
+
+def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    if cls.name in METHODS:
+        raise ValueError(f"unlearning method {cls.name!r} registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> UnlearningMethod:
+    # importing the package registers every built-in method
+    import core.ml.unlearning  # noqa: F401
+
+    if name not in METHODS:
+        raise UnlearningError(f"unknown unlearning method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name]()
+
+
+def run_unlearning(
+    method_name: str,
+    inputs: UnlearningInputs,
+    config: dict[str, Any],
+    child_name: str,
+    on_progress: ProgressFn | None = None,
+    progress_bar: bool = False,
+) -> UnlearningReport:
+    """Look up ``method_name``, validate ``config`` (a JSON dict) into its typed config, and run it."""
+    method = get_method(method_name)
+    typed = method.config_class.from_dict(config)
+    return method.run(inputs, typed, child_name, on_progress=on_progress, progress_bar=progress_bar)
