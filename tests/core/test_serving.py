@@ -1,0 +1,160 @@
+"""Hot-swap mechanics of the model server on the tiny model (random-init, untrained: behaviour only)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from core.ml.data import PreparedData, encode_history
+from core.ml.model import LoraSpec, ModelConfig, load_base, new_adapter, save_adapter
+from core.ml.prompts import Catalog
+from core.serving import ActiveAdapter, AdapterWatcher, ModelServer, NoActiveAdapter
+
+
+def _make_adapter(config: ModelConfig, folder: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) B matrices, so that two versions score differently."""
+    loaded = load_base(config)
+    new_adapter(loaded, LoraSpec(r=4, alpha=8), "x", seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in loaded.model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    save_adapter(loaded, "x", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapter_folders(tmp_path_factory: pytest.TempPathFactory, tiny_config: ModelConfig) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {v: _make_adapter(tiny_config, root / v, seed) for v, seed in (("v1", 1), ("v2", 2), ("v3", 3))}
+
+
+@pytest.fixture
+def server(tiny_config: ModelConfig, small_data: PreparedData) -> ModelServer:
+    catalog = Catalog.from_frames(small_data.items, small_data.users)
+    return ModelServer(load_base(tiny_config), catalog, batch_size=4)
+
+
+def _frame(small_data: PreparedData) -> pd.DataFrame:
+    return small_data.split("train").head(6)[["user_id", "item_id", "history"]]
+
+
+def test_no_adapter_is_a_clear_error(server: ModelServer) -> None:
+    with pytest.raises(NoActiveAdapter), server.lease():
+        pass
+
+
+def test_lease_names_version_and_versions_differ(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+) -> None:
+    assert server.activate("v1", adapter_folders["v1"])
+    assert not server.activate("v1", adapter_folders["v1"])  # already active: a no-op
+    with server.lease() as lease:
+        assert lease.version == "v1"
+        first = lease.score(_frame(small_data))
+    server.activate("v2", adapter_folders["v2"])
+    with server.lease() as lease:
+        assert lease.version == "v2"
+        second = lease.score(_frame(small_data))
+        recs = lease.recommend("u1", [("i2", 5.0)], ["i3", "i4", "i5"], k=2)
+    assert len(recs) == 2
+    assert not torch.allclose(torch.tensor(first), torch.tensor(second))
+    assert server.loaded_versions() == ["v2"]
+    assert server.freed == ["v1"]
+
+
+def test_in_flight_request_finishes_on_old_version_then_it_is_freed(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+) -> None:
+    frame = _frame(small_data)
+    server.activate("v1", adapter_folders["v1"])
+    with server.lease() as lease:
+        before = lease.score(frame)
+    with server.lease() as old:
+        server.activate("v2", adapter_folders["v2"])
+        with server.lease() as new:
+            assert new.version == "v2"
+            new.score(frame)
+        # the swap happened, but this request still answers with v1's weights
+        assert sorted(server.loaded_versions()) == ["v1", "v2"]
+        assert torch.allclose(torch.tensor(old.score(frame)), torch.tensor(before))
+        assert old.version == "v1"
+        assert server.freed == []
+    assert server.loaded_versions() == ["v2"]
+    assert server.freed == ["v1"]
+    assert len(server.loaded.model.peft_config) == 1  # peft holds only v2's weights
+
+
+def test_rollback_to_a_version_still_in_memory(server: ModelServer, adapter_folders: dict[str, Path]) -> None:
+    server.activate("v1", adapter_folders["v1"])
+    with server.lease():
+        server.activate("v2", adapter_folders["v2"])
+        server.activate("v1", adapter_folders["v1"])  # v1 was still held: re-used, not reloaded
+        assert server.active_version == "v1"
+    assert server.loaded_versions() == ["v1"]
+    assert server.freed == ["v2"]
+
+
+def test_no_request_fails_during_swaps(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+) -> None:
+    server.activate("v1", adapter_folders["v1"])
+    history = encode_history([("i2", 5.0)])
+    frame = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["i3", "i4"], "history": history})
+    errors: list[BaseException] = []
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                with server.lease() as lease:
+                    lease.score(frame)
+                    lease.recommend("u1", [("i2", 5.0)], ["i3", "i5", "i7"], k=2)
+                    seen.append(lease.version)
+            except BaseException as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for version in ("v2", "v3", "v1", "v2"):
+        time.sleep(0.15)
+        server.activate(version, adapter_folders[version])
+    time.sleep(0.15)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {"v1", "v2", "v3"} <= set(seen)
+    assert server.loaded_versions() == ["v2"]  # every superseded version was freed once idle
+    assert len(server.loaded.model.peft_config) == 1
+
+
+def test_watcher_follows_the_registry(server: ModelServer, adapter_folders: dict[str, Path]) -> None:
+    target: list[ActiveAdapter | None] = [None]
+    watcher = AdapterWatcher(server, lambda: target[0], poll_seconds=30)
+    assert not watcher.refresh()
+    target[0] = ActiveAdapter("v1", adapter_folders["v1"])
+    watcher.start()
+    try:
+        watcher.wake()  # a promotion message: no need to wait for the 30 s poll
+        deadline = time.monotonic() + 10
+        while server.active_version != "v1" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.active_version == "v1"
+        target[0] = ActiveAdapter("v2", Path("/nonexistent"))  # a broken folder: keep serving v1
+        watcher.wake()
+        deadline = time.monotonic() + 10
+        while watcher.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert watcher.last_error is not None
+        assert server.active_version == "v1"
+    finally:
+        watcher.stop()
