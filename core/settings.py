@@ -4,11 +4,13 @@ values they need as explicit arguments."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
+DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
 
 
 class Settings(BaseSettings):
@@ -32,9 +34,64 @@ class Settings(BaseSettings):
         return self.home / "adapters"
 
     signing_key: str = DEV_SIGNING_KEY
+    certificate_salt: str = DEV_CERTIFICATE_SALT  # salts the user-id hash written into certificates
+
+    # ------------------------------------------------------------------ persistence and queue
+    # Empty strings mean "the embedded default under ``home``" (SQLite file, kombu filesystem broker).
+    database_url: str = ""
+    broker_url: str = ""  # production: redis://host:6379/0
+    result_backend: str = ""  # production: redis://host:6379/1
+    redis_url: str | None = None  # pub/sub for promotion events; None: the API polls the active alias
+    visibility_timeout_seconds: int = 6 * 3600  # above the longest job (Redis broker redelivery)
+
+    # ------------------------------------------------------------------ erasure requests and batching
+    erasure_deadline_days: int = 30
+    batch_size: int = 8  # a batch forms when this many requests wait ...
+    batch_max_wait_seconds: float = 300.0  # ... or the oldest has waited this long
+    batch_poll_seconds: float = 15.0  # how often the beat task looks for batches and expired leases
+    lease_seconds: float = 120.0  # a job whose lease is not renewed for this long is taken up again
+    max_retries: int = 3  # failed gates before the requests are marked failed
+
+    # ------------------------------------------------------------------ unlearning and verification
+    unlearning_method: str = "e2urec"
+    unlearning_config: dict[str, Any] = Field(default_factory=dict)  # the method's hyper-parameters (JSON)
+    verify_valid_samples: int = 256  # fixed held-out validation subset for the utility gate
+    verify_max_samples: int = 512  # cap on |F| and on the unseen sample for the forgetting gates
+    utility_margin: float = 0.02  # child valid AUC may fall at most this far below the parent's
+    mia_margin: float = 0.1  # |membership-inference AUC - 0.5| at most this
+    gold_margin: float = 0.05  # mean gold-label P on F at most this above unseen data
+
+    @property
+    def database_url_resolved(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'e2u.sqlite').resolve()}"
+
+    @property
+    def broker_url_resolved(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def result_backend_resolved(self) -> str:
+        return self.result_backend or f"file://{(self.home / 'celery' / 'results').resolve()}"
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Kombu transport options for the broker (creates the embedded broker's folders)."""
+        if self.broker_url_resolved.startswith("filesystem"):
+            queue = (self.home / "celery" / "queue").resolve()
+            processed = (self.home / "celery" / "processed").resolve()
+            for folder in (queue, processed, self.home / "celery" / "results"):
+                folder.mkdir(parents=True, exist_ok=True)
+            return {
+                "data_folder_in": str(queue),
+                "data_folder_out": str(queue),
+                "processed_folder": str(processed),
+                "store_processed": False,
+            }
+        return {"visibility_timeout": self.visibility_timeout_seconds}
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.environment != "development" and self.signing_key == DEV_SIGNING_KEY:
             raise ValueError("E2U_SIGNING_KEY must be set outside development")
+        if self.environment != "development" and self.certificate_salt == DEV_CERTIFICATE_SALT:
+            raise ValueError("E2U_CERTIFICATE_SALT must be set outside development")
         return self

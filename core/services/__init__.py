@@ -1,0 +1,46 @@
+"""Services: the use cases of the product, orchestrating persistence (core.db) and ML (core.ml).
+
+Contract for the edges (app/, worker/).  Every function takes an SQLAlchemy ``Session`` first and only
+flushes: the caller commits (and enqueues/publishes only after the commit).  Expected refusals raise
+``core.services.errors`` (NotFound 404, Conflict and subclasses 409, InvalidInput 422, Unauthorized 401,
+Forbidden 403); ``exc.code`` is a stable word, ``exc.details`` a dict.  Times are aware UTC datetimes.
+
+Sessions: ``core.db.engine.session_factory(url)``; schema: ``core.db.migrate.upgrade(url)``.
+
+erasures
+    create_erasure_request(s, user_id, items|None, IntakeConfig(salt, deadline_days), idempotency_key=None)
+        -> (ErasureRequest, created: bool)     whole user when items is None; same key -> same request
+    get_erasure_request(s, request_id) -> ErasureRequest;  erasure_scope_items(s, request_id) -> [item]
+    list_erasure_requests(s, status=None, limit, offset) -> [ErasureRequest]
+    cancel_erasure_request(s, request_id) -> ErasureRequest     only while received/queued (NotCancellable)
+    get_certificate(s, request_id) -> dict                      signed JSON document
+recommendations  (all reads exclude data under a live erasure scope)
+    user_history(s, user_id, history_len) -> [(item_id, rating)]   NotFound for unknown/erased users
+    candidate_items(s, user_id, limit) -> [item_id]                popular unseen items
+    unknown_items(s, item_ids) -> [item_id];  prompt_catalog(s, user_ids=None) -> core.ml.prompts.Catalog
+    add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [Interaction]
+batching  (task names for send_task: RUN_JOB_TASK "e2u.run_job"(job_id) on UNLEARNING_QUEUE,
+           FORM_BATCHES_TASK "e2u.form_batches"; job_settings_from(Settings()))
+    form_batches(s, JobSettings, now=None) -> [job_id]      commit, then enqueue RUN_JOB_TASK for each
+    trigger_batch_now(s, JobSettings) -> [job_id]           admin "run now"
+    jobs_needing_worker(s) -> [job_id];  get_job(s, id) -> UnlearningJob;  list_jobs(s, status=None, ...)
+    job_request_ids(s, job_id) -> [request_id]
+pipeline
+    run_job(s, job_id, PipelineRuntime(loaded, adapters_dir, worker_id, signing_key, ...), checkpoint)
+        -> JobOutcome      (worker only; checkpoint = the task's session.commit)
+registry
+    active_adapter(s) -> ActiveAdapter(version_id, counter, artifact_path, sha256, base_model) | None
+    list_versions(s, status=None) -> [AdapterVersion];  get_version(s, id);  lineage(s, id) -> [id]
+    activation_events(s) -> [ActivationEvent]
+    promote_version(s, version_id, expected_version_id, expected_counter, actor, kind="promote"|"rollback")
+        -> ActiveAdapter   PredatesErasure / VersionUnavailable / StalePromotion; then publish
+        core.events.promotion_event(...) with core.events.EventPublisher(redis_url) after commit
+certificates
+    sign_certificate(document, key) -> document;  verify_certificate(document, key) -> bool
+api_keys
+    create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None) -> ApiKey
+    revoke_api_key(s, key_id)
+bootstrap
+    bootstrap(s, data_dir|None, adapter_folder|None, base_model) -> BootstrapReport
+        imports prepared data into an empty DB; registers the v1 folder as active if none is active
+"""

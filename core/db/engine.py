@@ -1,0 +1,62 @@
+"""Engine and session factory, plus the one SQLite/PostgreSQL difference the services care about:
+taking the write lock before a read-then-write claim (``lock_for_claim``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(session_or_engine: Session | Engine) -> bool:
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    return bind.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """A new engine.  SQLite gets WAL, foreign keys and a busy timeout so that the API and a worker
+    process can share one file."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process."""
+    return make_engine(url)
+
+
+def session_factory(url_or_engine: str | Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (the edge commits, then reads ids)."""
+    engine = engine_for(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def lock_for_claim(session: Session) -> None:
+    """Start the current transaction as a writer on SQLite (``BEGIN IMMEDIATE`` semantics).
+
+    SQLite has one writer; a no-op UPDATE as the transaction's first statement takes the write lock, so the
+    reads that follow cannot be overtaken by another claimer.  On PostgreSQL the claim queries use
+    ``FOR UPDATE SKIP LOCKED`` instead and this does nothing.
+    """
+    if is_sqlite(session):
+        session.execute(text("UPDATE unlearning_jobs SET id = id WHERE 1 = 0"))

@@ -1,0 +1,255 @@
+"""SQLAlchemy 2 typed models: the registry's tables.  Alembic (``migrations/``) owns the schema; these
+classes must match it (a test compares them).
+
+Times are stored as naive UTC and read back as aware UTC (``UTCDateTime``) so that SQLite and
+PostgreSQL behave alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, naive UTC in the database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use aware UTC datetimes")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+# ------------------------------------------------------------------------------------------ catalog
+
+
+class Item(Base):
+    __tablename__ = "items"
+    item_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    genres: Mapped[str] = mapped_column(Text, default="")
+
+
+class UserProfile(Base):
+    __tablename__ = "user_profiles"
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    age: Mapped[str] = mapped_column(String(16), default="")
+    gender: Mapped[str] = mapped_column(String(16), default="")
+    occupation: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Interaction(Base):
+    """One rating.  ``history`` is the prompt history of the sample built from it (``item:rating|...``,
+    oldest first) as it was at import or insertion; readers drop items under an erasure scope from it."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        UniqueConstraint("user_id", "item_id", name="uq_interactions_user_item"),
+        Index("ix_interactions_user_time", "user_id", "timestamp"),
+        Index("ix_interactions_split", "split"),
+        Index("ix_interactions_item", "item_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[str] = mapped_column(String(64), ForeignKey("items.item_id"))
+    rating: Mapped[float] = mapped_column(Float)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    label: Mapped[int] = mapped_column(Integer)
+    history: Mapped[str] = mapped_column(Text, default="")
+    split: Mapped[str] = mapped_column(String(8))  # train / valid / test / new
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ------------------------------------------------------------------------------------------ erasure
+
+
+class ErasureRequest(Base):
+    __tablename__ = "erasure_requests"
+    __table_args__ = (
+        Index("ix_erasure_requests_status_queued", "status", "queued_at"),
+        Index("ix_erasure_requests_user_status", "user_id", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    user_id: Mapped[str | None] = mapped_column(String(64))  # redacted (NULL) once completed
+    user_hash: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256(salt, user_id), kept for certificates
+    scope: Mapped[str] = mapped_column(String(8))  # "user" or "items"
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column()
+    queued_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+    cancelled_at: Mapped[datetime | None] = mapped_column()
+    failed_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column()
+    deadline_at: Mapped[datetime] = mapped_column()
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("unlearning_jobs.id"))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    forget_samples: Mapped[int | None] = mapped_column(Integer)  # training samples in scope (the forget set)
+    rows_deleted: Mapped[int | None] = mapped_column(Integer)
+    profile_deleted: Mapped[bool | None] = mapped_column()
+
+
+class ErasureScopeItem(Base):
+    __tablename__ = "erasure_scope_items"
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("erasure_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class Certificate(Base):
+    __tablename__ = "certificates"
+    request_id: Mapped[str] = mapped_column(ForeignKey("erasure_requests.id"), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column()
+    issued_at: Mapped[datetime] = mapped_column()
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+
+class UnlearningJob(Base):
+    __tablename__ = "unlearning_jobs"
+    __table_args__ = (Index("ix_unlearning_jobs_status", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending / running / succeeded / failed
+    phase: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    config: Mapped[dict[str, Any]] = mapped_column()
+    thresholds: Mapped[dict[str, Any]] = mapped_column()
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    verdict: Mapped[str | None] = mapped_column(String(16))  # passed / failed
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    parent_version_id: Mapped[str | None] = mapped_column(String(64))
+    expected_alias_counter: Mapped[int | None] = mapped_column(Integer)
+    child_version_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class JobRequest(Base):
+    """Which requests a job's batch held (kept after the requests move on)."""
+
+    __tablename__ = "unlearning_job_requests"
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("unlearning_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(ForeignKey("erasure_requests.id"), primary_key=True)
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+class AdapterVersion(Base):
+    __tablename__ = "adapter_versions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # content id from the weights' sha256
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("adapter_versions.id"))
+    base_model: Mapped[str] = mapped_column(String(200))
+    config: Mapped[dict[str, Any]] = mapped_column()
+    artifact_path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16))  # candidate / active / superseded / destroyed / rejected
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column()
+    promoted_at: Mapped[datetime | None] = mapped_column()
+    superseded_at: Mapped[datetime | None] = mapped_column()
+    destroyed_at: Mapped[datetime | None] = mapped_column()
+
+
+class AdapterErasure(Base):
+    """Erasure requests whose data a version is free of (inherited from its parent, plus its job's batch)."""
+
+    __tablename__ = "adapter_version_erasures"
+    version_id: Mapped[str] = mapped_column(ForeignKey("adapter_versions.id"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("erasure_requests.id"), primary_key=True)
+
+
+class ActiveAlias(Base):
+    __tablename__ = "active_alias"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("adapter_versions.id"))
+    counter: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column()
+
+
+class ActivationEvent(Base):
+    """Append-only: which version became active when (database triggers refuse updates and deletes)."""
+
+    __tablename__ = "activation_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column()
+    version_id: Mapped[str] = mapped_column(String(64))
+    previous_version_id: Mapped[str | None] = mapped_column(String(64))
+    counter: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # bootstrap / promote / rollback
+    actor: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """Append-only audit log.  Never holds raw user ids: subjects are request ids or salted hashes."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters of the key, to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the key
+    scopes: Mapped[list[Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()

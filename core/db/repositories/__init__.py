@@ -1,0 +1,1 @@
+"""Repositories: all SQL of the service lives here, one module per domain.  They flush, never commit."""

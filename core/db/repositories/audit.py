@@ -1,0 +1,55 @@
+"""The append-only audit log and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db.models import ApiKey, AuditEntry
+
+
+def record(
+    session: Session,
+    now: datetime,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    **details: Any,
+) -> None:
+    """Append an audit entry.  Never pass raw user ids: use request ids or salted hashes."""
+    session.add(
+        AuditEntry(
+            at=now,
+            actor=actor,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            details=details,
+        )
+    )
+    session.flush()
+
+
+def entries(session: Session, subject_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    if subject_id is not None:
+        query = query.where(AuditEntry.subject_id == subject_id)
+    return list(session.scalars(query.limit(limit)))
+
+
+def add_key(session: Session, key: ApiKey) -> ApiKey:
+    session.add(key)
+    session.flush()
+    return key
+
+
+def key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
+    return session.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))

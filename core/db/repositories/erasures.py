@@ -1,0 +1,90 @@
+"""Erasure requests, their item scopes and their certificates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.db.engine import is_sqlite
+from core.db.models import Certificate, ErasureRequest, ErasureScopeItem
+
+
+def get(session: Session, request_id: str) -> ErasureRequest | None:
+    return session.get(ErasureRequest, request_id)
+
+
+def by_idempotency_key(session: Session, key: str) -> ErasureRequest | None:
+    return session.scalars(select(ErasureRequest).where(ErasureRequest.idempotency_key == key)).first()
+
+
+def add(session: Session, request: ErasureRequest, item_ids: Sequence[str]) -> None:
+    session.add(request)
+    session.flush()
+    session.add_all([ErasureScopeItem(request_id=request.id, item_id=i) for i in sorted(set(item_ids))])
+    session.flush()
+
+
+def scope_items(session: Session, request_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(ErasureScopeItem.item_id)
+            .where(ErasureScopeItem.request_id == request_id)
+            .order_by(ErasureScopeItem.item_id)
+        )
+    )
+
+
+def list_requests(
+    session: Session, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[ErasureRequest]:
+    query = select(ErasureRequest).order_by(ErasureRequest.created_at.desc(), ErasureRequest.id)
+    if status is not None:
+        query = query.where(ErasureRequest.status == status)
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def queued_for_claim(session: Session) -> list[ErasureRequest]:
+    """Queued requests, oldest first, locked for this transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
+    SQLite: the caller holds the write lock via ``lock_for_claim``)."""
+    query = (
+        select(ErasureRequest)
+        .where(ErasureRequest.status == "queued")
+        .order_by(ErasureRequest.queued_at, ErasureRequest.created_at, ErasureRequest.id)
+    )
+    if not is_sqlite(session):
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def for_job(session: Session, request_ids: Sequence[str]) -> list[ErasureRequest]:
+    query = select(ErasureRequest).where(ErasureRequest.id.in_(list(request_ids))).order_by(ErasureRequest.id)
+    return list(session.scalars(query))
+
+
+def set_status(
+    session: Session, request_ids: Sequence[str], status: str, now: datetime, **values: object
+) -> None:
+    session.execute(
+        update(ErasureRequest)
+        .where(ErasureRequest.id.in_(list(request_ids)))
+        .values(status=status, updated_at=now, **values)
+    )
+    session.flush()
+    for request in session.scalars(select(ErasureRequest).where(ErasureRequest.id.in_(list(request_ids)))):
+        session.refresh(request)
+
+
+def completed_ids(session: Session) -> set[str]:
+    return set(session.scalars(select(ErasureRequest.id).where(ErasureRequest.status == "completed")))
+
+
+def add_certificate(session: Session, certificate: Certificate) -> None:
+    session.merge(certificate)
+    session.flush()
+
+
+def certificate(session: Session, request_id: str) -> Certificate | None:
+    return session.get(Certificate, request_id)

@@ -1,0 +1,100 @@
+"""Unlearning jobs: creation, lease-fenced claiming and heartbeats, listing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.db.models import JobRequest, UnlearningJob
+
+OPEN_STATUSES = ("pending", "running")
+
+
+def get(session: Session, job_id: int) -> UnlearningJob | None:
+    return session.get(UnlearningJob, job_id)
+
+
+def create(session: Session, job: UnlearningJob, request_ids: Sequence[str]) -> UnlearningJob:
+    session.add(job)
+    session.flush()
+    session.add_all([JobRequest(job_id=job.id, request_id=r) for r in request_ids])
+    session.flush()
+    return job
+
+
+def request_ids(session: Session, job_id: int) -> list[str]:
+    query = select(JobRequest.request_id).where(JobRequest.job_id == job_id).order_by(JobRequest.request_id)
+    return list(session.scalars(query))
+
+
+def list_jobs(
+    session: Session, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[UnlearningJob]:
+    query = select(UnlearningJob).order_by(UnlearningJob.id.desc())
+    if status is not None:
+        query = query.where(UnlearningJob.status == status)
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def try_lease(session: Session, job_id: int, owner: str, now: datetime, lease_seconds: float) -> bool:
+    """Compare-and-set the lease: succeeds when the job is open and unleased, leased by ``owner``, or its
+    lease has expired.  One UPDATE, so it is atomic on both databases."""
+    result = session.execute(
+        update(UnlearningJob)
+        .where(
+            UnlearningJob.id == job_id,
+            UnlearningJob.status.in_(OPEN_STATUSES),
+            or_(
+                UnlearningJob.lease_owner.is_(None),
+                UnlearningJob.lease_owner == owner,
+                UnlearningJob.lease_expires_at < now,
+            ),
+        )
+        .values(
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+            status="running",
+            attempts=UnlearningJob.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    job = session.get(UnlearningJob, job_id)
+    if job is not None:
+        session.refresh(job)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def heartbeat(
+    session: Session, job_id: int, owner: str, now: datetime, lease_seconds: float, **values: Any
+) -> bool:
+    """Renew the lease (and set ``values``) only while ``owner`` still holds it.  False: the lease is lost."""
+    result = session.execute(
+        update(UnlearningJob)
+        .where(
+            UnlearningJob.id == job_id, UnlearningJob.lease_owner == owner, UnlearningJob.status == "running"
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    job = session.get(UnlearningJob, job_id)
+    if job is not None:
+        session.refresh(job)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def expired(session: Session, now: datetime) -> list[int]:
+    """Open jobs nobody holds: running with an expired lease, or pending and never leased."""
+    query = select(UnlearningJob.id).where(
+        or_(
+            and_(UnlearningJob.status == "running", UnlearningJob.lease_expires_at < now),
+            and_(UnlearningJob.status == "pending", UnlearningJob.lease_owner.is_(None)),
+        )
+    )
+    return list(session.scalars(query.order_by(UnlearningJob.id)))

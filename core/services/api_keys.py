@@ -1,0 +1,61 @@
+"""API keys with scopes; only the sha256 of a key is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from core.db.models import ApiKey, utcnow
+from core.db.repositories import audit as audit_repo
+from core.services.errors import Forbidden, InvalidInput, Unauthorized
+
+SCOPES = ("recommend", "erase", "admin")
+KEY_PREFIX = "e2u_"
+
+
+def _hash(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def create_api_key(session: Session, name: str, scopes: Sequence[str], now: datetime | None = None) -> str:
+    """Create a key named ``name`` with ``scopes`` (subset of recommend/erase/admin); returns the plaintext,
+    shown once.  Flushes only."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(f"scopes must be a non-empty subset of {list(SCOPES)}; unknown: {unknown}")
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    when = now or utcnow()
+    key = ApiKey(
+        name=name,
+        prefix=plaintext[:12],
+        key_hash=_hash(plaintext),
+        scopes=sorted(set(scopes)),
+        created_at=when,
+    )
+    audit_repo.add_key(session, key)
+    audit_repo.record(
+        session, when, "system", "api_key.created", "api_key", str(key.id), name=name, scopes=key.scopes
+    )
+    return plaintext
+
+
+def authenticate(session: Session, plaintext: str, required_scope: str | None = None) -> ApiKey:
+    """The key row for ``plaintext``; raises Unauthorized (unknown/revoked) or Forbidden (scope missing)."""
+    key = audit_repo.key_by_hash(session, _hash(plaintext)) if plaintext else None
+    if key is None or key.revoked_at is not None:
+        raise Unauthorized("unknown or revoked API key")
+    if required_scope is not None and required_scope not in key.scopes:
+        raise Forbidden(f"this API key lacks the {required_scope!r} scope", scopes=key.scopes)
+    return key
+
+
+def revoke_api_key(session: Session, key_id: int, now: datetime | None = None) -> None:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise Unauthorized(f"no API key {key_id}")
+    key.revoked_at = now or utcnow()
+    session.flush()

@@ -1,0 +1,161 @@
+"""Batching pending erasure requests into unlearning jobs, and finding jobs that need a worker.
+
+State lives in the database, not in worker memory: a job row per batch, claimed requests locked with
+``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or under SQLite's single write lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.db.engine import lock_for_claim
+from core.db.models import UnlearningJob, utcnow
+from core.db.repositories import adapters as adapter_repo
+from core.db.repositories import audit as audit_repo
+from core.db.repositories import erasures as erasure_repo
+from core.db.repositories import jobs as job_repo
+from core.services.errors import InvalidInput, NotFound
+
+# The queue contract shared by worker/ (which defines the tasks) and app/ (which sends them by name).
+RUN_JOB_TASK = "e2u.run_job"  # args: [job_id]
+FORM_BATCHES_TASK = "e2u.form_batches"  # no args; returns the job ids it enqueued
+UNLEARNING_QUEUE = "unlearning"  # GPU workers, prefetch 1
+DEFAULT_QUEUE = "celery"
+JOB_STATUSES = ("pending", "running", "succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Verification gates (see ``core.services.verification``)."""
+
+    utility_margin: float = 0.02  # child valid AUC >= parent valid AUC - margin
+    mia_margin: float = 0.1  # |MIA AUC(F vs unseen) - 0.5| <= margin
+    gold_margin: float = 0.05  # mean P(gold | F) - mean P(gold | unseen) <= margin
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything a job needs to be reproduced; stored on the job row when the batch forms."""
+
+    batch_size: int = 8
+    batch_max_wait_seconds: float = 300.0
+    max_retries: int = 3
+    method: str = "e2urec"
+    method_config: dict[str, Any] = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    valid_samples: int = 256
+    max_verify_samples: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_retries < 0 or self.batch_max_wait_seconds < 0:
+            raise ValueError("batch_size >= 1, max_retries >= 0, batch_max_wait_seconds >= 0 required")
+
+    def job_config(self, attempt_seed: int) -> dict[str, Any]:
+        method_config = dict(self.method_config)
+        method_config.setdefault("seed", self.seed + attempt_seed)
+        return {
+            "method": self.method,
+            "method_config": method_config,
+            "valid_samples": self.valid_samples,
+            "max_verify_samples": self.max_verify_samples,
+            "max_retries": self.max_retries,
+            "seed": self.seed,
+        }
+
+
+def _new_job(
+    session: Session, request_ids: list[str], settings: JobSettings, retries: int, now: datetime
+) -> UnlearningJob:
+    alias = adapter_repo.alias(session)
+    job = UnlearningJob(
+        status="pending",
+        phase="queued",
+        progress=0.0,
+        created_at=now,
+        attempts=0,
+        config=settings.job_config(retries),
+        thresholds=asdict(settings.thresholds),
+        metrics={},
+        parent_version_id=alias.version_id if alias else None,
+        expected_alias_counter=alias.counter if alias else None,
+    )
+    job_repo.create(session, job, request_ids)
+    erasure_repo.set_status(session, request_ids, "unlearning", now, job_id=job.id, started_at=now)
+    audit_repo.record(
+        session, now, "batcher", "job.created", "unlearning_job", str(job.id), requests=request_ids
+    )
+    return job
+
+
+def form_batches(
+    session: Session, settings: JobSettings, now: datetime | None = None, force: bool = False
+) -> list[int]:
+    """Claim queued requests into jobs: full batches of ``batch_size``, plus the rest when the oldest has
+    waited ``batch_max_wait_seconds`` (or ``force``).  Returns the new job ids; the caller commits, then
+    enqueues ``RUN_JOB_TASK`` for each.  Call at the start of a transaction."""
+    when = now or utcnow()
+    lock_for_claim(session)
+    queued = erasure_repo.queued_for_claim(session)
+    job_ids = []
+    while queued:
+        batch = queued[: settings.batch_size]
+        oldest = min(r.queued_at or r.created_at for r in batch)
+        ripe = when - oldest >= timedelta(seconds=settings.batch_max_wait_seconds)
+        if len(batch) < settings.batch_size and not (ripe or force):
+            break
+        retries = max(r.retry_count for r in batch)
+        job_ids.append(_new_job(session, [r.id for r in batch], settings, retries, when).id)
+        queued = queued[settings.batch_size :]
+    return job_ids
+
+
+def trigger_batch_now(session: Session, settings: JobSettings, now: datetime | None = None) -> list[int]:
+    """Admin "run now": batch every queued request regardless of waiting time.  Returns new job ids."""
+    return form_batches(session, settings, now, force=True)
+
+
+def jobs_needing_worker(session: Session, now: datetime | None = None) -> list[int]:
+    """Open jobs that no live worker holds (expired lease or never picked up): enqueue them again.
+    A job's own lease check makes a duplicate delivery harmless."""
+    return job_repo.expired(session, now or utcnow())
+
+
+def get_job(session: Session, job_id: int) -> UnlearningJob:
+    job = job_repo.get(session, job_id)
+    if job is None:
+        raise NotFound(f"no unlearning job {job_id}")
+    return job
+
+
+def job_request_ids(session: Session, job_id: int) -> list[str]:
+    """The erasure requests of a job's batch."""
+    get_job(session, job_id)
+    return job_repo.request_ids(session, job_id)
+
+
+def list_jobs(
+    session: Session, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[UnlearningJob]:
+    """Newest first."""
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidInput(f"status must be one of {list(JOB_STATUSES)}")
+    return job_repo.list_jobs(session, status, limit, offset)
+
+
+def job_settings_from(settings: Any) -> JobSettings:
+    """``JobSettings`` from ``core.settings.Settings`` (for the edges)."""
+    return JobSettings(
+        batch_size=settings.batch_size,
+        batch_max_wait_seconds=settings.batch_max_wait_seconds,
+        max_retries=settings.max_retries,
+        method=settings.unlearning_method,
+        method_config=dict(settings.unlearning_config),
+        thresholds=Thresholds(settings.utility_margin, settings.mia_margin, settings.gold_margin),
+        valid_samples=settings.verify_valid_samples,
+        max_verify_samples=settings.verify_max_samples,
+    )

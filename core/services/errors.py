@@ -1,0 +1,70 @@
+"""The service layer's error hierarchy.  The HTTP edge maps each class to one status code in one
+place: NotFound -> 404, Conflict (and subclasses) -> 409, InvalidInput -> 422,
+Unauthorized -> 401, Forbidden -> 403."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every expected refusal; ``code`` is a stable machine-readable word."""
+
+    code = "service_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+
+
+class InvalidInput(ServiceError):
+    code = "invalid_input"
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+
+
+class IdempotencyKeyReused(Conflict):
+    """The idempotency key was used before for a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class NotCancellable(Conflict):
+    code = "not_cancellable"
+
+
+class StalePromotion(Conflict):
+    """The active alias moved since the caller read it (compare-and-swap failed)."""
+
+    code = "stale_promotion"
+
+
+class PredatesErasure(Conflict):
+    """The version still carries data of a completed erasure; it may never serve again."""
+
+    code = "predates_erasure"
+
+
+class VersionUnavailable(Conflict):
+    """The version's weights are destroyed or it was rejected."""
+
+    code = "version_unavailable"
+
+
+class Unauthorized(ServiceError):
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+
+
+class LeaseLost(ServiceError):
+    """Another worker took over the job (our lease expired)."""
+
+    code = "lease_lost"

@@ -1,0 +1,244 @@
+"""Adapter registry: versions with lineage, the active alias (compare-and-swap), promotion and rollback
+within the erasure rule, and destruction of weights that carry erased data."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.db.models import ActivationEvent, AdapterVersion, utcnow
+from core.db.repositories import adapters as adapter_repo
+from core.db.repositories import audit as audit_repo
+from core.db.repositories import erasures as erasure_repo
+from core.services.errors import NotFound, PredatesErasure, StalePromotion, VersionUnavailable
+
+VERSION_STATUSES = ("candidate", "active", "superseded", "destroyed", "rejected")
+
+
+@dataclass(frozen=True)
+class ActiveAdapter:
+    """What serves now: ``counter`` grows by one with every move of the alias."""
+
+    version_id: str
+    counter: int
+    artifact_path: str
+    sha256: str
+    base_model: str
+    updated_at: datetime
+
+
+def active_adapter(session: Session) -> ActiveAdapter | None:
+    """The active version (one primary-key read; cheap enough to poll), or None before bootstrap."""
+    alias = adapter_repo.alias(session)
+    if alias is None:
+        return None
+    version = adapter_repo.get(session, alias.version_id)
+    assert version is not None  # foreign key
+    return ActiveAdapter(
+        version.id, alias.counter, version.artifact_path, version.sha256, version.base_model, alias.updated_at
+    )
+
+
+def get_version(session: Session, version_id: str) -> AdapterVersion:
+    version = adapter_repo.get(session, version_id)
+    if version is None:
+        raise NotFound(f"no adapter version {version_id!r}")
+    return version
+
+
+def list_versions(session: Session, status: str | None = None) -> list[AdapterVersion]:
+    """Every version, oldest first (``parent_id`` gives the lineage)."""
+    return adapter_repo.list_versions(session, status)
+
+
+def lineage(session: Session, version_id: str) -> list[str]:
+    """``version_id`` and its ancestors, newest first."""
+    chain, current = [], get_version(session, version_id)
+    while current is not None:
+        chain.append(current.id)
+        current = adapter_repo.get(session, current.parent_id) if current.parent_id else None
+    return chain
+
+
+def activation_events(session: Session, limit: int = 100) -> list[ActivationEvent]:
+    """The append-only log of which version became active when, newest first."""
+    return adapter_repo.events(session, limit)
+
+
+def register_version(
+    session: Session,
+    version_id: str,
+    parent_id: str | None,
+    base_model: str,
+    artifact_path: Path,
+    sha256: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    clean_of: set[str],
+    job_id: int | None = None,
+    now: datetime | None = None,
+) -> AdapterVersion:
+    """Record a candidate version (idempotent: an existing ``version_id`` is returned as is)."""
+    existing = adapter_repo.get(session, version_id)
+    if existing is not None:
+        adapter_repo.add_clean_of(session, version_id, clean_of)
+        return existing
+    when = now or utcnow()
+    version = AdapterVersion(
+        id=version_id,
+        parent_id=parent_id,
+        base_model=base_model,
+        config=config,
+        artifact_path=str(artifact_path),
+        sha256=sha256,
+        metrics=metrics,
+        status="candidate",
+        job_id=job_id,
+        created_at=when,
+    )
+    adapter_repo.add(session, version, clean_of)
+    audit_repo.record(
+        session,
+        when,
+        "system",
+        "adapter.registered",
+        "adapter_version",
+        version_id,
+        parent=parent_id,
+        job_id=job_id,
+    )
+    return version
+
+
+def activate_first(
+    session: Session, version_id: str, actor: str = "bootstrap", now: datetime | None = None
+) -> None:
+    """Point the alias at ``version_id`` when no version is active yet (bootstrap)."""
+    when = now or utcnow()
+    alias = adapter_repo.create_alias(session, version_id, when)
+    adapter_repo.set_status(session, version_id, "active", promoted_at=when)
+    adapter_repo.add_event(
+        session,
+        ActivationEvent(
+            at=when,
+            version_id=version_id,
+            previous_version_id=None,
+            counter=alias.counter,
+            kind="bootstrap",
+            actor=actor,
+        ),
+    )
+
+
+def missing_erasures(session: Session, version_id: str) -> set[str]:
+    """Requests whose data ``version_id`` may still carry although they are completed or the active
+    version is free of them: a version with any may never become active."""
+    must = erasure_repo.completed_ids(session)
+    current = adapter_repo.alias(session)
+    if current is not None:
+        must |= adapter_repo.clean_of(session, current.version_id)
+    return must - adapter_repo.clean_of(session, version_id)
+
+
+def promote_version(
+    session: Session,
+    version_id: str,
+    expected_version_id: str,
+    expected_counter: int,
+    actor: str,
+    kind: str = "promote",
+    job_id: int | None = None,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> ActiveAdapter:
+    """Make ``version_id`` active if the alias still reads (``expected_version_id``, ``expected_counter``).
+
+    ``kind``: "promote" or "rollback" (recorded).  Raises PredatesErasure when the version may carry data of
+    a completed erasure, VersionUnavailable when its weights are gone or it was rejected, StalePromotion when
+    the alias moved.  The old version becomes ``superseded`` (weights kept; see ``destroy_versions``).
+    Flushes only; the caller commits, then publishes ``core.events.promotion_event``.
+    """
+    when = now or utcnow()
+    version = get_version(session, version_id)
+    missing = missing_erasures(session, version_id)
+    if missing:
+        raise PredatesErasure(
+            f"adapter version {version_id} predates {len(missing)} completed erasure(s); "
+            "it may still carry their data",
+            requests=sorted(missing),
+        )
+    if version.destroyed_at is not None or version.status in ("destroyed", "rejected"):
+        raise VersionUnavailable(
+            f"adapter version {version_id} is {version.status}; its weights cannot serve"
+        )
+    if version_id == expected_version_id:
+        raise StalePromotion(f"adapter version {version_id} is already active")
+    if not adapter_repo.swap_alias(session, expected_version_id, expected_counter, version_id, when):
+        current = adapter_repo.alias(session)
+        raise StalePromotion(
+            f"the active version moved (expected {expected_version_id}#{expected_counter}, "
+            f"found {current.version_id if current else None}#{current.counter if current else None})"
+        )
+    alias = adapter_repo.alias(session)
+    assert alias is not None
+    adapter_repo.set_status(session, expected_version_id, "superseded", superseded_at=when)
+    adapter_repo.set_status(session, version_id, "active", promoted_at=when)
+    adapter_repo.add_event(
+        session,
+        ActivationEvent(
+            at=when,
+            version_id=version_id,
+            previous_version_id=expected_version_id,
+            counter=alias.counter,
+            kind=kind,
+            actor=actor,
+            job_id=job_id,
+            reason=reason,
+        ),
+    )
+    audit_repo.record(
+        session,
+        when,
+        actor,
+        f"adapter.{kind}",
+        "adapter_version",
+        version_id,
+        previous=expected_version_id,
+        counter=alias.counter,
+        job_id=job_id,
+        reason=reason,
+    )
+    active = active_adapter(session)
+    assert active is not None
+    return active
+
+
+def versions_carrying(session: Session, request_ids: set[str]) -> list[AdapterVersion]:
+    """Versions with weights on disk that are not free of every request in ``request_ids``."""
+    return [
+        v for v in adapter_repo.with_files(session) if not request_ids <= adapter_repo.clean_of(session, v.id)
+    ]
+
+
+def mark_destroyed(
+    session: Session, version_id: str, actor: str, reason: str, now: datetime | None = None
+) -> datetime:
+    """Record that a version's weights are gone (status destroyed unless it was rejected)."""
+    when = now or utcnow()
+    version = get_version(session, version_id)
+    status = "rejected" if version.status == "rejected" else "destroyed"
+    adapter_repo.set_status(session, version_id, status, destroyed_at=when)
+    audit_repo.record(session, when, actor, "adapter.destroyed", "adapter_version", version_id, reason=reason)
+    return when
+
+
+def delete_artifact(artifact_path: str) -> None:
+    """Delete a version's folder (idempotent)."""
+    shutil.rmtree(artifact_path, ignore_errors=True)
+    if Path(artifact_path).exists():
+        raise OSError(f"could not delete {artifact_path}")
