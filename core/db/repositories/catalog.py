@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import delete, exists, func, or_, select, update
@@ -20,14 +21,19 @@ EXCLUDING_STATUSES = ("received", "queued", "unlearning", "verifying", "failed")
 SAMPLE_FRAME_COLUMNS = ["id", "user_id", "item_id", "rating", "timestamp", "label", "history", "split"]
 
 
-def _not_excluded() -> object:
-    request = aliased(ErasureRequest)
-    in_scope = or_(
-        request.scope == "user",
-        exists().where(
-            ErasureScopeItem.request_id == request.id, ErasureScopeItem.item_id == Interaction.item_id
-        ),
+def _in_scope_of(request: Any) -> Any:
+    """The interaction row of the enclosing query lies in ``request``'s scope (whole user or listed item)."""
+    listed = (
+        exists()
+        .where(ErasureScopeItem.request_id == request.id, ErasureScopeItem.item_id == Interaction.item_id)
+        .correlate_except(ErasureScopeItem)
     )
+    return or_(request.scope == "user", listed)
+
+
+def _not_excluded() -> Any:
+    request = aliased(ErasureRequest)
+    in_scope = _in_scope_of(request)
     return ~exists().where(
         request.user_id == Interaction.user_id, request.status.in_(EXCLUDING_STATUSES), in_scope
     )
@@ -113,12 +119,7 @@ def scope_interactions(
 ) -> pd.DataFrame:
     """Rows under the scope of the given requests, as stored (histories as they were trained on)."""
     request = aliased(ErasureRequest)
-    in_scope = or_(
-        request.scope == "user",
-        exists().where(
-            ErasureScopeItem.request_id == request.id, ErasureScopeItem.item_id == Interaction.item_id
-        ),
-    )
+    in_scope = _in_scope_of(request)
     query = select(*_sample_columns()).where(  # type: ignore[call-overload]
         exists().where(request.id.in_(list(request_ids)), request.user_id == Interaction.user_id, in_scope)
     )

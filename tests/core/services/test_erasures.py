@@ -1,0 +1,69 @@
+"""Erasure intake: idempotency, validation, cancellation, and ratings refused while erasure is pending."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session
+
+from core.ml.data import PreparedData
+from core.services import erasures, recommendations
+from core.services.errors import Conflict, IdempotencyKeyReused, InvalidInput, NotCancellable, NotFound
+from core.services.recommendations import NewRating
+
+INTAKE = erasures.IntakeConfig(salt="test-salt", deadline_days=30)
+
+
+def test_idempotency_key_returns_the_same_request(session: Session, seeded: PreparedData) -> None:
+    first, created = erasures.create_erasure_request(session, "u1", None, INTAKE, idempotency_key="k-1")
+    session.commit()
+    again, created_again = erasures.create_erasure_request(session, "u1", None, INTAKE, idempotency_key="k-1")
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(IdempotencyKeyReused):
+        erasures.create_erasure_request(session, "u2", None, INTAKE, idempotency_key="k-1")
+    assert len(erasures.list_erasure_requests(session)) == 1
+    assert first.status == "queued" and (first.deadline_at - first.created_at).days == 30
+    assert first.user_hash == erasures.user_hash("test-salt", "u1") != erasures.user_hash("other", "u1")
+
+
+def test_bad_input_changes_nothing(session: Session, seeded: PreparedData) -> None:
+    with pytest.raises(NotFound):
+        erasures.create_erasure_request(session, "nobody", None, INTAKE)
+    with pytest.raises(InvalidInput):
+        erasures.create_erasure_request(session, "u1", ["not-rated"], INTAKE)
+    with pytest.raises(InvalidInput):
+        erasures.create_erasure_request(session, "u1", [], INTAKE)
+    assert erasures.list_erasure_requests(session) == []
+
+
+def test_cancel_only_while_pending(session: Session, seeded: PreparedData) -> None:
+    request, _ = erasures.create_erasure_request(session, "u1", None, INTAKE)
+    assert erasures.cancel_erasure_request(session, request.id).status == "cancelled"
+    assert erasures.cancel_erasure_request(session, request.id).status == "cancelled"  # idempotent
+    other, _ = erasures.create_erasure_request(session, "u2", None, INTAKE)
+    other.status = "unlearning"
+    session.flush()
+    with pytest.raises(NotCancellable):
+        erasures.cancel_erasure_request(session, other.id)
+    with pytest.raises(NotFound):
+        erasures.get_certificate(session, other.id)
+
+
+def test_recommend_path_and_new_ratings_respect_pending_erasures(
+    session: Session, seeded: PreparedData
+) -> None:
+    history = recommendations.user_history(session, "u4", 3)
+    assert len(history) == 3
+    candidates = recommendations.candidate_items(session, "u4", 5)
+    assert len(candidates) == 5 and not set(candidates) & set(recommendations.user_history(session, "u4", 99))
+    rows = recommendations.add_interactions(session, "u4", [NewRating(candidates[0], 5.0)], history_len=3)
+    assert rows[0].split == "new" and rows[0].label == 1 and rows[0].history
+    with pytest.raises(Conflict):
+        recommendations.add_interactions(session, "u4", [NewRating(candidates[0], 4.0)], history_len=3)
+    with pytest.raises(InvalidInput):
+        recommendations.add_interactions(session, "u4", [NewRating("nope", 4.0)], history_len=3)
+    erasures.create_erasure_request(session, "u4", None, INTAKE)
+    with pytest.raises(NotFound):
+        recommendations.user_history(session, "u4", 3)
+    with pytest.raises(Conflict):
+        recommendations.add_interactions(session, "u4", [NewRating(candidates[1], 4.0)], history_len=3)
+    assert "u4" not in recommendations.prompt_catalog(session).profiles

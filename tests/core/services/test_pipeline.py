@@ -1,0 +1,164 @@
+"""The unlearning pipeline end to end on the tiny (random, untrained) model with a stand-in method:
+behaviour only (versions, rows, files, certificates, statuses), never quality."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db.models import AdapterVersion, Interaction, UserProfile, utcnow
+from core.ml.model import LoadedModel
+from core.services import batching, erasures, pipeline, registry
+from core.services.api_keys import authenticate, create_api_key
+from core.services.batching import JobSettings, Thresholds
+from core.services.certificates import verify_certificate
+from core.services.errors import Forbidden, PredatesErasure, StalePromotion, Unauthorized
+
+INTAKE = erasures.IntakeConfig(salt="salt")
+LENIENT = Thresholds(utility_margin=1.0, mia_margin=0.5, gold_margin=1.0)
+IMPOSSIBLE = Thresholds(utility_margin=-1.0, mia_margin=-1.0, gold_margin=-1.0)
+KEY = "signing-key"
+
+
+def settings(thresholds: Thresholds = LENIENT, **overrides: object) -> JobSettings:
+    values: dict[str, object] = {
+        "batch_size": 2,
+        "batch_max_wait_seconds": 60,
+        "method": "test-nudge",
+        "thresholds": thresholds,
+        "max_retries": 1,
+    }
+    return JobSettings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def runtime(model: LoadedModel, adapters_dir: Path, worker: str = "w1") -> pipeline.PipelineRuntime:
+    return pipeline.PipelineRuntime(model, adapters_dir, worker, KEY, lease_seconds=60, score_batch_size=8)
+
+
+def test_batches_form_on_size_or_wait(session: Session, v1_id: str) -> None:
+    now = utcnow()
+    erasures.create_erasure_request(session, "u1", None, INTAKE, now=now)
+    session.commit()
+    assert batching.form_batches(session, settings(), now=now) == []
+    assert batching.form_batches(session, settings(), now=now + timedelta(seconds=61)) != []
+    session.commit()
+    for user in ("u2", "u3", "u4"):
+        erasures.create_erasure_request(session, user, None, INTAKE, now=now)
+    jobs = batching.form_batches(session, settings(), now=now)  # one full batch of 2, one waiting
+    assert len(jobs) == 1 and len(batching.job_request_ids(session, jobs[0])) == 2
+    assert len(batching.trigger_batch_now(session, settings(), now=now)) == 1
+    job = batching.get_job(session, jobs[0])
+    assert job.parent_version_id == v1_id and job.config["method"] == "test-nudge"
+    assert job.thresholds["utility_margin"] == 1.0
+
+
+def test_erasure_to_new_active_version(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    v1_path = Path(registry.get_version(session, v1_id).artifact_path)
+    request, _ = erasures.create_erasure_request(session, "u5", None, INTAKE)
+    session.commit()
+    [job_id] = batching.trigger_batch_now(session, settings())
+    session.commit()
+    outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
+    assert outcome.status == "succeeded", outcome.reason
+    job = batching.get_job(session, job_id)
+    assert (job.phase, job.progress, job.verdict) == ("done", 1.0, "passed")
+    assert {"parent_valid", "child_valid", "child_forget", "unlearning"} <= set(job.metrics)
+    active = registry.active_adapter(session)
+    assert active is not None and active.version_id == job.child_version_id != v1_id and active.counter == 2
+    assert not v1_path.exists() and registry.get_version(session, v1_id).status == "destroyed"
+    assert Path(active.artifact_path).exists()
+    assert session.scalars(select(Interaction).where(Interaction.user_id == "u5")).first() is None
+    assert session.get(UserProfile, "u5") is None
+    done = erasures.get_erasure_request(session, request.id)
+    assert done.status == "completed" and done.user_id is None and done.rows_deleted and done.forget_samples
+    certificate = erasures.get_certificate(session, request.id)
+    assert verify_certificate(certificate, KEY) and not verify_certificate(certificate, "other")
+    assert certificate["child_adapter"]["id"] == active.version_id
+    assert certificate["timestamps"]["old_weights_destroyed_at"] is not None
+    tampered = {**certificate, "erased": {**certificate["erased"], "rows_deleted": 0}}
+    assert not verify_certificate(tampered, KEY)
+    # a duplicate delivery of the same job does nothing
+    assert (
+        pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit).status
+        == "skipped"
+    )
+    # rollback to the version that predates the completed erasure is refused
+    with pytest.raises(PredatesErasure):
+        registry.promote_version(session, v1_id, active.version_id, active.counter, "admin", kind="rollback")
+
+
+def test_failed_gate_keeps_old_version_and_requeues(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    request, _ = erasures.create_erasure_request(session, "u6", None, INTAKE)
+    session.commit()
+    strict = settings(IMPOSSIBLE)
+    for attempt in (1, 2):
+        [job_id] = batching.trigger_batch_now(session, strict)
+        session.commit()
+        outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
+        assert outcome.status == "failed" and "verification failed" in (outcome.reason or "")
+        job = batching.get_job(session, job_id)
+        assert job.verdict == "failed" and job.metrics["child_valid"] and job.thresholds["mia_margin"] == -1.0
+        state = erasures.get_erasure_request(session, request.id)
+        assert state.retry_count == attempt
+        assert state.status == ("queued" if attempt == 1 else "failed")  # max_retries = 1
+    active = registry.active_adapter(session)
+    assert active is not None and active.version_id == v1_id and active.counter == 1
+    assert Path(active.artifact_path).exists()
+    assert session.scalars(select(Interaction).where(Interaction.user_id == "u6")).first() is not None
+    assert session.scalars(select(AdapterVersion)).all() == [registry.get_version(session, v1_id)]
+
+
+def test_lease_held_by_a_live_worker_is_respected(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    erasures.create_erasure_request(session, "u7", None, INTAKE)
+    [job_id] = batching.trigger_batch_now(session, settings())
+    session.commit()
+    from core.db.repositories import jobs as job_repo
+
+    assert job_repo.try_lease(session, job_id, "dead-worker", utcnow(), 60)
+    session.commit()
+    assert (
+        pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit).status
+        == "skipped"
+    )
+    assert batching.jobs_needing_worker(session) == []
+    assert batching.jobs_needing_worker(session, utcnow() + timedelta(seconds=61)) == [job_id]
+    later = runtime(tiny_model, adapters_dir, "w2")
+    later.clock = lambda: utcnow() + timedelta(seconds=61)
+    assert pipeline.run_job(session, job_id, later, session.commit).status == "succeeded"
+
+
+def test_promotion_is_fenced(session: Session, v1_id: str, adapters_dir: Path) -> None:
+    other = adapters_dir / "other"
+    other.mkdir()
+    registry.register_version(session, "other", None, "tiny", other, "0" * 64, {}, {}, set())
+    with pytest.raises(StalePromotion):
+        registry.promote_version(session, "other", v1_id, 7, "admin")  # stale counter
+    active = registry.promote_version(session, "other", v1_id, 1, "admin")
+    assert active.version_id == "other" and active.counter == 2
+    with pytest.raises(StalePromotion):
+        registry.promote_version(session, v1_id, v1_id, 1, "admin", kind="rollback")  # a second, stale caller
+    back = registry.promote_version(session, v1_id, "other", 2, "admin", kind="rollback")
+    assert back.counter == 3 and [e.kind for e in registry.activation_events(session)] == [
+        "rollback",
+        "promote",
+        "bootstrap",
+    ]
+
+
+def test_api_keys(session: Session) -> None:
+    plaintext = create_api_key(session, "ops", ["admin", "recommend"])
+    assert authenticate(session, plaintext, "admin").name == "ops"
+    with pytest.raises(Forbidden):
+        authenticate(session, plaintext, "erase")
+    with pytest.raises(Unauthorized):
+        authenticate(session, plaintext + "x")
