@@ -23,7 +23,9 @@ app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).",
 data_app = typer.Typer(help="Prepare or import rating data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-BaseOpt = Annotated[str | None, typer.Option(help="smollm2, tiny, or a local model folder (default: settings)")]
+BaseOpt = Annotated[
+    str | None, typer.Option(help="smollm2, tiny, or a local model folder (default: settings)")
+]
 
 
 def _settings() -> Settings:
@@ -42,8 +44,12 @@ def _load_data(settings: Settings) -> data_mod.PreparedData:
 def data_prepare(
     ratings: Annotated[Path | None, typer.Option(help="ratings CSV: user,item,rating,timestamp")] = None,
     items: Annotated[Path | None, typer.Option(help="items CSV: item,title[,genres]")] = None,
-    users: Annotated[Path | None, typer.Option(help="optional users CSV: user[,age,gender,occupation]")] = None,
-    history_len: Annotated[int | None, typer.Option(help="K, the number of earlier ratings in a prompt")] = None,
+    users: Annotated[
+        Path | None, typer.Option(help="optional users CSV: user[,age,gender,occupation]")
+    ] = None,
+    history_len: Annotated[
+        int | None, typer.Option(help="K, the number of earlier ratings in a prompt")
+    ] = None,
 ) -> None:
     """Build samples and the chronological train/valid/test split (MovieLens-100K unless CSVs are given)."""
     settings = _settings()
@@ -54,7 +60,9 @@ def data_prepare(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     counts = prepared.samples["split"].value_counts().to_dict()
-    typer.echo(f"prepared {len(prepared.samples)} samples {counts} in {settings.data_dir} (sha256 {sha[:12]})")
+    typer.echo(
+        f"prepared {len(prepared.samples)} samples {counts} in {settings.data_dir} (sha256 {sha[:12]})"
+    )
 
 
 @app.command()
@@ -62,7 +70,9 @@ def train(
     base: BaseOpt = None,
     out: Annotated[Path | None, typer.Option(help="adapter folder (default: <home>/adapters/v1)")] = None,
     max_steps: int = 200,
-    max_samples: Annotated[int | None, typer.Option(help="train on a random subset of this many samples")] = None,
+    max_samples: Annotated[
+        int | None, typer.Option(help="train on a random subset of this many samples")
+    ] = None,
     batch_size: int = 8,
     learning_rate: float = 1e-3,
     eval_every: int = 50,
@@ -134,7 +144,9 @@ def recommend_cmd(
         raise typer.Exit(2)
     scorer = load_scorer(_model_config(settings, base), data, adapter or settings.adapters_dir / "v1")
     history = user_history(interactions, user, data.config.history_len)
-    for rank, rec in enumerate(recommend(scorer, user, history, popular_unseen(interactions, user, candidates), k), 1):
+    for rank, rec in enumerate(
+        recommend(scorer, user, history, popular_unseen(interactions, user, candidates), k), 1
+    ):
         typer.echo(f"{rank:>3}. {rec.score:.3f}  {rec.item_id:>6}  {rec.title}")
 
 

@@ -55,23 +55,35 @@ class AdapterLease:
         self._slot = slot
 
     @contextmanager
-    def _forward(self) -> Iterator[Scorer]:
-        with self._server._forward_lock:
-            model = self._server.loaded.model
+    def _forward(self, catalog: Catalog | None) -> Iterator[Scorer]:
+        server = self._server
+        with server._forward_lock:
+            model = server.loaded.model
             if isinstance(model, PeftModel):
                 model.set_adapter(self._slot)
-            yield self._server.scorer
+            scorer = server.scorer
+            # this request's titles and profiles (data under erasure left out), else the server's default
+            wanted = catalog if catalog is not None else server._default_catalog
+            if scorer.builder.catalog is not wanted:
+                scorer.builder = PromptBuilder(server.loaded.tokenizer, wanted)
+            yield scorer
 
     def recommend(
-        self, user_id: str, history: Sequence[tuple[str, float]], candidates: Sequence[str], k: int
+        self,
+        user_id: str,
+        history: Sequence[tuple[str, float]],
+        candidates: Sequence[str],
+        k: int,
+        catalog: Catalog | None = None,
     ) -> list[Recommendation]:
-        """Top-``k`` of ``candidates`` for ``user_id`` given ``history`` (item id, rating), oldest first."""
-        with self._forward() as scorer:
+        """Top-``k`` of ``candidates`` for ``user_id`` given ``history`` (item id, rating), oldest first.
+        ``catalog``: titles and profiles for this request's prompts (default: the server's)."""
+        with self._forward(catalog) as scorer:
             return recommend(scorer, user_id, history, candidates, k)
 
-    def score(self, samples: pd.DataFrame) -> np.ndarray:
+    def score(self, samples: pd.DataFrame, catalog: Catalog | None = None) -> np.ndarray:
         """P(yes) per row of ``samples`` (columns user_id, item_id, history as encoded by core.ml.data)."""
-        with self._forward() as scorer:
+        with self._forward(catalog) as scorer:
             return scorer.score(samples)
 
 
@@ -85,6 +97,7 @@ class ModelServer:
     def __init__(self, loaded: LoadedModel, catalog: Catalog, batch_size: int = 16) -> None:
         self.loaded = loaded
         self.scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog), batch_size=batch_size)
+        self._default_catalog = catalog
         self._forward_lock = threading.Lock()  # one forward pass (and one adapter edit) at a time
         self._state_lock = threading.Lock()  # the pointers below; always taken after _forward_lock
         self._active: str | None = None
@@ -110,12 +123,9 @@ class ModelServer:
             return self._leases.get(version, 0)
 
     def set_catalog(self, catalog: Catalog) -> None:
+        """The default titles and profiles, for leases that do not pass their own."""
         with self._forward_lock:
-            self.scorer.builder = PromptBuilder(self.loaded.tokenizer, catalog)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.scorer.builder.catalog
+            self._default_catalog = catalog
 
     # ------------------------------------------------------------------------------------------ swap
 

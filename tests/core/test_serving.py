@@ -11,28 +11,19 @@ import pytest
 import torch
 
 from core.ml.data import PreparedData, encode_history
-from core.ml.model import LoraSpec, ModelConfig, load_base, new_adapter, save_adapter
+from core.ml.model import ModelConfig, load_base
 from core.ml.prompts import Catalog
 from core.serving import ActiveAdapter, AdapterWatcher, ModelServer, NoActiveAdapter
-
-
-def _make_adapter(config: ModelConfig, folder: Path, seed: int) -> Path:
-    """A LoRA adapter with random (non-zero) B matrices, so that two versions score differently."""
-    loaded = load_base(config)
-    new_adapter(loaded, LoraSpec(r=4, alpha=8), "x", seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in loaded.model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    save_adapter(loaded, "x", folder)
-    return folder
+from tests.adapters import save_random_adapter
 
 
 @pytest.fixture(scope="module")
 def adapter_folders(tmp_path_factory: pytest.TempPathFactory, tiny_config: ModelConfig) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
-    return {v: _make_adapter(tiny_config, root / v, seed) for v, seed in (("v1", 1), ("v2", 2), ("v3", 3))}
+    return {
+        v: save_random_adapter(tiny_config, root / v, seed, scale=0.5, rank=4)
+        for v, seed in (("v1", 1), ("v2", 2), ("v3", 3))
+    }
 
 
 @pytest.fixture

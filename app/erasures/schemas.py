@@ -1,0 +1,89 @@
+"""Request and response bodies of erasure requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ErasureStatus = Literal["received", "queued", "unlearning", "verifying", "completed", "failed", "cancelled"]
+
+
+class ErasureRequestCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"user_id": "196"}, {"user_id": "196", "items": ["242", "393"]}]},
+    )
+    user_id: str = Field(min_length=1, max_length=64, description="whose data to erase", examples=["196"])
+    items: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=10000,
+        description="erase only these items of the user; omitted: the whole user (ratings and profile)",
+    )
+
+
+class ErasureRequestPublic(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b6f6f4e-3c1a-4d7e-9d0e-6a2f0f1b2c3d",
+                    "user_id": "196",
+                    "scope": "user",
+                    "items": [],
+                    "status": "queued",
+                    "created_at": "2026-01-05T10:00:00Z",
+                    "queued_at": "2026-01-05T10:00:00Z",
+                    "updated_at": "2026-01-05T10:00:00Z",
+                    "deadline_at": "2026-02-04T10:00:00Z",
+                    "retry_count": 0,
+                    "certificate_url": None,
+                }
+            ]
+        },
+    )
+    id: str
+    user_id: str | None = Field(description="redacted (null) once the erasure completes")
+    user_hash: str = Field(description="salted hash of the user id, as written in the certificate")
+    scope: Literal["user", "items"]
+    items: list[str] = Field(default_factory=list, description="the items of a partial request")
+    status: ErasureStatus
+    created_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    failed_at: datetime | None = None
+    updated_at: datetime
+    deadline_at: datetime = Field(description="the statutory deadline (created + 30 days by default)")
+    retry_count: int = 0
+    job_id: int | None = None
+    failure_reason: str | None = None
+    forget_samples: int | None = Field(None, description="training samples in scope (the forget set)")
+    rows_deleted: int | None = None
+    certificate_url: str | None = Field(None, description="where the signed certificate is, once completed")
+
+
+class ErasureRequestList(BaseModel):
+    requests: list[ErasureRequestPublic]
+
+
+class CertificatePublic(BaseModel):
+    """The signed certificate document, as issued (verify it with `e2u certificate verify FILE`)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "e2u.unlearning-certificate",
+                    "request_id": "0b6f6f4e-3c1a-4d7e-9d0e-6a2f0f1b2c3d",
+                    "signature": {"algorithm": "HMAC-SHA256", "value": "9f1c..."},
+                }
+            ]
+        },
+    )
+    signature: dict[str, Any]

@@ -1,0 +1,86 @@
+"""The FastAPI application factory: ``uvicorn app.main:create_app --factory``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.admin.endpoints import router as admin_router
+from app.erasures.endpoints import router as erasures_router
+from app.errors import install_error_handler, register_core_errors
+from app.recommendations.endpoints import router as recommendations_router
+from app.runtime import Runtime, build_runtime
+from app.settings import ApiSettings, get_settings
+from app.system.endpoints import router as system_router
+from core.services import errors as service_errors
+from core.serving import ModelServer
+
+DESCRIPTION = """
+Unlearning-as-a-service for an LLM recommender (E2URec).
+
+* **recommendations**: top-k items and raw yes/no scores from the active LoRA adapter; every answer
+  names the adapter version that produced it.
+* **erasure requests**: file (idempotent), follow, cancel, and read the signed certificate.
+* **admin**: unlearning jobs, adapter versions (promote, roll back), API keys.
+
+Authenticate with an API key in the `X-API-Key` header (or `Authorization: Bearer`).  Keys carry
+scopes: `recommend`, `erase`, `admin`.  Errors are JSON: `{"error": {"code", "message", "details"}}`.
+"""
+
+register_core_errors(
+    {
+        service_errors.NotFound: (404, "not_found"),
+        service_errors.InvalidInput: (422, "invalid_input"),
+        service_errors.Conflict: (409, "conflict"),
+        service_errors.IdempotencyKeyReused: (409, "idempotency_key_reused"),
+        service_errors.NotCancellable: (409, "not_cancellable"),
+        service_errors.StalePromotion: (409, "stale_promotion"),
+        service_errors.PredatesErasure: (409, "predates_erasure"),
+        service_errors.VersionUnavailable: (409, "version_unavailable"),
+        service_errors.Unauthorized: (401, "unauthenticated"),
+        service_errors.Forbidden: (403, "forbidden"),
+        service_errors.LeaseLost: (409, "lease_lost"),
+    }
+)
+
+
+def create_app(settings: ApiSettings | None = None, model_server: ModelServer | None = None) -> FastAPI:
+    """Build the app.  ``model_server``: an already loaded one (tests share one across apps); by default
+    the base model named by the settings is loaded at start-up."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime: Runtime = await run_in_threadpool(build_runtime, settings, model_server)
+        await run_in_threadpool(runtime.start)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.stop)
+
+    app = FastAPI(
+        title="e2u: unlearning for LLM recommenders",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handler(app)
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(recommendations_router)
+    v1.include_router(erasures_router)
+    v1.include_router(admin_router)
+    app.include_router(v1)
+    app.include_router(system_router)
+
+    @app.middleware("http")
+    async def count(request, call_next):  # type: ignore[no-untyped-def]
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            return await call_next(request)
+        return await runtime.metrics.middleware(request, call_next)
+
+    return app

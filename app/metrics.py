@@ -1,0 +1,71 @@
+"""Prometheus metrics of one API process (a registry per app, so that tests may build several apps)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from core.serving import ModelServer
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "e2u_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "e2u_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
+        )
+        self.predictions = Counter(
+            "e2u_predictions_total", "scored (user, item) pairs", ["adapter_version"], registry=self.registry
+        )
+        self.adapter_swaps = Gauge(
+            "e2u_adapter_swaps", "adapter activations in this process", registry=self.registry
+        )
+        self.adapters_loaded = Gauge(
+            "e2u_adapters_loaded", "adapter versions in memory", registry=self.registry
+        )
+        self.active_adapter = Gauge(
+            "e2u_active_adapter_info",
+            "the adapter version serving new requests",
+            ["version"],
+            registry=self.registry,
+        )
+
+    def observe_server(self, server: ModelServer | None) -> None:
+        """Copy the model server's state into gauges (called at scrape time)."""
+        if server is None:
+            return
+        self.adapter_swaps.set(server.swaps)
+        self.adapters_loaded.set(len(server.loaded_versions()))
+        self.active_adapter.clear()
+        if server.active_version is not None:
+            self.active_adapter.labels(server.active_version).set(1)
+
+    def render(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @staticmethod
+    def route_label(request: Request) -> str:
+        """The path template ("/v1/erasure-requests/{request_id}"), so that ids do not explode the labels."""
+        if request.scope.get("route") is None:
+            return "unmatched"
+        path = request.url.path
+        for name, value in request.scope.get("path_params", {}).items():
+            path = path.replace(f"/{value}", f"/{{{name}}}", 1)
+        return path
+
+    async def middleware(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = self.route_label(request)
+        self.requests.labels(request.method, route, str(response.status_code)).inc()
+        self.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,106 @@
+"""Recommendations, raw scores and new ratings.  Every read goes through the services, which leave out
+data under a live erasure; every answer names the adapter version used."""
+
+from __future__ import annotations
+
+import pandas as pd
+from fastapi import APIRouter, status
+
+from app.deps import ModelServerDep, RecommendKey, SessionDep, SettingsDep
+from app.errors import Unprocessable, error_responses
+from app.recommendations.schemas import (
+    PairScore,
+    RatingPublic,
+    RatingsCreate,
+    RatingsPublic,
+    RecommendationRequest,
+    RecommendationsPublic,
+    RecommendedItem,
+    ScoreRequest,
+    ScoresPublic,
+)
+from core.ml.data import encode_history
+from core.services import recommendations as service
+
+router = APIRouter(tags=["recommendations"])
+
+
+@router.post(
+    "/recommendations",
+    response_model=RecommendationsPublic,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="Top-k items for a user",
+)
+def recommend(
+    body: RecommendationRequest,
+    session: SessionDep,
+    server: ModelServerDep,
+    settings: SettingsDep,
+    key: RecommendKey,
+) -> RecommendationsPublic:
+    """Rank the given candidates (or the user's unseen popular items) with the active adapter."""
+    history = service.user_history(session, body.user_id, settings.history_len)
+    if body.candidates is not None:
+        unknown = service.unknown_items(session, body.candidates)
+        if unknown:
+            raise Unprocessable(f"unknown candidate item(s) {unknown}", {"items": unknown})
+        candidates = body.candidates
+    else:
+        candidates = service.candidate_items(session, body.user_id, body.pool_size)
+    catalog = service.prompt_catalog(session, [body.user_id])
+
+    with server.lease() as lease:  # sync endpoint: FastAPI runs it in a worker thread
+        ranked = lease.recommend(body.user_id, history, candidates, body.k, catalog) if candidates else []
+        items = [RecommendedItem(item_id=r.item_id, title=r.title, score=r.score) for r in ranked]
+        return RecommendationsPublic(user_id=body.user_id, adapter_version=lease.version, items=items)
+
+
+@router.post(
+    "/scores",
+    response_model=ScoresPublic,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="P(yes) for (user, item) pairs",
+)
+def score(
+    body: ScoreRequest, session: SessionDep, server: ModelServerDep, settings: SettingsDep, key: RecommendKey
+) -> ScoresPublic:
+    unknown = service.unknown_items(session, [p.item_id for p in body.pairs])
+    if unknown:
+        raise Unprocessable(f"unknown item(s) {unknown}", {"items": unknown})
+    users = sorted({p.user_id for p in body.pairs})
+    histories = {u: encode_history(service.user_history(session, u, settings.history_len)) for u in users}
+    catalog = service.prompt_catalog(session, users)
+    frame = pd.DataFrame(
+        {
+            "user_id": [p.user_id for p in body.pairs],
+            "item_id": [p.item_id for p in body.pairs],
+            "history": [histories[p.user_id] for p in body.pairs],
+        }
+    )
+
+    with server.lease() as lease:
+        values = lease.score(frame, catalog)
+    scores = [
+        PairScore(user_id=p.user_id, item_id=p.item_id, score=float(v))
+        for p, v in zip(body.pairs, values, strict=True)
+    ]
+    return ScoresPublic(adapter_version=lease.version, scores=scores)
+
+
+@router.post(
+    "/users/{user_id}/ratings",
+    response_model=RatingsPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403, 409, 422),
+    summary="Add ratings of a user",
+)
+def add_ratings(
+    user_id: str, body: RatingsCreate, session: SessionDep, settings: SettingsDep, key: RecommendKey
+) -> RatingsPublic:
+    """New ratings join the prompts' histories at once; they are trained on at the next retrain only."""
+    ratings = [service.NewRating(r.item_id, r.rating, r.timestamp) for r in body.ratings]
+    rows = service.add_interactions(session, user_id, ratings, settings.history_len)
+    added = [
+        RatingPublic(item_id=r.item_id, rating=r.rating, timestamp=r.timestamp, label=r.label) for r in rows
+    ]
+    return RatingsPublic(user_id=user_id, added=added)

@@ -1,0 +1,103 @@
+"""Request and response bodies of recommendations, scores and ratings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UserId = Field(min_length=1, max_length=64, examples=["196"])
+ItemId = Field(min_length=1, max_length=64, examples=["242"])
+
+
+class RecommendationRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": "196", "k": 5},
+                {"user_id": "196", "k": 2, "candidates": ["1", "50", "181"]},
+            ]
+        },
+    )
+    user_id: str = UserId
+    k: int = Field(10, ge=1, le=100, description="how many items to return")
+    candidates: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="items to rank; omitted: the most popular items the user has not rated",
+    )
+    pool_size: int = Field(
+        100, ge=1, le=1000, description="how many unseen popular items to rank when no candidates"
+    )
+
+
+class RecommendedItem(BaseModel):
+    item_id: str = Field(examples=["50"])
+    title: str = Field(examples=["Star Wars (1977)"])
+    score: float = Field(ge=0, le=1, description="P(the user likes the item)", examples=[0.83])
+
+
+class RecommendationsPublic(BaseModel):
+    user_id: str = Field(examples=["196"])
+    adapter_version: str = Field(
+        description="the adapter version that produced the scores", examples=["v1-3f2a9c1e"]
+    )
+    items: list[RecommendedItem]
+
+
+class ScorePair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = UserId
+    item_id: str = ItemId
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"pairs": [{"user_id": "196", "item_id": "242"}, {"user_id": "186", "item_id": "302"}]}
+            ]
+        },
+    )
+    pairs: list[ScorePair] = Field(min_length=1, max_length=1000)
+
+
+class PairScore(BaseModel):
+    user_id: str = Field(examples=["196"])
+    item_id: str = Field(examples=["242"])
+    score: float = Field(ge=0, le=1, description="P(yes)", examples=[0.71])
+
+
+class ScoresPublic(BaseModel):
+    adapter_version: str = Field(examples=["v1-3f2a9c1e"])
+    scores: list[PairScore]
+
+
+class RatingCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str = ItemId
+    rating: float = Field(ge=0, le=10, description="stars (MovieLens: 1-5)", examples=[4])
+    timestamp: int | None = Field(None, ge=0, description="unix seconds; omitted: now", examples=[891350000])
+
+
+class RatingsCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"ratings": [{"item_id": "1", "rating": 5}, {"item_id": "2", "rating": 2}]}]
+        },
+    )
+    ratings: list[RatingCreate] = Field(min_length=1, max_length=1000)
+
+
+class RatingPublic(BaseModel):
+    item_id: str
+    rating: float
+    timestamp: int
+    label: int = Field(description="1 if the rating counts as a like")
+
+
+class RatingsPublic(BaseModel):
+    user_id: str
+    added: list[RatingPublic]

@@ -1,0 +1,121 @@
+"""What one API process holds for its lifetime: settings, database sessions, the model server kept on
+the registry's active adapter (poll + Redis pub/sub), and the task sender.  Built by the app's lifespan."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.metrics import ApiMetrics
+from app.queue import TaskSender
+from app.settings import ApiSettings
+from core.db.engine import engine_for, session_factory
+from core.events import PROMOTION_CHANNEL
+from core.ml.model import ModelConfig, load_base
+from core.ml.prompts import Catalog
+from core.services import recommendations as recommendation_service
+from core.services import registry as registry_service
+from core.serving import ActiveAdapter, AdapterWatcher, ModelServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: ApiSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    model_server: ModelServer
+    watcher: AdapterWatcher
+    tasks: TaskSender
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    _redis: RedisListener | None = None
+
+    def start(self) -> None:
+        try:
+            self.watcher.refresh()  # serve the active version from the first request on
+        except Exception:
+            log.exception("could not load the active adapter at start; the watcher retries")
+        self.watcher.start()
+        if self.settings.redis_url:
+            self._redis = RedisListener(self.settings.redis_url, self.watcher.wake)
+            self._redis.start()
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        if self._redis is not None:
+            self._redis.stop()
+
+
+def resolver(sessions: sessionmaker[Session]) -> ActiveAdapter | None:
+    with sessions() as session:
+        active = registry_service.active_adapter(session)
+    return None if active is None else ActiveAdapter(active.version_id, Path(active.artifact_path))
+
+
+def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -> ModelServer:
+    """Load the base model and the default prompt catalog (the adapter comes from the watcher)."""
+    loaded = load_base(ModelConfig(base=settings.base_model, cache_dir=str(settings.models_dir)))
+    try:
+        with sessions() as session:
+            catalog = recommendation_service.prompt_catalog(session, [])
+    except Exception:  # an empty database (before bootstrap): requests bring their own catalog anyway
+        log.warning("no catalog yet; starting with an empty one")
+        catalog = Catalog(titles={}, profiles={})
+    return ModelServer(loaded, catalog, batch_size=settings.inference_batch_size)
+
+
+def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None) -> Runtime:
+    engine = engine_for(settings.database_url_resolved)
+    sessions = session_factory(engine)
+    server = model_server or build_model_server(settings, sessions)
+    watcher = AdapterWatcher(server, lambda: resolver(sessions), poll_seconds=settings.adapter_poll_seconds)
+    return Runtime(settings, engine, sessions, server, watcher, TaskSender(settings))
+
+
+class RedisListener:
+    """Subscribes to promotion events and wakes the watcher; reconnects with a back-off on failure."""
+
+    def __init__(self, url: str, on_message: callable, channel: str = PROMOTION_CHANNEL) -> None:  # type: ignore[valid-type]
+        self.url = url
+        self.channel = channel
+        self.on_message = on_message
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="promotion-listener", daemon=True)
+        self.received = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import redis
+
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                client = redis.Redis.from_url(self.url, socket_timeout=10)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                delay = 1.0
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        self.received += 1
+                        log.info("promotion event: %s", json.loads(message["data"]))
+                        self.on_message()
+                pubsub.close()
+                client.close()
+            except Exception as error:  # Redis away: the poll still follows promotions
+                log.warning("promotion listener: %s; retrying in %.0f s", error, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)

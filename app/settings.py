@@ -1,0 +1,24 @@
+"""Settings only the HTTP edge reads, on top of ``core.settings.Settings`` (same ``E2U_`` prefix)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from core.settings import Settings
+
+
+class ApiSettings(Settings):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    adapter_poll_seconds: float = 5.0  # fallback poll of the registry's active version (Redis may be absent)
+    inference_batch_size: int = 16  # samples per forward pass when scoring pairs
+    max_candidates: int = 1000  # the most candidates one recommendation request may rank
+    dev_bootstrap_key: bool = (
+        True  # development only: `e2u serve` creates and prints an admin key if none exist
+    )
+    # Where the worker writes adapters must be readable here too (a shared volume in docker-compose).
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ApiSettings:
+    return ApiSettings()

@@ -1,0 +1,21 @@
+"""Bodies of the health and readiness probes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: bool
+    adapter_version: str | None = Field(
+        description="the version serving new requests", examples=["v1-3f2a9c1e"]
+    )
+    adapters_loaded: list[str] = Field(
+        description="versions in memory (the active one, plus any finishing requests)"
+    )
+    watcher_error: str | None = Field(None, description="the last failure to follow the registry, if any")
