@@ -1,0 +1,101 @@
+"""A real Celery worker process, with Redis as broker and result backend and PostgreSQL as the registry,
+runs one unlearning job (tiny untrained model, stand-in method registered in the worker process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from core.ml.model import LoadedModel
+from core.services import batching, erasures, registry
+from core.services.batching import RUN_JOB_TASK
+from core.settings import Settings
+from tests.conftest import MODELS_DIR
+from worker.celery_app import make_celery
+
+REDIS = "redis://127.0.0.1:6379/11"
+# the worker imports the stand-in method, then runs as usual
+WORKER_MAIN = (
+    "import tests.core.conftest; from worker.celery_app import celery_app; "
+    "celery_app.worker_main(['worker', '-Q', 'unlearning,celery', '-c', '1', '--pool', 'solo', '-l', 'info'])"
+)
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    (tmp_path / "models").symlink_to(MODELS_DIR)
+    return {
+        **os.environ,
+        "E2U_HOME": str(tmp_path),
+        "E2U_DATABASE_URL": db_url,
+        "E2U_BROKER_URL": REDIS,
+        "E2U_RESULT_BACKEND": REDIS,
+        "E2U_REDIS_URL": REDIS,
+        "E2U_BASE_MODEL": "tiny",
+        "E2U_SIGNING_KEY": "worker-test-key",
+        "E2U_UNLEARNING_METHOD": "test-nudge",
+        "E2U_UTILITY_MARGIN": "1.0",
+        "E2U_MIA_MARGIN": "0.5",
+        "E2U_GOLD_MARGIN": "1.0",
+    }
+
+
+@pytest.fixture
+def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = (tmp_path / "worker.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-c", WORKER_MAIN], env=worker_env, stdout=log, stderr=log)
+    yield process
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_worker_runs_one_job(
+    session: Session,
+    v1_id: str,
+    tiny_model: LoadedModel,
+    worker_env: dict[str, str],
+    worker: subprocess.Popen[bytes],
+    tmp_path: Path,
+) -> None:
+    settings = Settings(home=tmp_path, broker_url=REDIS, result_backend=REDIS)
+    request, _ = erasures.create_erasure_request(session, "u8", None, erasures.IntakeConfig(salt="s"))
+    [job_id] = batching.trigger_batch_now(
+        session,
+        batching.job_settings_from(
+            Settings(
+                _env_file=None,
+                **{
+                    "unlearning_method": "test-nudge",
+                    "utility_margin": 1.0,
+                    "mia_margin": 0.5,
+                    "gold_margin": 1.0,
+                },
+            )
+        ),
+    )
+    session.commit()  # enqueue only after the commit
+    client = make_celery(settings)
+    result = client.send_task(RUN_JOB_TASK, args=[job_id])
+    try:
+        outcome = result.get(timeout=180)
+    except Exception:
+        print((tmp_path / "worker.log").read_text()[-4000:])
+        raise
+    assert outcome["status"] == "succeeded", outcome
+    session.expire_all()
+    assert erasures.get_erasure_request(session, request.id).status == "completed"
+    active = registry.active_adapter(session)
+    assert active is not None and active.version_id != v1_id
+    assert not Path(registry.get_version(session, v1_id).artifact_path).exists()

@@ -1,0 +1,38 @@
+"""The Celery app: Redis in production, kombu's filesystem transport in the embedded default (no server).
+
+Run: ``celery -A worker.celery_app worker -B -Q unlearning,celery -c 1`` (``-B`` runs the beat that forms
+batches and re-enqueues jobs whose lease expired; one beat per deployment).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.services.batching import DEFAULT_QUEUE, FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
+from core.settings import Settings
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings()
+    app = Celery("e2u", broker=settings.broker_url_resolved, backend=settings.result_backend_resolved)
+    app.conf.update(
+        task_acks_late=True,  # a job's message is acknowledged only when the task returns
+        task_reject_on_worker_lost=True,  # ... and redelivered if the worker process dies
+        worker_prefetch_multiplier=1,  # one long job at a time per process
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={RUN_JOB_TASK: {"queue": UNLEARNING_QUEUE}, FORM_BATCHES_TASK: {"queue": DEFAULT_QUEUE}},
+        broker_transport_options=settings.broker_transport_options(),
+        result_expires=7 * 24 * 3600,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        beat_schedule={
+            "form-batches": {"task": FORM_BATCHES_TASK, "schedule": settings.batch_poll_seconds},
+        },
+        beat_schedule_filename=str((settings.home / "celery" / "beat-schedule").resolve()),
+        imports=("worker.tasks",),
+    )
+    return app
+
+
+celery_app = make_celery()

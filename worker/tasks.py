@@ -1,0 +1,69 @@
+"""Thin tasks: take ids, open a session, call one service, commit, then enqueue what the commit created."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from functools import lru_cache
+from typing import Any
+
+from celery import Task
+
+from core.db.engine import session_factory
+from core.events import EventPublisher
+from core.ml.model import LoadedModel, ModelConfig, load_base
+from core.services import batching, pipeline
+from core.settings import Settings
+from worker.celery_app import celery_app
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings()
+
+
+@lru_cache(maxsize=1)
+def base_model() -> LoadedModel:
+    """Loaded once per worker process; jobs load adapters beside it and free them after."""
+    current = settings()
+    return load_base(ModelConfig(base=current.base_model, cache_dir=str(current.models_dir)))
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@celery_app.task(name=batching.FORM_BATCHES_TASK)
+def form_batches() -> list[int]:
+    """Form batches from queued requests and re-enqueue open jobs nobody holds."""
+    current = settings()
+    with session_factory(current.database_url_resolved)() as session:
+        created = batching.form_batches(session, batching.job_settings_from(current))
+        session.commit()
+        orphaned = batching.jobs_needing_worker(session)
+        session.commit()
+    for job_id in sorted(set(created) | set(orphaned)):
+        run_job.delay(job_id)
+    return created
+
+
+@celery_app.task(name=batching.RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self: Task[Any, Any], job_id: int) -> dict[str, Any]:
+    """Run or resume one unlearning job; a duplicate delivery finds the job leased or done and skips."""
+    current = settings()
+    runtime = pipeline.PipelineRuntime(
+        loaded=base_model(),
+        adapters_dir=current.adapters_dir.resolve(),
+        worker_id=worker_id(),
+        signing_key=current.signing_key,
+        lease_seconds=current.lease_seconds,
+        publisher=EventPublisher(current.redis_url),
+    )
+    with session_factory(current.database_url_resolved)() as session:
+        outcome = pipeline.run_job(session, job_id, runtime, session.commit)
+        session.commit()
+    log.info("job %s: %s %s", job_id, outcome.status, outcome.reason or "")
+    return {"job_id": outcome.job_id, "status": outcome.status, "reason": outcome.reason}
