@@ -21,7 +21,9 @@ from core.ml.recommender import popular_unseen, user_history
 from core.ml.workflows import scorer_for
 
 
-def measure(base: str, candidates: int, repeats: int, data_dir: Path, cache_dir: str, user: str) -> dict[str, object]:
+def measure(
+    base: str, candidates: int, repeats: int, data_dir: Path, cache_dir: str, user: str
+) -> dict[str, object]:
     data = load_prepared(data_dir)
     loaded = load_base(ModelConfig(base=base, cache_dir=cache_dir))
     new_adapter(loaded, LoraSpec(), "bench", seed=0)
@@ -52,7 +54,9 @@ def measure(base: str, candidates: int, repeats: int, data_dir: Path, cache_dir:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base", default="smollm2")
     parser.add_argument("--candidates", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)

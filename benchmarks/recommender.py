@@ -30,7 +30,9 @@ from core.ml.workflows import scorer_for
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base", default="smollm2")
     parser.add_argument("--max-steps", type=int, default=240)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -47,7 +49,9 @@ def main() -> None:
 
     data = load_prepared(args.data_dir)
     train, valid, test = data.split("train"), data.split("valid"), data.split("test")
-    test_subset = test.sample(n=min(args.test_samples, len(test)), random_state=args.seed).reset_index(drop=True)
+    test_subset = test.sample(n=min(args.test_samples, len(test)), random_state=args.seed).reset_index(
+        drop=True
+    )
     config = TrainConfig(
         lora=LoraSpec(),
         learning_rate=args.learning_rate,
@@ -73,7 +77,12 @@ def main() -> None:
         loaded,
         "v1",
         args.adapter_out,
-        {"kind": "train", "train": config.to_dict(), "data_sha256": data.content_hash(), "result": asdict(result)},
+        {
+            "kind": "train",
+            "train": config.to_dict(),
+            "data_sha256": data.content_hash(),
+            "result": asdict(result),
+        },
     )
 
     labels = test_subset["label"].to_numpy()
@@ -86,19 +95,33 @@ def main() -> None:
         started = time.perf_counter()
         probs = scorer.score(test_subset, progress=True, desc=f"test @ step {step}")
         ev = evaluate_probs(f"step {step}", labels, probs)
-        curve.append({"step": step, "train_samples": step * args.batch_size, **ev.as_dict(),
-                      "score_seconds": time.perf_counter() - started})
+        curve.append(
+            {
+                "step": step,
+                "train_samples": step * args.batch_size,
+                **ev.as_dict(),
+                "score_seconds": time.perf_counter() - started,
+            }
+        )
         print(json.dumps(curve[-1]))
     with torch.no_grad():
         for key, value in final.items():
             named[key].copy_(value)
-    references = [evaluate_probs(name, labels, fn(train, test_subset), calibrated=False).as_dict()
-                  for name, fn in REFERENCES.items()]
-    references_full = [evaluate_probs(name, test["label"].to_numpy(), fn(train, test), calibrated=False).as_dict()
-                       for name, fn in REFERENCES.items()]
+    references = [
+        evaluate_probs(name, labels, fn(train, test_subset), calibrated=False).as_dict()
+        for name, fn in REFERENCES.items()
+    ]
+    references_full = [
+        evaluate_probs(name, test["label"].to_numpy(), fn(train, test), calibrated=False).as_dict()
+        for name, fn in REFERENCES.items()
+    ]
     report = {
-        "command": "python -m benchmarks.recommender " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in {"max_steps", "test_samples", "curve_every"}),
+        "command": "python -m benchmarks.recommender "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k in {"max_steps", "test_samples", "curve_every"}
+        ),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {loaded.device}",
         "base": args.base,
         "train_config": config.to_dict(),

@@ -40,7 +40,11 @@ def synthetic_dataset(users: int = 12, items: int = 20, per_user: int = 8, seed:
             rows.append((f"u{u}", f"i{i}", float(rng.choice([4, 5] if liked else [1, 2])), t))
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     catalog = pd.DataFrame(
-        {"item_id": [f"i{i}" for i in range(items)], "title": [f"Movie {i}" for i in range(items)], "genres": ""}
+        {
+            "item_id": [f"i{i}" for i in range(items)],
+            "title": [f"Movie {i}" for i in range(items)],
+            "genres": "",
+        }
     )
     profiles = pd.DataFrame(
         {"user_id": [f"u{u}" for u in range(users)], "age": "30", "gender": "F", "occupation": "writer"}

@@ -108,7 +108,11 @@ def load_movielens(path: Path | None = None) -> Dataset:
     )
     item = _read_atomic(root / "ml-100k.item")
     items = pd.DataFrame(
-        {"item_id": item["item_id"], "title": item["movie_title"], "genres": item["class"].str.replace(" ", "|")}
+        {
+            "item_id": item["item_id"],
+            "title": item["movie_title"],
+            "genres": item["class"].str.replace(" ", "|"),
+        }
     )
     user = _read_atomic(root / "ml-100k.user")
     users = user[["user_id", "age", "gender", "occupation"]].copy()
@@ -128,7 +132,11 @@ def import_csv(ratings_path: Path, items_path: Path, users_path: Path | None = N
     items = _read_items(items_path)
     known_items = set(items["item_id"])
     ratings = _read_ratings(ratings_path, known_items)
-    users = _read_users(users_path) if users_path else pd.DataFrame(columns=["user_id", "age", "gender", "occupation"])
+    users = (
+        _read_users(users_path)
+        if users_path
+        else pd.DataFrame(columns=["user_id", "age", "gender", "occupation"])
+    )
     return Dataset(interactions=ratings, items=items, users=users)
 
 
@@ -151,7 +159,7 @@ def _open_rows(path: Path, required: list[str]) -> tuple[list[str], list[tuple[i
 
 
 def _read_items(path: Path) -> pd.DataFrame:
-    header, rows = _open_rows(path, ["item", "title"])
+    _, rows = _open_rows(path, ["item", "title"])
     seen: set[str] = set()
     records = []
     for line, row in rows:
@@ -232,7 +240,9 @@ def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFr
     Ties in time are broken by item id so that the result is deterministic.  The split is global and
     chronological: the earliest interactions train, the next validate, the latest test.
     """
-    ordered = interactions.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    ordered = interactions.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(
+        drop=True
+    )
     n = len(ordered)
     train_end = round(n * (1 - config.valid_fraction - config.test_fraction))
     valid_end = round(n * (1 - config.test_fraction))
@@ -298,7 +308,7 @@ def frame_hash(*frames: pd.DataFrame, extra: str = "") -> str:
 
 
 def save_prepared(data: PreparedData, folder: Path) -> str:
-    """Write samples/items/users CSVs and ``manifest.json`` (config + sha256 of the content). Returns the hash."""
+    """Write samples/items/users CSVs and ``manifest.json`` (config + content sha256). Returns the hash."""
     folder.mkdir(parents=True, exist_ok=True)
     data.samples.to_csv(folder / "samples.csv", index=False)
     data.items.to_csv(folder / "items.csv", index=False)

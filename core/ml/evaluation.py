@@ -58,13 +58,17 @@ def evaluate_probs(name: str, labels: np.ndarray, probs: np.ndarray, calibrated:
     )
 
 
-def evaluate_all(scorer: Scorer | None, train: pd.DataFrame, target: pd.DataFrame, progress: bool = True) -> list[Evaluation]:
+def evaluate_all(
+    scorer: Scorer | None, train: pd.DataFrame, target: pd.DataFrame, progress: bool = True
+) -> list[Evaluation]:
     """The adapter (if given) and the two references on ``target``; references are scores, not
     probabilities, so only their AUC is reported."""
     labels = target["label"].to_numpy()
     results = []
     if scorer is not None:
-        results.append(evaluate_probs("adapter", labels, scorer.score(target, progress=progress, desc="evaluating")))
+        results.append(
+            evaluate_probs("adapter", labels, scorer.score(target, progress=progress, desc="evaluating"))
+        )
     for name, fn in REFERENCES.items():
         results.append(evaluate_probs(name, labels, fn(train, target), calibrated=False))
     return results

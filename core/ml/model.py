@@ -136,7 +136,9 @@ def convert_smollm2(target: Path) -> Path:
     package_dir = _smollm2_package_dir()
     log.info("converting SmolLM2 GGUF to safetensors under %s (once)", target)
     tokenizer = _smollm2_tokenizer(package_dir)
-    gguf_model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild a plain one from config + weights.
     config = gguf_model.config
     config.eos_token_id = tokenizer.convert_tokens_to_ids(SMOLLM2_EOS)
@@ -186,7 +188,7 @@ def build_tiny(target: Path, tokenizer_source: Path) -> Path:
 
 
 def resolve_base(config: ModelConfig) -> Path | str:
-    """Folder (or hub id already in the local HF cache) to load ``config.base`` from, building it if needed."""
+    """Folder (or a hub id in the local HF cache) to load ``config.base`` from; builds it if needed."""
     cache = Path(config.cache_dir)
     if config.base == SMOLLM2:
         return convert_smollm2(cache / "smollm2-135m-instruct")
@@ -201,7 +203,9 @@ def label_token_ids(tokenizer: Any, words: tuple[str, str]) -> tuple[int, int]:
     for word in words:
         encoded = tokenizer.encode(word, add_special_tokens=False)
         if len(encoded) != 1:
-            raise ModelError(f"label word {word!r} is {len(encoded)} tokens {encoded} for this tokenizer; need 1")
+            raise ModelError(
+                f"label word {word!r} is {len(encoded)} tokens {encoded} for this tokenizer; need 1"
+            )
         ids.append(int(encoded[0]))
     return ids[0], ids[1]
 
@@ -214,7 +218,7 @@ def load_base(config: ModelConfig) -> LoadedModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=compute_dtype(device))
+    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=compute_dtype(device))
     if model.config.is_encoder_decoder:
         raise ModelError(f"{config.base}: encoder-decoder models are not supported yet (causal LMs only)")
     model.to(device)
@@ -247,7 +251,9 @@ def load_adapter(loaded: LoadedModel, folder: Path, name: str, trainable: bool =
             raise ModelError(f"adapter {name!r} is already loaded")
         loaded.model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
     else:
-        loaded.model = PeftModel.from_pretrained(loaded.model, str(folder), adapter_name=name, is_trainable=trainable)
+        loaded.model = PeftModel.from_pretrained(
+            loaded.model, str(folder), adapter_name=name, is_trainable=trainable
+        )
     loaded.model.set_adapter(name)
     if not trainable:
         for parameter in loaded.model.parameters():

@@ -50,7 +50,9 @@ def describe_profile(profile: Mapping[str, str] | None) -> str:
     return text + "."
 
 
-def render_question(profile: Mapping[str, str] | None, history: Sequence[tuple[str, float]], catalog: Catalog) -> str:
+def render_question(
+    profile: Mapping[str, str] | None, history: Sequence[tuple[str, float]], catalog: Catalog
+) -> str:
     """The user turn with a placeholder where the target title goes."""
     rated = "; ".join(f'"{catalog.title(item)}" ({rating:g} stars)' for item, rating in history)
     return (

@@ -19,7 +19,9 @@ class Recommendation:
 
 def user_history(interactions: pd.DataFrame, user_id: str, history_len: int) -> list[tuple[str, float]]:
     """The user's ``history_len`` most recent ratings, oldest first (ties broken by item id)."""
-    own = interactions[interactions["user_id"] == user_id].sort_values(["timestamp", "item_id"], kind="stable")
+    own = interactions[interactions["user_id"] == user_id].sort_values(
+        ["timestamp", "item_id"], kind="stable"
+    )
     return [(str(i), float(r)) for i, r in zip(own["item_id"], own["rating"], strict=True)][-history_len:]
 
 

@@ -24,8 +24,8 @@ from core.ml.prompts import PromptBuilder
 
 
 def _decoder_and_head(model: Any) -> tuple[Any, Any]:
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return getattr(base, base.base_model_prefix), base.get_output_embeddings()
+    base: Any = model.get_base_model() if isinstance(model, PeftModel) else model
+    return getattr(base, str(base.base_model_prefix)), base.get_output_embeddings()
 
 
 def _label_logits(head: Any, hidden: torch.Tensor, label_ids: tuple[int, int]) -> torch.Tensor:
@@ -37,7 +37,9 @@ def _label_logits(head: Any, hidden: torch.Tensor, label_ids: tuple[int, int]) -
     return logits.float()
 
 
-def answer_logits(model: Any, sequences: Sequence[Sequence[int]], label_ids: tuple[int, int], pad_id: int) -> torch.Tensor:
+def answer_logits(
+    model: Any, sequences: Sequence[Sequence[int]], label_ids: tuple[int, int], pad_id: int
+) -> torch.Tensor:
     """Logits of (positive, negative) at the answer position, shape [B, 2]; differentiable.
 
     Sequences are left-padded with explicit position ids, so a padded row gives the same result as the
@@ -53,7 +55,10 @@ def answer_logits(model: Any, sequences: Sequence[Sequence[int]], label_ids: tup
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     decoder, head = _decoder_and_head(model)
     out = decoder(
-        input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), use_cache=False
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        use_cache=False,
     )
     return _label_logits(head, out.last_hidden_state[:, -1, :], label_ids)
 
@@ -114,7 +119,11 @@ class Scorer:
 
     @torch.no_grad()
     def rank(
-        self, user_id: str, history: Sequence[tuple[str, float]], candidates: Sequence[str], share_prefix: bool = True
+        self,
+        user_id: str,
+        history: Sequence[tuple[str, float]],
+        candidates: Sequence[str],
+        share_prefix: bool = True,
     ) -> np.ndarray:
         """P(positive) of each candidate item for one user; with ``share_prefix`` the user's prompt prefix is
         encoded once and its KV cache re-used for all candidates."""
@@ -158,4 +167,3 @@ class Scorer:
             logits = _label_logits(head, hidden, self.loaded.label_ids).cpu()
             scores[start : start + len(chunk)] = torch.sigmoid(logits[:, 0] - logits[:, 1]).numpy()
         return scores
-

@@ -56,7 +56,9 @@ class TrainConfig:
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         values = dict(raw)
         lora = values.pop("lora", {})
-        lora_spec = LoraSpec(**{**lora, "target_modules": tuple(lora.get("target_modules", LoraSpec().target_modules))})
+        lora_spec = LoraSpec(
+            **{**lora, "target_modules": tuple(lora.get("target_modules", LoraSpec().target_modules))}
+        )
         return cls(lora=lora_spec, **values)
 
 

@@ -54,7 +54,9 @@ def train_first_adapter(
     loaded = load_base(model_config)
     new_adapter(loaded, train_config.lora, "v1", seed=train_config.seed)
     scorer = scorer_for(loaded, data, batch_size=max(16, train_config.batch_size))
-    result = train_adapter(scorer, "v1", data.split("train"), data.split("valid"), train_config, progress=progress)
+    result = train_adapter(
+        scorer, "v1", data.split("train"), data.split("valid"), train_config, progress=progress
+    )
     metadata: dict[str, Any] = {
         "kind": "train",
         "model": model_config.to_dict(),
@@ -68,7 +70,9 @@ def train_first_adapter(
     return TrainedAdapter(folder, sha, result)
 
 
-def load_scorer(model_config: ModelConfig, data: PreparedData, adapter: Path | None, name: str = "active") -> Scorer:
+def load_scorer(
+    model_config: ModelConfig, data: PreparedData, adapter: Path | None, name: str = "active"
+) -> Scorer:
     """Base model plus (optionally) a saved adapter, ready to score."""
     loaded = load_base(model_config)
     if adapter is not None:

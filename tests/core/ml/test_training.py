@@ -15,8 +15,15 @@ def test_training_lowers_the_training_loss_and_touches_only_lora(tiny_scorer, sm
     start = lora_state(loaded.model, "v1")
     with torch.no_grad():
         before = float(classification_loss(tiny_scorer, train))
-    config = TrainConfig(lora=LoraSpec(r=4, alpha=8), learning_rate=5e-3, batch_size=8, max_steps=30, eval_every=10,
-                         patience=10, valid_samples=8)
+    config = TrainConfig(
+        lora=LoraSpec(r=4, alpha=8),
+        learning_rate=5e-3,
+        batch_size=8,
+        max_steps=30,
+        eval_every=10,
+        patience=10,
+        valid_samples=8,
+    )
     result = train_adapter(tiny_scorer, "v1", train, small_data.split("valid"), config, progress=False)
     with torch.no_grad():
         after = float(classification_loss(tiny_scorer, train))
