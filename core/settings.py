@@ -78,12 +78,14 @@ class Settings(BaseSettings):
         if self.broker_url_resolved.startswith("filesystem"):
             queue = (self.home / "celery" / "queue").resolve()
             processed = (self.home / "celery" / "processed").resolve()
-            for folder in (queue, processed, self.home / "celery" / "results"):
+            control = (self.home / "celery" / "control").resolve()  # kombu's default is ./control
+            for folder in (queue, processed, control, self.home / "celery" / "results"):
                 folder.mkdir(parents=True, exist_ok=True)
             return {
                 "data_folder_in": str(queue),
                 "data_folder_out": str(queue),
                 "processed_folder": str(processed),
+                "control_folder": str(control),
                 "store_processed": False,
             }
         return {"visibility_timeout": self.visibility_timeout_seconds}
