@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import uvicorn
 
+from app.launcher import initialise, start_worker, stop_process, wait_for_worker
+from app.main import create_app
+from app.runtime import Runtime
+from app.settings import ApiSettings
+from core.db.engine import session_factory
+from core.db.migrate import upgrade
 from core.ml import data as data_mod
 from core.ml.data import SampleConfig
 from core.ml.evaluation import evaluate_all
@@ -17,11 +25,18 @@ from core.ml.model import LoraSpec, ModelConfig
 from core.ml.recommender import popular_unseen, recommend, user_history
 from core.ml.training import TrainConfig
 from core.ml.workflows import load_scorer, prepare_data, train_first_adapter
+from core.services.api_keys import create_api_key
+from core.services.certificates import verify_certificate
+from core.services.errors import ServiceError
 from core.settings import Settings
 
 app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare or import rating data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+apikey_app = typer.Typer(help="API keys (stored hashed).", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+certificate_app = typer.Typer(help="Unlearning certificates.", no_args_is_help=True)
+app.add_typer(certificate_app, name="certificate")
 
 BaseOpt = Annotated[
     str | None, typer.Option(help="smollm2, tiny, or a local model folder (default: settings)")
@@ -150,17 +165,113 @@ def recommend_cmd(
         typer.echo(f"{rank:>3}. {rec.score:.3f}  {rec.item_id:>6}  {rec.title}")
 
 
+def _quick_train(quick_steps: int) -> Callable[[], None]:
+    return lambda: train(None, None, quick_steps, None, 8, 1e-3, max(10, quick_steps // 3), 128, 8, 0)
+
+
+def _initialise(settings: ApiSettings, quick_steps: int) -> None:
+    typer.echo("preparing: database migrations, data, model and adapter v1 (first start only)")
+    report = initialise(settings, lambda: data_prepare(None, None, None, None), _quick_train(quick_steps))
+    if report.imported_interactions:
+        typer.echo(f"imported {report.imported_interactions} interactions")
+    typer.echo(f"active adapter version: {report.active_version}")
+    if report.dev_api_key:
+        typer.echo(
+            "\ndevelopment API key (all scopes; shown once, only its hash is stored):\n"
+            f"    {report.dev_api_key}\n"
+            "create more with `e2u apikey create --name NAME --scopes recommend,erase,admin`\n"
+        )
+
+
+@app.command()
+def init(
+    quick_steps: Annotated[int, typer.Option(help="training steps of the quick-start adapter v1")] = 60,
+) -> None:
+    """Migrate the database; on first start prepare data, model and adapter v1 and register them."""
+    _initialise(ApiSettings(), quick_steps)
+
+
 @app.command()
 def serve(
     quick_steps: Annotated[int, typer.Option(help="training steps of the quick-start adapter v1")] = 60,
+    host: Annotated[str | None, typer.Option(help="default: E2U_HOST (127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="default: E2U_PORT (8000)")] = None,
+    worker: Annotated[bool, typer.Option(help="also run a Celery worker (+ beat), a second process")] = True,
+    prepare: Annotated[bool, typer.Option(help="run `e2u init` first")] = True,
 ) -> None:
-    """Prepare data, model and a quick-start adapter v1 when missing (the API and worker join later)."""
-    settings = _settings()
-    if not (settings.data_dir / "manifest.json").exists():
-        data_prepare(None, None, None, None)
-    if not (settings.adapters_dir / "v1" / "adapter_model.safetensors").exists():
-        train(None, None, quick_steps, None, 8, 1e-3, max(10, quick_steps // 3), 128, 8, 0)
-    typer.echo("data, model and adapter v1 are ready")
+    """Run the service: prepare what is missing, then the API and a real Celery worker; Ctrl-C stops both."""
+    settings = ApiSettings()
+    host, port = host or settings.host, port or settings.port
+    if prepare:
+        _initialise(settings, quick_steps)
+    process = None
+    if worker:
+        log_file = settings.home / "logs" / "worker.log"
+        process = start_worker(settings, log_file)
+        typer.echo(
+            f"worker started (pid {process.pid}, log {log_file}); broker {settings.broker_url_resolved}"
+        )
+        try:
+            wait_for_worker(process, log_file)
+        except RuntimeError as error:
+            stop_process(process)
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+
+    def ready(runtime: Runtime) -> None:
+        typer.echo(
+            f"\ne2u is serving adapter {runtime.model_server.active_version} at http://{host}:{port}\n"
+            f"API docs: http://{host}:{port}/docs   (Ctrl-C stops the API and the worker)\n"
+        )
+
+    try:
+        uvicorn.run(create_app(settings, on_ready=ready), host=host, port=port, log_level="info")
+    finally:
+        if process is not None:
+            typer.echo("stopping the worker ...")
+            code = stop_process(process)
+            typer.echo(f"worker stopped ({code})")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="who or what uses the key")],
+    scopes: Annotated[str, typer.Option(help="comma-separated: recommend, erase, admin")] = "recommend",
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    settings = ApiSettings()
+    upgrade(settings.database_url_resolved)
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    with session_factory(settings.database_url_resolved)() as session:
+        try:
+            key = create_api_key(session, name, wanted)
+        except ServiceError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        session.commit()
+    typer.echo(key)
+
+
+@certificate_app.command("verify")
+def certificate_verify(
+    file: Annotated[Path, typer.Argument(help="a certificate (GET /v1/erasure-requests/{id}/certificate)")],
+    key: Annotated[str | None, typer.Option(help="signing key (default: E2U_SIGNING_KEY)")] = None,
+) -> None:
+    """Check a certificate's signature; exit 0 if it is valid, 1 if not, 2 if the file cannot be read."""
+    try:
+        document = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: cannot read {file}: {error}", err=True)
+        raise typer.Exit(2) from None
+    if not isinstance(document, dict):
+        typer.echo(f"error: {file} is not a JSON object", err=True)
+        raise typer.Exit(2)
+    if not verify_certificate(document, key or ApiSettings().signing_key):
+        typer.echo(f"INVALID: {file} was altered or signed with another key")
+        raise typer.Exit(1)
+    fields = ("request_id", "parent_version", "child_version", "promoted_at", "old_weights_destroyed_at")
+    summary = ", ".join(f"{k}={document[k]}" for k in fields if k in document)
+    typer.echo(f"valid: {summary or file}")
 
 
 def main() -> None:

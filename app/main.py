@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -47,9 +47,13 @@ register_core_errors(
 )
 
 
-def create_app(settings: ApiSettings | None = None, model_server: ModelServer | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings | None = None,
+    model_server: ModelServer | None = None,
+    on_ready: Callable[[Runtime], None] | None = None,
+) -> FastAPI:
     """Build the app.  ``model_server``: an already loaded one (tests share one across apps); by default
-    the base model named by the settings is loaded at start-up."""
+    the base model named by the settings is loaded at start-up.  ``on_ready`` runs once it can serve."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -57,6 +61,8 @@ def create_app(settings: ApiSettings | None = None, model_server: ModelServer | 
         runtime: Runtime = await run_in_threadpool(build_runtime, settings, model_server)
         await run_in_threadpool(runtime.start)
         app.state.runtime = runtime
+        if on_ready is not None:
+            on_ready(runtime)
         try:
             yield
         finally:

@@ -1,0 +1,265 @@
+"""End to end: the API (in process, real settings) and a real Celery worker process (with beat), on the tiny
+(random-init) model with a tiny adapter v1 trained in seconds.  Once with SQLite and kombu's filesystem
+broker (the embedded default), once with the machine's PostgreSQL (a fresh schema) and Redis (broker,
+results and the promotion pub/sub, with the registry poll slowed down so that pub/sub must deliver).
+
+Flow: a gate that cannot pass leaves v1 active and the request queued again; the next job (real E2URec)
+completes both requests, a new version is active and the API answers with it, the users' rows are gone
+from every table, v1's files are gone (and freed from the API's memory), the certificate verifies, and a
+rollback to v1 is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from app.cli import app as cli
+from app.launcher import initialise, start_worker, stop_process, wait_for_worker
+from app.main import create_app
+from app.settings import ApiSettings
+from core.db.engine import make_engine
+from core.db.models import Base
+from core.ml.data import SampleConfig, prepare, save_prepared
+from core.ml.model import TINY, LoraSpec, ModelConfig
+from core.ml.training import TrainConfig
+from core.ml.workflows import train_first_adapter
+from core.services.api_keys import create_api_key
+from core.services.certificates import verify_certificate
+from tests.conftest import MODELS_DIR, synthetic_dataset
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_DB = 12  # tests/worker uses 11
+SIGNING_KEY = "e2e-signing-key"
+
+
+@dataclass
+class Stack:
+    client: TestClient
+    app: Any
+    sessions: sessionmaker[Session]
+    settings: ApiSettings
+    headers: dict[str, str]
+    v1: str
+    worker_log: Path
+
+
+def _database(backend: str, home: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{home / 'e2u.sqlite'}"
+        return
+    schema = f"e2u_e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _environment(backend: str, home: Path, url: str) -> dict[str, str]:
+    env = {
+        "E2U_HOME": str(home),
+        "E2U_DATABASE_URL": url,
+        "E2U_BASE_MODEL": TINY,
+        "E2U_HISTORY_LEN": "3",
+        "E2U_SIGNING_KEY": SIGNING_KEY,
+        "E2U_CERTIFICATE_SALT": "e2e-salt",
+        # the beat runs (orphaned jobs) but never forms a batch by itself: the test triggers each job
+        "E2U_BATCH_SIZE": "1000",
+        "E2U_BATCH_MAX_WAIT_SECONDS": "86400",
+        "E2U_BATCH_POLL_SECONDS": "2",
+        "E2U_UTILITY_MARGIN": "1.0",  # the model is untrained: gates that any sane child passes
+        "E2U_MIA_MARGIN": "0.5",
+        "E2U_GOLD_MARGIN": "1.0",
+        "E2U_UNLEARNING_METHOD": "e2urec",
+        "E2U_ADAPTER_POLL_SECONDS": "0.5",
+    }
+    if backend == "postgres":
+        redis = f"redis://127.0.0.1:6379/{REDIS_DB}"
+        env |= {"E2U_BROKER_URL": redis, "E2U_RESULT_BACKEND": redis, "E2U_REDIS_URL": redis}
+        env["E2U_ADAPTER_POLL_SECONDS"] = "600"  # only the pub/sub message can move the API in time
+    return env
+
+
+def _prepare_data(settings: ApiSettings) -> Callable[[], None]:
+    return lambda: (
+        save_prepared(prepare(synthetic_dataset(), SampleConfig(history_len=3)), settings.data_dir) and None
+    )
+
+
+def _train_v1(settings: ApiSettings) -> Callable[[], None]:
+    from core.ml.data import load_prepared
+
+    def train() -> None:
+        config = TrainConfig(
+            lora=LoraSpec(r=2, alpha=4), max_steps=6, batch_size=8, eval_every=6, valid_samples=8
+        )
+        model = ModelConfig(base=TINY, cache_dir=str(settings.models_dir), device="cpu")
+        train_first_adapter(
+            model, load_prepared(settings.data_dir), config, settings.adapters_dir / "v1", False
+        )
+
+    return train
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(MODELS_DIR)  # the tiny model is built once per machine
+    for url in _database(request.param, home):
+        for name, value in _environment(request.param, home, url).items():
+            monkeypatch.setenv(name, value)
+        settings = ApiSettings(_env_file=None)  # type: ignore[call-arg]
+        report = initialise(settings, _prepare_data(settings), _train_v1(settings), create_dev_key=False)
+        assert report.active_version is not None and report.imported_interactions > 0
+        engine = make_engine(url)
+        sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        with sessions() as session:
+            key = create_api_key(session, "e2e", ["admin", "erase", "recommend"])
+            session.commit()
+        worker_log = home / "logs" / "worker.log"
+        worker = start_worker(settings, worker_log)
+        try:
+            wait_for_worker(worker, worker_log, seconds=120)
+            app = create_app(settings)
+            with TestClient(app) as client:
+                yield Stack(
+                    client, app, sessions, settings, {"X-API-Key": key}, report.active_version, worker_log
+                )
+        finally:
+            stop_process(worker)
+            engine.dispose()
+
+
+def _wait(what: str, check: Callable[[], Any], log: Path, seconds: float = 150.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}; worker log tail:\n{tail}")
+
+
+def _rows_naming(sessions: sessionmaker[Session], user_id: str) -> list[str]:
+    """Every (table, row) that still holds the raw user id, in any column (JSON included)."""
+    found = []
+    with sessions() as session:
+        for table in Base.metadata.sorted_tables:
+            for row in session.execute(select(table)):
+                for value in row:
+                    text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+                    if value == user_id or f'"{user_id}"' in text:
+                        found.append(f"{table.name}: {tuple(row)}")
+                        break
+    return found
+
+
+def _recommend(stack: Stack, user_id: str) -> Any:
+    return stack.client.post("/v1/recommendations", json={"user_id": user_id, "k": 3}, headers=stack.headers)
+
+
+def test_erasure_end_to_end(stack: Stack, tmp_path: Path) -> None:
+    client, headers, runtime = stack.client, stack.headers, stack.app.state.runtime
+    assert _recommend(stack, "u1").json()["adapter_version"] == stack.v1
+
+    # 1. a gate that cannot pass: v1 stays active and the request is queued again
+    first = client.post("/v1/erasure-requests", json={"user_id": "u3"}, headers=headers).json()
+    runtime.settings = stack.settings.model_copy(update={"utility_margin": -1.0, "mia_margin": -1.0})
+    [failing_job] = client.post("/v1/admin/jobs/trigger", headers=headers).json()["job_ids"]
+    runtime.settings = stack.settings
+    job = _wait(
+        "the failing job",
+        lambda: (
+            (j := client.get(f"/v1/admin/jobs/{failing_job}", headers=headers).json())["status"] == "failed"
+            and j
+        ),
+        stack.worker_log,
+    )
+    assert job["verdict"] == "failed" and "verification failed" in job["failure_reason"]
+    request = client.get(f"/v1/erasure-requests/{first['id']}", headers=headers).json()
+    assert request["status"] == "queued" and request["retry_count"] == 1
+    adapters = client.get("/v1/admin/adapters", headers=headers).json()
+    assert adapters["active_version_id"] == stack.v1
+    assert _recommend(stack, "u1").json()["adapter_version"] == stack.v1
+
+    # 2. the next job (real E2URec, passing gates) completes both requests
+    second = client.post(
+        "/v1/erasure-requests", json={"user_id": "u2"}, headers=headers | {"Idempotency-Key": "e2e-u2"}
+    ).json()
+    [job_id] = client.post("/v1/admin/jobs/trigger", headers=headers).json()["job_ids"]
+    done = _wait(
+        "the erasure to complete",
+        lambda: (
+            (r := client.get(f"/v1/erasure-requests/{second['id']}", headers=headers).json())["status"]
+            in ("completed", "failed")
+            and r
+        ),
+        stack.worker_log,
+    )
+    job = client.get(f"/v1/admin/jobs/{job_id}", headers=headers).json()
+    assert done["status"] == "completed", (done, job)
+    assert client.get(f"/v1/erasure-requests/{first['id']}", headers=headers).json()["status"] == "completed"
+    assert job["status"] == "succeeded" and job["verdict"] == "passed" and job["metrics"]
+
+    # a new version is active, the API serves it, and v1 is gone from memory and disk
+    adapters = client.get("/v1/admin/adapters", headers=headers).json()
+    new = adapters["active_version_id"]
+    assert new != stack.v1 and new == job["child_version_id"]
+    child = next(v for v in adapters["versions"] if v["id"] == new)
+    assert child["lineage"] == [new, stack.v1] and child["metrics"]
+    _wait(
+        "the API to serve the new version",
+        lambda: _recommend(stack, "u1").json()["adapter_version"] == new,
+        stack.worker_log,
+        30,
+    )
+    assert runtime.model_server.loaded_versions() == [new] and stack.v1 in runtime.model_server.freed
+    old = next(v for v in adapters["versions"] if v["id"] == stack.v1)
+    assert old["status"] == "destroyed" and old["destroyed_at"]
+    assert not (stack.settings.adapters_dir / "v1").exists()
+
+    # the users' data is gone from every table and from the API
+    assert _rows_naming(stack.sessions, "u1")  # the scan finds a user who was not erased
+    assert _rows_naming(stack.sessions, "u2") == [] and _rows_naming(stack.sessions, "u3") == []
+    assert _recommend(stack, "u2").status_code == 404
+
+    # the certificate verifies (in core and through `e2u certificate verify`), and a tampered one does not
+    certificate = client.get(f"/v1/erasure-requests/{second['id']}/certificate", headers=headers).json()
+    assert verify_certificate(certificate, SIGNING_KEY)
+    path = tmp_path / "certificate.json"
+    path.write_text(json.dumps(certificate))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["certificate", "verify", str(path)], env={"E2U_SIGNING_KEY": SIGNING_KEY})
+    assert result.exit_code == 0, result.output
+    path.write_text(json.dumps(certificate | {"request_id": "someone-else"}))
+    assert (
+        runner.invoke(
+            cli, ["certificate", "verify", str(path)], env={"E2U_SIGNING_KEY": SIGNING_KEY}
+        ).exit_code
+        == 1
+    )
+
+    # rolling back to v1 would serve erased data again: refused
+    refused = client.post(f"/v1/admin/adapters/{stack.v1}/rollback", headers=headers)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "predates_erasure"
+    assert client.get("/v1/admin/adapters", headers=headers).json()["active_version_id"] == new
+    if stack.settings.redis_url:
+        assert runtime._redis is not None and runtime._redis.received >= 1
