@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
-
-from celery import Task
+from typing import Any, ParamSpec, TypeVar
 
 from core.db.engine import session_factory
 from core.events import EventPublisher
@@ -18,6 +17,17 @@ from core.settings import Settings
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def task(**options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``celery_app.task(**options)`` with the task function's own signature kept for the type checker
+    (Celery ships no type hints).  Tasks are sent by name (``send_task``), so nothing here needs the
+    Task object's ``delay``."""
+    decorator: Callable[[Callable[P, R]], Callable[P, R]] = celery_app.task(**options)
+    return decorator
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +46,13 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@celery_app.task(name=batching.FORM_BATCHES_TASK)
+def enqueue_jobs(job_ids: list[int]) -> None:
+    """Send ``RUN_JOB_TASK`` for each job (call only after the commit that created the jobs)."""
+    for job_id in job_ids:
+        celery_app.send_task(batching.RUN_JOB_TASK, args=[job_id], queue=batching.UNLEARNING_QUEUE)
+
+
+@task(name=batching.FORM_BATCHES_TASK)
 def form_batches() -> list[int]:
     """Form batches from queued requests and re-enqueue open jobs nobody holds."""
     current = settings()
@@ -45,14 +61,14 @@ def form_batches() -> list[int]:
         session.commit()
         orphaned = batching.jobs_needing_worker(session)
         session.commit()
-    for job_id in sorted(set(created) | set(orphaned)):
-        run_job.delay(job_id)
+    enqueue_jobs(sorted(set(created) | set(orphaned)))
     return created
 
 
-@celery_app.task(name=batching.RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_job(self: Task[Any, Any], job_id: int) -> dict[str, Any]:
-    """Run or resume one unlearning job; a duplicate delivery finds the job leased or done and skips."""
+@task(name=batching.RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: int) -> dict[str, Any]:
+    """Run or resume one unlearning job; a duplicate delivery finds the job leased or done and skips.
+    The result (stored in the result backend) holds ids, a status and a reason: never user data."""
     current = settings()
     runtime = pipeline.PipelineRuntime(
         loaded=base_model(),

@@ -58,7 +58,8 @@ def list_versions(session: Session, status: str | None = None) -> list[AdapterVe
 
 def lineage(session: Session, version_id: str) -> list[str]:
     """``version_id`` and its ancestors, newest first."""
-    chain, current = [], get_version(session, version_id)
+    chain: list[str] = []
+    current: AdapterVersion | None = get_version(session, version_id)
     while current is not None:
         chain.append(current.id)
         current = adapter_repo.get(session, current.parent_id) if current.parent_id else None

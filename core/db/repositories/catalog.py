@@ -58,6 +58,8 @@ def excluded_scopes(session: Session, user_ids: Iterable[str] | None = None) -> 
     users: set[str] = set()
     partial: dict[str, str] = {}
     for request_id, user_id, scope in session.execute(query):
+        if user_id is None:  # redacted: only completed requests, which EXCLUDING_STATUSES leaves out
+            continue
         if scope == "user":
             users.add(user_id)
         else:
