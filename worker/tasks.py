@@ -77,6 +77,7 @@ def run_job(job_id: int) -> dict[str, Any]:
         signing_key=current.signing_key,
         lease_seconds=current.lease_seconds,
         publisher=EventPublisher(current.redis_url),
+        prepared_data_dir=current.data_dir.resolve(),
     )
     with session_factory(current.database_url_resolved)() as session:
         outcome = pipeline.run_job(session, job_id, runtime, session.commit)

@@ -33,6 +33,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            # erased rows are overwritten with zeros, not left readable in free pages of the file
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         return engine

@@ -337,3 +337,33 @@ def load_prepared(folder: Path) -> PreparedData:
     if data.content_hash() != manifest["sha256"]:
         raise DataError(f"{folder}: content does not match the sha256 in manifest.json")
     return data
+
+
+def drop_interactions(
+    prepared: PreparedData,
+    users: Iterable[str] = (),
+    pairs: Iterable[tuple[str, str]] = (),
+) -> PreparedData:
+    """A copy of ``prepared`` without an erased scope (pure; nothing is written).
+
+    ``users``: every sample and the profile of these users go.  ``pairs``: the samples of these (user,
+    item) pairs go, and those items leave the same user's remaining prompt histories.  Items (the
+    catalog) stay.  An empty scope returns an equal copy.
+    """
+    user_set = set(users)
+    gone: dict[str, set[str]] = {}
+    for user, item in pairs:
+        gone.setdefault(user, set()).add(item)
+    samples = prepared.samples
+    keys = zip(samples["user_id"], samples["item_id"], strict=True)
+    dropped = [u in user_set or i in gone.get(u, ()) for u, i in keys]
+    kept = samples[~pd.Series(dropped, index=samples.index, dtype=bool)].reset_index(drop=True)
+    if gone:
+        kept["history"] = [
+            encode_history([(i, r) for i, r in decode_history(h) if i not in gone.get(u, ())])
+            if u in gone
+            else h
+            for u, h in zip(kept["user_id"], kept["history"], strict=True)
+        ]
+    users_kept = prepared.users[~prepared.users["user_id"].isin(user_set)].reset_index(drop=True)
+    return PreparedData(kept, prepared.items.copy(), users_kept, prepared.config)

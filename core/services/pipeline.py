@@ -36,6 +36,7 @@ from core.services import registry
 from core.services.batching import Thresholds
 from core.services.certificates import json_safe, sign_certificate
 from core.services.errors import LeaseLost, StalePromotion
+from core.services.prepared_data import ScopeToPurge, purge_prepared
 from core.services.verification import equal_size, verify_candidate
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class PipelineRuntime:
     """What a worker process brings: the cached base model and where adapters live.
 
     ``loaded``: the base model (adapters are loaded beside it for a job and freed after);
-    ``lease_seconds``: how long a heartbeat keeps the job ours; ``signing_key``: certificate HMAC key.
+    ``lease_seconds``: how long a heartbeat keeps the job ours; ``signing_key``: certificate HMAC key;
+    ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared`` output) that the purge
+    phase rewrites without the erased scope (None: there is none to purge).
     """
 
     loaded: LoadedModel
@@ -71,6 +74,7 @@ class PipelineRuntime:
     publisher: EventPublisher | None = None
     score_batch_size: int = 16
     clock: Callable[[], datetime] = field(default=utcnow)
+    prepared_data_dir: Path | None = None
 
 
 @dataclass
@@ -293,8 +297,29 @@ class _Run:
             adapter_repo.set_status(self.session, version_id, "rejected")
             registry.mark_destroyed(self.session, version_id, f"job:{self.job.id}", reason, self.rt.clock())
 
+    def purge_prepared_files(self, now: datetime) -> dict[str, Any] | None:
+        """Rewrite the prepared data folder without the batch's scopes; the record goes on the job's
+        metrics (and from there into the certificates).  Skipped when already recorded (a resumed job)."""
+        folder = self.rt.prepared_data_dir
+        if folder is None or "prepared_data" in self.job.metrics:
+            return None
+        scopes = [
+            ScopeToPurge(
+                r.id,
+                r.user_id,
+                None if r.scope == "user" else tuple(erasure_repo.scope_items(self.session, r.id)),
+            )
+            for r in self.requests()
+            if r.user_id is not None
+        ]
+        result = purge_prepared(folder, scopes)
+        if result is None:
+            return {"folder": str(folder), "present": False}
+        return {"folder": str(folder), "present": True, **result.to_dict(), "purged_at": now.isoformat()}
+
     def purge(self) -> None:
         now = self.rt.clock()
+        prepared = self.purge_prepared_files(now)
         for request in self.requests():
             if request.rows_deleted is None and request.user_id is not None:
                 items = (
@@ -311,7 +336,10 @@ class _Run:
                     self.session, version.id, f"job:{self.job.id}", "carries erased data", now
                 )
         self.session.flush()
-        self.beat("certify")
+        if prepared is None:
+            self.beat("certify")
+        else:
+            self.beat("certify", metrics={**self.job.metrics, "prepared_data": prepared})
 
     def certify(self) -> JobOutcome:
         job, now = self.job, self.rt.clock()
@@ -366,6 +394,7 @@ class _Run:
                 "forget_samples": request.forget_samples,
                 "rows_deleted": request.rows_deleted,
                 "profile_deleted": bool(request.profile_deleted),
+                "prepared_data": self.prepared_data_record(request.id),
             },
             "job_id": job.id,
             "parent_adapter": {"id": parent.id, "sha256": parent.sha256},
@@ -376,10 +405,26 @@ class _Run:
                 "deadline_at": stamp(request.deadline_at),
                 "promoted_at": stamp(child.promoted_at),
                 "old_weights_destroyed_at": stamp(parent.destroyed_at) if parent.id != child.id else None,
+                "prepared_data_purged_at": (job.metrics.get("prepared_data") or {}).get("purged_at"),
                 "issued_at": stamp(now),
             },
         }
         return sign_certificate(json_safe(document), self.rt.signing_key)
+
+    def prepared_data_record(self, request_id: str) -> dict[str, Any] | None:
+        """The certificate's account of the prepared data files: this request's samples removed from them
+        and the files' content hash after the rewrite; None when no folder was purged."""
+        record = self.job.metrics.get("prepared_data")
+        if not record:
+            return None
+        if not record.get("present"):
+            return {"present": False}
+        return {
+            "present": True,
+            "samples_removed": int(record["samples_removed"].get(request_id, 0)),
+            "sha256_before": record["sha256_before"],
+            "sha256_after": record["sha256_after"],
+        }
 
     # ------------------------------------------------------------------ failure
     def fail(self, reason: str, count_retry: bool) -> JobOutcome:
