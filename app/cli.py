@@ -269,9 +269,10 @@ def certificate_verify(
     if not verify_certificate(document, key or ApiSettings().signing_key):
         typer.echo(f"INVALID: {file} was altered or signed with another key")
         raise typer.Exit(1)
-    fields = ("request_id", "parent_version", "child_version", "promoted_at", "old_weights_destroyed_at")
-    summary = ", ".join(f"{k}={document[k]}" for k in fields if k in document)
-    typer.echo(f"valid: {summary or file}")
+    child = document.get("child_adapter") or {}
+    destroyed = (document.get("timestamps") or {}).get("old_weights_destroyed_at")
+    typer.echo(f"valid: request {document.get('request_id')}, served by adapter {child.get('id')}")
+    typer.echo(f"old weights destroyed at {destroyed}")
 
 
 def main() -> None:

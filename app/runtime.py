@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None
 class RedisListener:
     """Subscribes to promotion events and wakes the watcher; reconnects with a back-off on failure."""
 
-    def __init__(self, url: str, on_message: callable, channel: str = PROMOTION_CHANNEL) -> None:  # type: ignore[valid-type]
+    def __init__(self, url: str, on_message: Callable[[], None], channel: str = PROMOTION_CHANNEL) -> None:
         self.url = url
         self.channel = channel
         self.on_message = on_message

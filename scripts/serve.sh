@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the service on this machine. For now: prepares data, converts the model and trains a quick-start
-# adapter v1 when they are missing (later starts reuse them).
+# Runs the service on this machine (embedded: SQLite, a broker with no server): prepares data, model and a
+# quick-start adapter v1 when missing, migrates and bootstraps, then runs the API and a Celery worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -44,8 +44,13 @@ def _public(session: SessionDep, request: ErasureRequest) -> ErasureRequestPubli
     "",
     response_model=ErasureRequestPublic,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "an earlier request with the same Idempotency-Key"}}
-    | error_responses(401, 403, 404, 409, 422),
+    responses={
+        **error_responses(401, 403, 404, 409, 422),
+        200: {
+            "model": ErasureRequestPublic,
+            "description": "an earlier request with the same Idempotency-Key",
+        },
+    },
     summary="File an erasure request",
 )
 def create_erasure_request(
