@@ -10,6 +10,7 @@ Sessions: ``core.db.engine.session_factory(url)``; schema: ``core.db.migrate.upg
 erasures
     create_erasure_request(s, user_id, items|None, IntakeConfig(salt, deadline_days), idempotency_key=None)
         -> (ErasureRequest, created: bool)     whole user when items is None; same key -> same request
+        status "received"; the batcher's next pass makes it "queued" (see core.services.erasures)
     get_erasure_request(s, request_id) -> ErasureRequest;  erasure_scope_items(s, request_id) -> [item]
     list_erasure_requests(s, status=None, limit, offset) -> [ErasureRequest]
     cancel_erasure_request(s, request_id) -> ErasureRequest     only while received/queued (NotCancellable)
@@ -21,7 +22,8 @@ recommendations  (all reads exclude data under a live erasure scope)
     add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [Interaction]
 batching  (task names for send_task: RUN_JOB_TASK "e2u.run_job"(job_id) on UNLEARNING_QUEUE,
            FORM_BATCHES_TASK "e2u.form_batches"; job_settings_from(Settings()))
-    form_batches(s, JobSettings, now=None) -> [job_id]      commit, then enqueue RUN_JOB_TASK for each
+    form_batches(s, JobSettings, now=None) -> [job_id]      received -> queued, then claims batches;
+                                                            commit, then enqueue RUN_JOB_TASK for each
     trigger_batch_now(s, JobSettings) -> [job_id]           admin "run now"
     jobs_needing_worker(s) -> [job_id];  get_job(s, id) -> UnlearningJob;  list_jobs(s, status=None, ...)
     job_request_ids(s, job_id) -> [request_id]

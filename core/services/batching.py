@@ -95,11 +95,13 @@ def _new_job(
 def form_batches(
     session: Session, settings: JobSettings, now: datetime | None = None, force: bool = False
 ) -> list[int]:
-    """Claim queued requests into jobs: full batches of ``batch_size``, plus the rest when the oldest has
-    waited ``batch_max_wait_seconds`` (or ``force``).  Returns the new job ids; the caller commits, then
-    enqueues ``RUN_JOB_TASK`` for each.  Call at the start of a transaction."""
+    """Admit ``received`` requests to the queue, then claim queued requests into jobs: full batches of
+    ``batch_size``, plus the rest when the oldest has waited ``batch_max_wait_seconds`` in the queue (or
+    ``force``).  Returns the new job ids; the caller commits, then enqueues ``RUN_JOB_TASK`` for each.
+    Call at the start of a transaction."""
     when = now or utcnow()
     lock_for_claim(session)
+    erasure_repo.admit_received(session, when)
     queued = erasure_repo.queued_for_claim(session)
     job_ids = []
     while queued:

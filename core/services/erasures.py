@@ -1,7 +1,13 @@
 """Erasure intake: create (idempotent), read, list, cancel while pending, read the certificate.
 
-The moment a request row exists (status ``queued``), its scope is excluded from every prompt and every
+The moment a request row exists (status ``received``), its scope is excluded from every prompt and every
 training run (``core.db.repositories.catalog.usable_interactions``).
+
+Lifecycle: ``received`` (accepted, not yet seen by the batcher) -> ``queued`` (the batcher's next pass,
+every ``batch_poll_seconds``, admits it to the batch queue: it waits for a full batch or the maximum wait
+from then) -> ``unlearning`` (claimed into a job) -> ``verifying`` -> ``completed``; a failed gate sends it
+back to ``queued`` until its retries run out (``failed``).  ``cancelled`` is reachable from ``received`` and
+``queued`` only.
 """
 
 from __future__ import annotations
@@ -84,9 +90,9 @@ def create_erasure_request(
         user_id=user_id,
         user_hash=subject,
         scope="user" if wanted is None else "items",
-        status="queued",
+        status="received",
         created_at=when,
-        queued_at=when,
+        queued_at=None,
         updated_at=when,
         deadline_at=when + timedelta(days=config.deadline_days),
         retry_count=0,

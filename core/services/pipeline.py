@@ -137,9 +137,23 @@ class _Run:
         self.beat(progress=PROGRESS["unlearn"])
         return data
 
+    def rebase(self) -> None:
+        """Take the version active now as the parent (DESIGN: parent P is the active version).  A job
+        formed beside another, or before it, would otherwise start from a parent that the other job's
+        promotion superseded and destroyed.  Safe only before anything durable exists (before register);
+        promotion stays fenced on the alias counter recorded here."""
+        active = registry.active_adapter(self.session)
+        job = self.job
+        if active is not None and (job.parent_version_id, job.expected_alias_counter) != (
+            active.version_id,
+            active.counter,
+        ):
+            self.beat(parent_version_id=active.version_id, expected_alias_counter=active.counter)
+
     def unlearn_verify_register(self) -> JobOutcome | None:
         """Phases collect..register; an outcome when the job ends here (failed gate, nothing to do)."""
         job, cfg = self.job, self.job.config
+        self.rebase()
         parent = registry.get_version(self.session, job.parent_version_id or "")
         if parent.base_model != self.rt.loaded.config.base:
             return self.fail(

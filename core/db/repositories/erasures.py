@@ -46,6 +46,17 @@ def list_requests(
     return list(session.scalars(query.limit(limit).offset(offset)))
 
 
+def admit_received(session: Session, now: datetime) -> int:
+    """Move every ``received`` request to ``queued`` (the batch queue) as of ``now``.  Returns how many."""
+    result = session.execute(
+        update(ErasureRequest)
+        .where(ErasureRequest.status == "received")
+        .values(status="queued", queued_at=now, updated_at=now)
+    )
+    session.flush()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def queued_for_claim(session: Session) -> list[ErasureRequest]:
     """Queued requests, oldest first, locked for this transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
     SQLite: the caller holds the write lock via ``lock_for_claim``)."""

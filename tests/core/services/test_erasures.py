@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
+from core.db.models import utcnow
+from core.db.repositories import catalog as catalog_repo
 from core.ml.data import PreparedData
-from core.services import erasures, recommendations
+from core.services import batching, erasures, recommendations
+from core.services.batching import JobSettings
 from core.services.errors import Conflict, IdempotencyKeyReused, InvalidInput, NotCancellable, NotFound
 from core.services.recommendations import NewRating
 
@@ -21,7 +24,7 @@ def test_idempotency_key_returns_the_same_request(session: Session, seeded: Prep
     with pytest.raises(IdempotencyKeyReused):
         erasures.create_erasure_request(session, "u2", None, INTAKE, idempotency_key="k-1")
     assert len(erasures.list_erasure_requests(session)) == 1
-    assert first.status == "queued" and (first.deadline_at - first.created_at).days == 30
+    assert first.status == "received" and (first.deadline_at - first.created_at).days == 30
     assert first.user_hash == erasures.user_hash("test-salt", "u1") != erasures.user_hash("other", "u1")
 
 
@@ -67,3 +70,17 @@ def test_recommend_path_and_new_ratings_respect_pending_erasures(
     with pytest.raises(Conflict):
         recommendations.add_interactions(session, "u4", [NewRating(candidates[1], 4.0)], history_len=3)
     assert "u4" not in recommendations.prompt_catalog(session).profiles
+
+
+def test_received_becomes_queued_at_the_batchers_pass(session: Session, seeded: PreparedData) -> None:
+    now = utcnow()
+    request, _ = erasures.create_erasure_request(session, "u4", None, INTAKE, now=now)
+    session.commit()
+    assert (request.status, request.queued_at) == ("received", None)
+    # excluded from prompts and training from the moment it is received
+    assert "u4" not in set(catalog_repo.usable_interactions(session)["user_id"])
+    assert batching.form_batches(session, JobSettings(batch_size=2, batch_max_wait_seconds=60), now) == []
+    session.commit()
+    queued = erasures.get_erasure_request(session, request.id)
+    assert queued.status == "queued" and queued.queued_at == now
+    assert erasures.cancel_erasure_request(session, request.id).status == "cancelled"

@@ -116,6 +116,28 @@ def test_failed_gate_keeps_old_version_and_requeues(
     assert session.scalars(select(AdapterVersion)).all() == [registry.get_version(session, v1_id)]
 
 
+def test_jobs_formed_together_each_start_from_the_active_version(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    for user in ("u8", "u9"):
+        erasures.create_erasure_request(session, user, None, INTAKE)
+    session.commit()
+    first, second = batching.trigger_batch_now(session, settings(batch_size=1))
+    session.commit()
+    assert batching.get_job(session, second).parent_version_id == v1_id  # as formed
+    for job_id in (first, second):
+        outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
+        assert outcome.status == "succeeded", outcome.reason
+    # the second job rebased onto the first one's child (v1 was destroyed by the first job's purge)
+    assert (
+        batching.get_job(session, second).parent_version_id
+        == batching.get_job(session, first).child_version_id
+    )
+    active = registry.active_adapter(session)
+    assert active is not None and active.counter == 3
+    assert active.version_id == batching.get_job(session, second).child_version_id
+
+
 def test_lease_held_by_a_live_worker_is_respected(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
