@@ -231,8 +231,10 @@ class _Run:
                 }
             )
             if not result.passed:
-                self.beat(metrics=figures, verdict="failed")
-                return self.fail("verification failed: " + "; ".join(result.reasons), count_retry=True)
+                reason = "verification failed: " + "; ".join(result.reasons)
+                rejected_id = self.save_rejected(child_name, parent.id, figures, reason)
+                self.beat(metrics=figures, verdict="failed", child_version_id=rejected_id)
+                return self.fail(reason, count_retry=True)
             self.beat("register", metrics=figures, verdict="passed")
             child_id = self.save_child(child_name, parent.id, figures)
         finally:
@@ -241,15 +243,56 @@ class _Run:
         self.beat("promote", child_version_id=child_id)
         return None
 
-    def save_child(self, child_name: str, parent_id: str, figures: dict[str, Any]) -> str:
+    def child_config(self) -> dict[str, Any]:
         job = self.job
-        tmp = self.rt.adapters_dir / f".job{job.id}-{self.rt.worker_id}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        config = {
+        return {
             "method": job.config["method"],
             "method_config": job.config["method_config"],
             "job_id": job.id,
         }
+
+    @staticmethod
+    def version_metrics(figures: dict[str, Any]) -> dict[str, Any]:
+        return {k: figures.get(k) for k in ("child_valid", "child_forget", "forget_samples")}
+
+    def save_rejected(self, child_name: str, parent_id: str, figures: dict[str, Any], reason: str) -> str:
+        """Register a child that failed the gates as ``rejected`` (metrics and reason kept, so that admins
+        see it in the adapter list) and destroy its weights: they were saved only to name it by content."""
+        job = self.job
+        tmp = self.rt.adapters_dir / f".job{job.id}-{self.rt.worker_id}.rejected.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        config = self.child_config()
+        try:
+            sha = save_adapter(
+                self.rt.loaded, child_name, tmp, {"kind": "unlearn", "parent": parent_id, **config}
+            )
+            version_id = sha[:16]
+            existing = adapter_repo.get(self.session, version_id)
+            if existing is not None and existing.status != "rejected":
+                return version_id  # the same weights as a registered version (the parent, unchanged)
+            registry.register_version(
+                self.session,
+                version_id,
+                parent_id,
+                self.rt.loaded.config.base,
+                tmp,
+                sha,
+                config,
+                {**self.version_metrics(figures), "verdict": "failed"},
+                adapter_repo.clean_of(self.session, parent_id),  # not shown to be free of this batch
+                job.id,
+                self.rt.clock(),
+            )
+        finally:
+            registry.delete_artifact(str(tmp))
+        registry.reject_version(self.session, version_id, f"job:{job.id}", reason, self.rt.clock())
+        return version_id
+
+    def save_child(self, child_name: str, parent_id: str, figures: dict[str, Any]) -> str:
+        job = self.job
+        tmp = self.rt.adapters_dir / f".job{job.id}-{self.rt.worker_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        config = self.child_config()
         sha = save_adapter(
             self.rt.loaded, child_name, tmp, {"kind": "unlearn", "parent": parent_id, **config}
         )
@@ -268,7 +311,7 @@ class _Run:
             folder,
             sha,
             config,
-            {k: figures.get(k) for k in ("child_valid", "child_forget", "forget_samples")},
+            self.version_metrics(figures),
             clean,
             job.id,
             self.rt.clock(),
@@ -305,11 +348,8 @@ class _Run:
         return None
 
     def reject_candidate(self, version_id: str, reason: str) -> None:
-        version = registry.get_version(self.session, version_id)
-        if version.status == "candidate":
-            registry.delete_artifact(version.artifact_path)
-            adapter_repo.set_status(self.session, version_id, "rejected")
-            registry.mark_destroyed(self.session, version_id, f"job:{self.job.id}", reason, self.rt.clock())
+        if registry.get_version(self.session, version_id).status == "candidate":
+            registry.reject_version(self.session, version_id, f"job:{self.job.id}", reason, self.rt.clock())
 
     def purge_prepared_files(self, now: datetime) -> dict[str, Any] | None:
         """Rewrite the prepared data folder without the batch's scopes; the record goes on the job's

@@ -15,7 +15,7 @@ from core.db.models import ActivationEvent, AdapterVersion, utcnow
 from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import erasures as erasure_repo
-from core.services.errors import NotFound, PredatesErasure, StalePromotion, VersionUnavailable
+from core.services.errors import Conflict, NotFound, PredatesErasure, StalePromotion, VersionUnavailable
 
 VERSION_STATUSES = ("candidate", "active", "superseded", "destroyed", "rejected")
 
@@ -236,6 +236,27 @@ def mark_destroyed(
     adapter_repo.set_status(session, version_id, status, destroyed_at=when)
     audit_repo.record(session, when, actor, "adapter.destroyed", "adapter_version", version_id, reason=reason)
     return when
+
+
+def reject_version(
+    session: Session, version_id: str, actor: str, reason: str, now: datetime | None = None
+) -> None:
+    """Mark a candidate ``rejected`` for ``reason`` (kept in its metrics as ``rejection_reason``) and
+    destroy its weights.  It stays listed for admins and can never be promoted.  Refuses (Conflict) a
+    version that is or was active: only candidates are rejected."""
+    when = now or utcnow()
+    version = get_version(session, version_id)
+    if version.status not in ("candidate", "rejected"):
+        raise Conflict(
+            f"adapter version {version_id} is {version.status}; only a candidate can be rejected",
+            status=version.status,
+        )
+    delete_artifact(version.artifact_path)
+    metrics = {**version.metrics, "rejection_reason": reason}
+    adapter_repo.set_status(
+        session, version_id, "rejected", metrics=metrics, destroyed_at=version.destroyed_at or when
+    )
+    audit_repo.record(session, when, actor, "adapter.rejected", "adapter_version", version_id, reason=reason)
 
 
 def delete_artifact(artifact_path: str) -> None:

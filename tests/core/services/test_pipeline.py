@@ -16,7 +16,13 @@ from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
 from core.services.batching import JobSettings, Thresholds
 from core.services.certificates import verify_certificate
-from core.services.errors import Forbidden, PredatesErasure, StalePromotion, Unauthorized
+from core.services.errors import (
+    Forbidden,
+    PredatesErasure,
+    StalePromotion,
+    Unauthorized,
+    VersionUnavailable,
+)
 
 INTAKE = erasures.IntakeConfig(salt="salt")
 LENIENT = Thresholds(utility_margin=1.0, mia_margin=0.5, gold_margin=1.0)
@@ -109,11 +115,22 @@ def test_failed_gate_keeps_old_version_and_requeues(
         state = erasures.get_erasure_request(session, request.id)
         assert state.retry_count == attempt
         assert state.status == ("queued" if attempt == 1 else "failed")  # max_retries = 1
+        # the child that failed the gates is listed as rejected, with its figures and reason, weights gone
+        rejected = registry.get_version(session, job.child_version_id or "")
+        assert rejected.status == "rejected" and rejected.parent_id == v1_id and rejected.job_id == job_id
+        assert rejected.destroyed_at is not None and not Path(rejected.artifact_path).exists()
+        assert (
+            rejected.metrics["child_valid"] and "verification failed" in rejected.metrics["rejection_reason"]
+        )
+        with pytest.raises(VersionUnavailable):
+            registry.promote_version(session, rejected.id, v1_id, 1, "admin")
     active = registry.active_adapter(session)
     assert active is not None and active.version_id == v1_id and active.counter == 1
     assert Path(active.artifact_path).exists()
     assert session.scalars(select(Interaction).where(Interaction.user_id == "u6")).first() is not None
-    assert session.scalars(select(AdapterVersion)).all() == [registry.get_version(session, v1_id)]
+    statuses = sorted(v.status for v in session.scalars(select(AdapterVersion)))
+    assert statuses == ["active", "rejected", "rejected"]
+    assert [p.name for p in adapters_dir.iterdir()] == ["v1"]  # no weights of rejected children left
 
 
 def test_jobs_formed_together_each_start_from_the_active_version(
