@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------------ unlearning and verification
     unlearning_method: str = "e2urec"
     unlearning_config: dict[str, Any] = Field(default_factory=dict)  # the method's hyper-parameters (JSON)
+    # DESIGN "The method" step 6: when a batch has used up its retries, retrain an adapter from the base on
+    # all training data not erased (method "retrain"), verify and promote it like any other child
+    exact_fallback: bool = False
+    exact_fallback_config: dict[str, Any] = Field(default_factory=dict)  # RetrainConfig JSON; "train"
+    # defaults to the recipe adapter v1 was trained with
     verify_valid_samples: int = 256  # fixed held-out validation subset for the utility gate
     verify_max_samples: int = 512  # cap on |F| and on the unseen sample for the forgetting gates
     utility_margin: float = 0.02  # child valid AUC may fall at most this far below the parent's

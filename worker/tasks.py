@@ -82,5 +82,6 @@ def run_job(job_id: int) -> dict[str, Any]:
     with session_factory(current.database_url_resolved)() as session:
         outcome = pipeline.run_job(session, job_id, runtime, session.commit)
         session.commit()
+    enqueue_jobs(outcome.follow_up_jobs)  # the exact fallback, created and committed by the job
     log.info("job %s: %s %s", job_id, outcome.status, outcome.reason or "")
     return {"job_id": outcome.job_id, "status": outcome.status, "reason": outcome.reason}

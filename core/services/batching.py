@@ -18,6 +18,7 @@ from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import erasures as erasure_repo
 from core.db.repositories import jobs as job_repo
+from core.services import registry
 from core.services.errors import InvalidInput, NotFound
 
 # The queue contract shared by worker/ (which defines the tasks) and app/ (which sends them by name).
@@ -50,6 +51,8 @@ class JobSettings:
     valid_samples: int = 256
     max_verify_samples: int = 512
     seed: int = 0
+    exact_fallback: bool = False
+    fallback_method_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_retries < 0 or self.batch_max_wait_seconds < 0:
@@ -65,11 +68,20 @@ class JobSettings:
             "max_verify_samples": self.max_verify_samples,
             "max_retries": self.max_retries,
             "seed": self.seed,
+            "exact_fallback": self.exact_fallback,
+            "fallback_method_config": dict(self.fallback_method_config),
         }
 
 
+FALLBACK_METHOD = "retrain"
+
+
 def _new_job(
-    session: Session, request_ids: list[str], settings: JobSettings, retries: int, now: datetime
+    session: Session,
+    request_ids: list[str],
+    config: dict[str, Any],
+    thresholds: dict[str, Any],
+    now: datetime,
 ) -> UnlearningJob:
     alias = adapter_repo.alias(session)
     job = UnlearningJob(
@@ -78,8 +90,8 @@ def _new_job(
         progress=0.0,
         created_at=now,
         attempts=0,
-        config=settings.job_config(retries),
-        thresholds=asdict(settings.thresholds),
+        config=config,
+        thresholds=thresholds,
         metrics={},
         parent_version_id=alias.version_id if alias else None,
         expected_alias_counter=alias.counter if alias else None,
@@ -111,9 +123,46 @@ def form_batches(
         if len(batch) < settings.batch_size and not (ripe or force):
             break
         retries = max(r.retry_count for r in batch)
-        job_ids.append(_new_job(session, [r.id for r in batch], settings, retries, when).id)
+        config, thresholds = settings.job_config(retries), asdict(settings.thresholds)
+        job_ids.append(_new_job(session, [r.id for r in batch], config, thresholds, when).id)
         queued = queued[settings.batch_size :]
     return job_ids
+
+
+def fallback_recipe(session: Session, version_id: str | None) -> dict[str, Any] | None:
+    """The training recipe (``TrainConfig`` JSON) of the first version in ``version_id``'s lineage: the
+    exact fallback retrains with it so that the new adapter has the same LoRA shape."""
+    if version_id is None or adapter_repo.get(session, version_id) is None:
+        return None
+    root = adapter_repo.get(session, registry.lineage(session, version_id)[-1])
+    recipe = root.config.get("train") if root is not None else None
+    return dict(recipe) if isinstance(recipe, dict) else None
+
+
+def create_fallback_job(
+    session: Session, request_ids: list[str], failed_job: UnlearningJob, now: datetime | None = None
+) -> int:
+    """A job that retrains an adapter from the base (method ``retrain``) on every training sample not under
+    a live or completed erasure, for requests whose batch used up its retries.  Same gates, same fenced
+    promotion; it never falls back again.  Returns the job id: the caller commits, then enqueues it."""
+    when = now or utcnow()
+    method_config = dict(failed_job.config.get("fallback_method_config") or {})
+    if "train" not in method_config:
+        recipe = fallback_recipe(session, failed_job.parent_version_id)
+        if recipe is not None:
+            method_config["train"] = recipe
+    config = {
+        **failed_job.config,
+        "method": FALLBACK_METHOD,
+        "method_config": method_config,
+        "fallback": True,
+        "fallback_of_job": failed_job.id,
+    }
+    job = _new_job(session, request_ids, config, dict(failed_job.thresholds), when)
+    audit_repo.record(
+        session, when, f"job:{failed_job.id}", "job.exact_fallback", "unlearning_job", str(job.id)
+    )
+    return job.id
 
 
 def trigger_batch_now(session: Session, settings: JobSettings, now: datetime | None = None) -> list[int]:
@@ -160,4 +209,6 @@ def job_settings_from(settings: Any) -> JobSettings:
         thresholds=Thresholds(settings.utility_margin, settings.mia_margin, settings.gold_margin),
         valid_samples=settings.verify_valid_samples,
         max_verify_samples=settings.verify_max_samples,
+        exact_fallback=settings.exact_fallback,
+        fallback_method_config=dict(settings.exact_fallback_config),
     )

@@ -32,7 +32,7 @@ from core.ml.model import LoadedModel, load_adapter, save_adapter, unload_adapte
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
 from core.ml.unlearning.base import UnlearningInputs, run_unlearning
-from core.services import registry
+from core.services import batching, registry
 from core.services.batching import Thresholds
 from core.services.certificates import json_safe, sign_certificate
 from core.services.errors import LeaseLost, StalePromotion
@@ -82,6 +82,7 @@ class JobOutcome:
     job_id: int
     status: str  # succeeded / failed / skipped (someone else holds it or it is finished) / lease_lost
     reason: str | None = None
+    follow_up_jobs: list[int] = field(default_factory=list)  # the edge enqueues these after its commit
 
 
 class _Run:
@@ -484,9 +485,21 @@ class _Run:
     def fail(self, reason: str, count_retry: bool) -> JobOutcome:
         now, job = self.rt.clock(), self.job
         max_retries = int(job.config.get("max_retries", 3))
+        fallback = bool(job.config.get("exact_fallback")) and not job.config.get("fallback")
+        to_retrain = []
         for request in self.requests():
             retries = request.retry_count + (1 if count_retry else 0)
-            if retries > max_retries:
+            if retries > max_retries and fallback:
+                erasure_repo.set_status(
+                    self.session,
+                    [request.id],
+                    "queued",
+                    now,
+                    retry_count=retries,
+                    failure_reason=reason,
+                )
+                to_retrain.append(request.id)
+            elif retries > max_retries:
                 erasure_repo.set_status(
                     self.session,
                     [request.id],
@@ -520,8 +533,9 @@ class _Run:
         audit_repo.record(
             self.session, now, f"job:{job.id}", "job.failed", "unlearning_job", str(job.id), reason=reason
         )
+        follow_up = [batching.create_fallback_job(self.session, to_retrain, job, now)] if to_retrain else []
         self.checkpoint()
-        return JobOutcome(job.id, "failed", reason)
+        return JobOutcome(job.id, "failed", reason, follow_up)
 
 
 def run_job(
