@@ -43,6 +43,8 @@ api_keys
     create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None) -> ApiKey
     revoke_api_key(s, key_id)
 bootstrap
+    registry_is_initialised(s) -> bool      True once any adapter version exists: the launcher must then
+        not prepare data nor train v1 (call it instead of checking for an active version or files)
     bootstrap(s, data_dir|None, adapter_folder|None, base_model) -> BootstrapReport
-        imports prepared data into an empty DB; registers the v1 folder as active if none is active
+        before the registry exists only: imports prepared data into an empty DB, registers v1 as active
 """

@@ -1,5 +1,7 @@
 """First start: import the prepared data into an empty database and register the trained adapter v1 as
-the first active version when none is active."""
+the first active version.  Both happen once, before the registry exists: afterwards the prepared data and
+adapter v1 may predate erasures (the registry deletes ``adapters/v1`` at the first one), so they are never
+imported, trained or registered again (``registry_is_initialised``)."""
 
 from __future__ import annotations
 
@@ -25,10 +27,16 @@ class BootstrapReport:
     active_version: str | None
 
 
+def registry_is_initialised(session: Session) -> bool:
+    """True once any adapter version was registered.  The launcher must then neither prepare data nor
+    train adapter v1, and ``bootstrap`` imports and registers nothing: either could bring erased data back."""
+    return adapter_repo.any_version(session)
+
+
 def import_prepared(session: Session, data: PreparedData) -> int:
     """Import items, profiles and samples (one interaction row each, with its split) if the database holds
-    no interactions yet.  Returns the number of rows imported."""
-    if catalog_repo.has_any_interactions(session):
+    no interactions yet and the registry is not initialised.  Returns the number of rows imported."""
+    if registry_is_initialised(session) or catalog_repo.has_any_interactions(session):
         return 0
     catalog_repo.bulk_import(session, data.items, data.users, data.samples)
     return len(data.samples)
@@ -37,9 +45,10 @@ def import_prepared(session: Session, data: PreparedData) -> int:
 def register_first_version(
     session: Session, adapter_folder: Path, base_model: str, now: datetime | None = None
 ) -> str | None:
-    """Register ``adapter_folder`` (a saved adapter) and make it active, if no version is active.  The
-    registry then owns the folder: it is deleted when a promotion supersedes it.  Returns its id or None."""
-    if adapter_repo.alias(session) is not None:
+    """Register ``adapter_folder`` (a saved adapter) and make it active, if no version was ever registered.
+    The registry then owns the folder: it is deleted when a promotion supersedes it.  Returns its id, or
+    None when the registry is already initialised (a v1 folder found later is never registered)."""
+    if registry_is_initialised(session) or adapter_repo.alias(session) is not None:
         return None
     sha = adapter_sha256(adapter_folder)
     version_id = sha[:16]
@@ -71,7 +80,11 @@ def bootstrap(
     """Both steps above; ``data_dir`` holds ``core.ml.data.save_prepared`` output (read only when the
     database is empty).  Flushes only: the caller commits."""
     imported = 0
-    if data_dir is not None and not catalog_repo.has_any_interactions(session):
+    if (
+        data_dir is not None
+        and not registry_is_initialised(session)
+        and not catalog_repo.has_any_interactions(session)
+    ):
         imported = import_prepared(session, load_prepared(data_dir))
     registered = None
     if adapter_folder is not None and (adapter_folder / "adapter_model.safetensors").exists():

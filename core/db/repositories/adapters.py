@@ -36,6 +36,11 @@ def clean_of(session: Session, version_id: str) -> set[str]:
     )
 
 
+def any_version(session: Session) -> bool:
+    """Whether any adapter version was ever registered (rows are never deleted)."""
+    return session.execute(select(AdapterVersion.id).limit(1)).first() is not None
+
+
 def list_versions(session: Session, status: str | None = None) -> list[AdapterVersion]:
     query = select(AdapterVersion).order_by(AdapterVersion.created_at, AdapterVersion.id)
     if status is not None:
