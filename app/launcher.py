@@ -21,7 +21,7 @@ from core.db.repositories import audit as audit_repo
 from core.services import api_keys as api_key_service
 from core.services import registry as registry_service
 from core.services.batching import DEFAULT_QUEUE, UNLEARNING_QUEUE
-from core.services.bootstrap import bootstrap
+from core.services.bootstrap import bootstrap, registry_is_initialised
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,10 @@ def initialise(
     upgrade(url)
     sessions = session_factory(url)
     with sessions() as session:
-        active = registry_service.active_adapter(session)
+        # once any version exists, v1 (which still carries erased data) must never be re-made or re-registered
+        initialised = registry_is_initialised(session)
     imported = 0
-    if active is None:
+    if not initialised:
         if not (settings.data_dir / "manifest.json").exists():
             prepare_data()
         v1 = settings.adapters_dir / "v1"

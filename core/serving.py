@@ -148,6 +148,9 @@ class ModelServer:
                 self._slots[version] = slot
                 previous, self._active = self._active, version
                 self.swaps += 1
+            # a promotion usually follows an erasure: drop every cached prompt encoding, so that erased
+            # profiles and histories do not outlive the request that removed them from the database
+            self.scorer.forget_cached_prompts()
             log.info("adapter %s active (was %s)", version, previous)
             if previous is not None:
                 self._free_if_idle(previous)

@@ -79,6 +79,10 @@ class Scorer:
             lambda text: tuple(tokenizer.encode(text, add_special_tokens=False))
         )
 
+    def forget_cached_prompts(self) -> None:
+        """Empty the prompt-encoding cache (it holds users' profiles and histories as token ids)."""
+        self._encode.cache_clear()  # type: ignore[attr-defined]
+
     @property
     def pad_id(self) -> int:
         return int(self.loaded.tokenizer.pad_token_id)

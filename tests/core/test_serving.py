@@ -149,3 +149,14 @@ def test_watcher_follows_the_registry(server: ModelServer, adapter_folders: dict
         assert server.active_version == "v1"
     finally:
         watcher.stop()
+
+
+def test_swap_forgets_cached_prompt_encodings(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+) -> None:
+    server.activate("v1", adapter_folders["v1"])
+    with server.lease() as lease:
+        lease.score(_frame(small_data))
+    assert server.scorer._encode.cache_info().currsize > 0  # type: ignore[attr-defined]
+    server.activate("v2", adapter_folders["v2"])
+    assert server.scorer._encode.cache_info().currsize == 0  # type: ignore[attr-defined]
