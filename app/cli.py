@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from app.bench_cli import bench_app
 from app.launcher import initialise, start_worker, stop_process, wait_for_worker
 from app.main import create_app
 from app.runtime import Runtime
@@ -33,6 +34,7 @@ from core.settings import Settings
 app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare or import rating data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 apikey_app = typer.Typer(help="API keys (stored hashed).", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 certificate_app = typer.Typer(help="Unlearning certificates.", no_args_is_help=True)
