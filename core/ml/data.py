@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,14 @@ SPLITS = ("train", "valid", "test")
 
 
 class DataError(ValueError):
-    """Input data that does not fit; the message names the file, line and column where known."""
+    """Input data that does not fit; the message names the file, line and column where known, and so do
+    the attributes ``file``, ``line`` (1-based, header = 1) and ``column`` (None where not known)."""
+
+    def __init__(
+        self, message: str, file: str | None = None, line: int | None = None, column: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.file, self.line, self.column = file, line, column
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,9 @@ class SampleConfig:
     """How samples are built and split.  ``history_len`` is K; fractions are of interactions."""
 
     history_len: int = 5
-    min_history: int = 1
+    # 0: a user's first rating is a sample too (with an empty history), so every rating is kept and
+    # every rating can be named in an erasure request
+    min_history: int = 0
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     like_threshold: float = 3.0
@@ -119,46 +129,104 @@ def load_movielens(path: Path | None = None) -> Dataset:
     return Dataset(interactions=interactions, items=items, users=users)
 
 
-def _fail(path: Path, line: int, column: str, why: str) -> DataError:
-    return DataError(f"{path}: line {line}, column {column!r}: {why}")
+@dataclass(frozen=True)
+class CsvSource:
+    """A CSV held in memory (an upload): ``name`` is what errors call the file, ``content`` its UTF-8 text
+    or bytes."""
+
+    name: str
+    content: str | bytes
 
 
-def import_csv(ratings_path: Path, items_path: Path, users_path: Path | None = None) -> Dataset:
+CsvInput = Path | CsvSource
+
+
+@dataclass(frozen=True)
+class CsvData:
+    """What ``read_csv_data`` returns: the dataset plus, per frame, the file and the 1-based line each row
+    came from (``origins["interactions" | "items" | "users"] = (file name, lines)``), so that a later
+    check (against a database) can name the line too."""
+
+    dataset: Dataset
+    origins: dict[str, tuple[str, tuple[int, ...]]]
+
+
+def _name(source: CsvInput) -> str:
+    return source.name if isinstance(source, CsvSource) else str(source)
+
+
+def _fail(path: CsvInput | str, line: int, column: str, why: str) -> DataError:
+    name = path if isinstance(path, str) else _name(path)
+    return DataError(f"{name}: line {line}, column {column!r}: {why}", name, line, column)
+
+
+def import_csv(ratings_path: CsvInput, items_path: CsvInput, users_path: CsvInput | None = None) -> Dataset:
     """Read a user's own data: ratings CSV (user,item,rating,timestamp), items CSV (item,title[,genres]).
 
+    Each argument is a file path or a ``CsvSource`` (in-memory text or bytes, e.g. an HTTP upload).
     Everything is validated before anything is returned, so a bad file never leaves a half import.
     Raises ``DataError`` naming the file, the 1-based line (header = line 1) and the column.
     """
-    items = _read_items(items_path)
-    known_items = set(items["item_id"])
-    ratings = _read_ratings(ratings_path, known_items)
-    users = (
-        _read_users(users_path)
-        if users_path
-        else pd.DataFrame(columns=["user_id", "age", "gender", "occupation"])
-    )
-    return Dataset(interactions=ratings, items=items, users=users)
+    return read_csv_data(ratings_path, items_path, users_path).dataset
 
 
-def _open_rows(path: Path, required: list[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+def read_csv_data(
+    ratings: CsvInput,
+    items: CsvInput,
+    users: CsvInput | None = None,
+    known_items: Iterable[str] = (),
+) -> CsvData:
+    """``import_csv`` plus where each row came from.  ``known_items``: item ids that ratings may name
+    besides those of the items file (the catalog already stored, for an incremental import)."""
+    item_frame, item_lines = _read_items(items)
+    catalog = set(item_frame["item_id"]) | set(known_items)
+    rating_frame, rating_lines = _read_ratings(ratings, catalog)
+    if users is not None:
+        user_frame, user_lines = _read_users(users)
+    else:
+        user_frame, user_lines = pd.DataFrame(columns=["user_id", "age", "gender", "occupation"]), ()
+    origins = {
+        "interactions": (_name(ratings), rating_lines),
+        "items": (_name(items), item_lines),
+        "users": (_name(users) if users is not None else "", user_lines),
+    }
+    return CsvData(Dataset(interactions=rating_frame, items=item_frame, users=user_frame), origins)
+
+
+def _text(source: CsvInput) -> str:
+    name = _name(source)
+    try:
+        if isinstance(source, CsvSource):
+            raw = source.content
+            # utf-8-sig: spreadsheet exports often start with a byte-order mark
+            return raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
+        if not source.exists():
+            raise DataError(f"{name}: file not found", name)
+        return source.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{name}: not UTF-8 text ({error.reason} at byte {error.start})", name) from None
+
+
+def _open_rows(source: CsvInput, required: list[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    name = _name(source)
+    reader = csv.DictReader(io.StringIO(_text(source), newline=""))
+    try:
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in required if c not in header]
         if missing:
-            raise DataError(f"{path}: line 1: missing column(s) {missing}; header is {header}")
+            raise DataError(f"{name}: line 1: missing column(s) {missing}; header is {header}", name, 1)
         rows = []
         for row in reader:
             clean = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
             if None in row:
-                raise _fail(path, reader.line_num, "<extra>", f"more fields than the header's {len(header)}")
+                raise _fail(name, reader.line_num, "<extra>", f"more fields than the header's {len(header)}")
             rows.append((reader.line_num, clean))
+    except csv.Error as error:
+        raise DataError(f"{name}: line {reader.line_num}: {error}", name, reader.line_num) from None
     return header, rows
 
 
-def _read_items(path: Path) -> pd.DataFrame:
+def _read_items(path: CsvInput) -> tuple[pd.DataFrame, tuple[int, ...]]:
     _, rows = _open_rows(path, ["item", "title"])
     seen: set[str] = set()
     records = []
@@ -173,19 +241,26 @@ def _read_items(path: Path) -> pd.DataFrame:
         seen.add(item)
         records.append({"item_id": item, "title": title, "genres": row.get("genres", "")})
     if not records:
-        raise DataError(f"{path}: no items")
-    return pd.DataFrame(records, columns=["item_id", "title", "genres"])
+        raise DataError(f"{_name(path)}: no items", _name(path))
+    frame = pd.DataFrame(records, columns=["item_id", "title", "genres"])
+    return frame, tuple(line for line, _ in rows)
 
 
-def _read_ratings(path: Path, known_items: set[str]) -> pd.DataFrame:
+def _read_ratings(path: CsvInput, known_items: set[str]) -> tuple[pd.DataFrame, tuple[int, ...]]:
     _, rows = _open_rows(path, ["user", "item", "rating", "timestamp"])
     records = []
+    first_line: dict[tuple[str, str], int] = {}
     for line, row in rows:
         user, item = row.get("user", ""), row.get("item", "")
         if not user:
             raise _fail(path, line, "user", "empty user id")
         if item not in known_items:
             raise _fail(path, line, "item", f"unknown item {item!r} (not in the items file)")
+        if (user, item) in first_line:
+            raise _fail(
+                path, line, "item", f"item {item!r} rated twice (first on line {first_line[(user, item)]})"
+            )
+        first_line[(user, item)] = line
         try:
             rating = float(row["rating"])
         except ValueError:
@@ -194,26 +269,35 @@ def _read_ratings(path: Path, known_items: set[str]) -> pd.DataFrame:
             raise _fail(path, line, "rating", f"out of range [0, 10]: {rating}")
         try:
             timestamp = int(float(row["timestamp"]))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise _fail(path, line, "timestamp", f"not a unix time: {row['timestamp']!r}") from None
         records.append({"user_id": user, "item_id": item, "rating": rating, "timestamp": timestamp})
     if not records:
-        raise DataError(f"{path}: no ratings")
-    return pd.DataFrame(records, columns=INTERACTION_COLUMNS)
+        raise DataError(f"{_name(path)}: no ratings", _name(path))
+    return pd.DataFrame(records, columns=INTERACTION_COLUMNS), tuple(line for line, _ in rows)
 
 
-def _read_users(path: Path) -> pd.DataFrame:
+def _read_users(path: CsvInput) -> tuple[pd.DataFrame, tuple[int, ...]]:
     _, rows = _open_rows(path, ["user"])
-    records = [
-        {
-            "user_id": row["user"],
-            "age": row.get("age", ""),
-            "gender": row.get("gender", ""),
-            "occupation": row.get("occupation", ""),
-        }
-        for _, row in rows
-    ]
-    return pd.DataFrame(records, columns=["user_id", "age", "gender", "occupation"])
+    seen: set[str] = set()
+    records = []
+    for line, row in rows:
+        user = row["user"]
+        if not user:
+            raise _fail(path, line, "user", "empty user id")
+        if user in seen:
+            raise _fail(path, line, "user", f"duplicate user id {user!r}")
+        seen.add(user)
+        records.append(
+            {
+                "user_id": user,
+                "age": row.get("age", ""),
+                "gender": row.get("gender", ""),
+                "occupation": row.get("occupation", ""),
+            }
+        )
+    frame = pd.DataFrame(records, columns=["user_id", "age", "gender", "occupation"])
+    return frame, tuple(line for line, _ in rows)
 
 
 # ---------------------------------------------------------------------------------------------- samples
@@ -235,7 +319,7 @@ def decode_history(text: str) -> list[tuple[str, float]]:
 
 
 def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFrame:
-    """One sample per interaction with at least ``min_history`` earlier ratings by the same user.
+    """One sample per interaction that has at least ``min_history`` earlier ratings by the same user.
 
     Ties in time are broken by item id so that the result is deterministic.  The split is global and
     chronological: the earliest interactions train, the next validate, the latest test.

@@ -37,9 +37,11 @@ def test_split_is_chronological_and_history_is_earlier() -> None:
     ts = {(r.user_id, r.item_id): r.timestamp for r in ds.interactions.itertuples()}
     for row in s.itertuples():
         history = decode_history(row.history)
-        assert 1 <= len(history) <= 4
+        assert len(history) <= 4
         assert all(ts[(row.user_id, item)] < row.timestamp for item, _ in history)
     assert ((s.rating > 3).astype(int) == s.label).all()
+    assert len(s) == len(ds.interactions)  # min_history=0: every rating is a sample
+    assert len(prepare(ds, SampleConfig(history_len=4, min_history=2)).samples) == len(s) - 2 * 30
 
 
 def test_forget_selection_by_user_and_by_pair(small_data) -> None:
