@@ -29,6 +29,7 @@ from core.ml.workflows import load_scorer, prepare_data, train_first_adapter
 from core.services.api_keys import create_api_key
 from core.services.certificates import verify_certificate
 from core.services.errors import ServiceError
+from core.services.imports import ImportConfig, import_data
 from core.settings import Settings
 
 app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).", no_args_is_help=True)
@@ -79,6 +80,35 @@ def data_prepare(
     counts = prepared.samples["split"].value_counts().to_dict()
     typer.echo(
         f"prepared {len(prepared.samples)} samples {counts} in {settings.data_dir} (sha256 {sha[:12]})"
+    )
+
+
+@data_app.command("import")
+def data_import(
+    ratings: Annotated[Path, typer.Option(help="ratings CSV: user,item,rating,timestamp")],
+    items: Annotated[Path, typer.Option(help="items CSV: item,title[,genres]")],
+    users: Annotated[
+        Path | None, typer.Option(help="optional users CSV: user[,age,gender,occupation]")
+    ] = None,
+) -> None:
+    """Import your own items and ratings into the service's database (all or nothing; the running service
+    sees them at once).  Ratings become new interactions; existing items get the file's titles/genres."""
+    settings = _settings()
+    url = settings.database_url_resolved
+    upgrade(url)
+    config = ImportConfig(settings.certificate_salt, settings.history_len)
+    with session_factory(url)() as session:
+        try:
+            report = import_data(session, ratings, items, users, config, actor="cli:data-import")
+        except ServiceError as error:
+            session.rollback()
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        session.commit()
+    typer.echo(
+        f"imported {report.ratings_added} ratings of {report.users_rated} users; items: "
+        f"{report.items_added} added, {report.items_updated} updated; profiles: "
+        f"{report.profiles_added} added, {report.profiles_updated} updated"
     )
 
 

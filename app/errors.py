@@ -61,6 +61,11 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
 class Unprocessable(AppError):
     status_code = 422
     code = "validation_error"
@@ -102,6 +107,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The API key lacks the scope",
         404: "Not found",
         409: "Refused in the current state",
+        413: "Too large",
         422: "Validation error",
         503: "Not ready",
     }
@@ -139,8 +145,8 @@ async def render_error(request: Request, error: Exception) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return _json(error.status_code, code, str(error.detail))
     mapped = _status_of(error)
-    if mapped is not None:
-        return _json(mapped[0], mapped[1], str(error))
+    if mapped is not None:  # core errors carry their details (ids, file/line/column) as a dict
+        return _json(mapped[0], mapped[1], str(error), getattr(error, "details", None) or None)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
     return _json(500, "internal_error", "internal error (logged)")
 

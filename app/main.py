@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.admin.endpoints import router as admin_router
 from app.erasures.endpoints import router as erasures_router
 from app.errors import install_error_handler, register_core_errors
+from app.imports.endpoints import router as imports_router
 from app.recommendations.endpoints import router as recommendations_router
 from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
@@ -24,7 +25,8 @@ Unlearning-as-a-service for an LLM recommender (E2URec).
 * **recommendations**: top-k items and raw yes/no scores from the active LoRA adapter; every answer
   names the adapter version that produced it.
 * **erasure requests**: file (idempotent), follow, cancel, and read the signed certificate.
-* **admin**: unlearning jobs, adapter versions (promote, roll back), API keys.
+* **admin**: unlearning jobs, adapter versions (promote, roll back), API keys, importing your own
+  items and ratings (CSV).
 
 Authenticate with an API key in the `X-API-Key` header (or `Authorization: Bearer`).  Keys carry
 scopes: `recommend`, `erase`, `admin`.  Errors are JSON: `{"error": {"code", "message", "details"}}`.
@@ -40,6 +42,7 @@ register_core_errors(
         service_errors.StalePromotion: (409, "stale_promotion"),
         service_errors.PredatesErasure: (409, "predates_erasure"),
         service_errors.VersionUnavailable: (409, "version_unavailable"),
+        service_errors.ImportRefused: (409, "import_refused"),
         service_errors.Unauthorized: (401, "unauthenticated"),
         service_errors.Forbidden: (403, "forbidden"),
         service_errors.LeaseLost: (409, "lease_lost"),
@@ -79,6 +82,7 @@ def create_app(
     v1.include_router(recommendations_router)
     v1.include_router(erasures_router)
     v1.include_router(admin_router)
+    v1.include_router(imports_router)
     app.include_router(v1)
     app.include_router(system_router)
 

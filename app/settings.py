@@ -13,6 +13,7 @@ class ApiSettings(Settings):
     adapter_poll_seconds: float = 5.0  # fallback poll of the registry's active version (Redis may be absent)
     inference_batch_size: int = 16  # samples per forward pass when scoring pairs
     max_candidates: int = 1000  # the most candidates one recommendation request may rank
+    max_import_bytes: int = 200 * 2**20  # the largest CSV file one import may upload
     dev_bootstrap_key: bool = (
         True  # development only: `e2u serve` creates and prints an admin key if none exist
     )

@@ -56,6 +56,12 @@ class VersionUnavailable(Conflict):
     code = "version_unavailable"
 
 
+class ImportRefused(Conflict):
+    """An import's rows that the database's state refuses (erased data, ratings already stored)."""
+
+    code = "import_refused"
+
+
 class Unauthorized(ServiceError):
     code = "unauthorized"
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
 from sqlalchemy.orm import Session
 
 from core.db.models import Interaction, utcnow
@@ -82,14 +84,31 @@ def add_interactions(
     if already:
         raise Conflict(f"user {user_id!r} already rated item(s) {already}", items=already)
     past = catalog_repo.usable_interactions(session, user_id=user_id)
-    known = [
+    rows = new_interaction_rows(user_id, ratings, past, history_len, like_threshold, when)
+    catalog_repo.add_interactions(session, rows)
+    return rows
+
+
+def new_interaction_rows(
+    user_id: str,
+    ratings: Sequence[NewRating],
+    past: pd.DataFrame,
+    history_len: int,
+    like_threshold: float,
+    when: datetime,
+) -> list[Interaction]:
+    """Unsaved interaction rows (split "new", label = rating > ``like_threshold``) for one user's new
+    ``ratings``, each with the prompt history of its sample: the ``history_len`` latest ratings at or
+    before its time among ``past`` (the user's usable rows) and the new ratings before it.  No checks."""
+    known = sorted(
         (int(t), str(i), float(r))
         for t, i, r in zip(past["timestamp"], past["item_id"], past["rating"], strict=True)
-    ]
+    )
+    now_stamp = int(when.timestamp())
     rows = []
-    for r in sorted(ratings, key=lambda x: (x.timestamp or int(when.timestamp()), x.item_id)):
-        stamp = r.timestamp if r.timestamp is not None else int(when.timestamp())
-        earlier = sorted(k for k in known if k[0] <= stamp)
+    for r in sorted(ratings, key=lambda x: (now_stamp if x.timestamp is None else x.timestamp, x.item_id)):
+        stamp = r.timestamp if r.timestamp is not None else now_stamp
+        earlier = known[: bisect.bisect_right(known, stamp, key=lambda k: k[0])]
         history = encode_history([(i, rating) for _, i, rating in earlier[-history_len:]])
         rows.append(
             Interaction(
@@ -103,6 +122,5 @@ def add_interactions(
                 created_at=when,
             )
         )
-        known.append((stamp, r.item_id, float(r.rating)))
-    catalog_repo.add_interactions(session, rows)
+        bisect.insort(known, (stamp, r.item_id, float(r.rating)))
     return rows

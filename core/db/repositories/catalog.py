@@ -76,6 +76,13 @@ def excluded_scopes(session: Session, user_ids: Iterable[str] | None = None) -> 
     return ExcludedScopes(frozenset(users), items)
 
 
+CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's limits on bound parameters
+
+
+def _chunks(values: Sequence[str]) -> list[list[str]]:
+    return [list(values[start : start + CHUNK]) for start in range(0, len(values), CHUNK)]
+
+
 def _frame(rows: Sequence[object]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=SAMPLE_FRAME_COLUMNS)
     frame["rating"] = frame["rating"].astype(float)
@@ -101,19 +108,34 @@ def filter_histories(frame: pd.DataFrame, scopes: ExcludedScopes) -> pd.DataFram
 
 
 def usable_interactions(
-    session: Session, user_id: str | None = None, splits: Sequence[str] | None = None
+    session: Session,
+    user_id: str | None = None,
+    splits: Sequence[str] | None = None,
+    user_ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """THE reader of interaction data for prompts and training: every row not under a live erasure scope,
     with histories cleaned of such items.  Columns ``SAMPLE_FRAME_COLUMNS`` (samples of core.ml.data plus
-    the row id), ordered by time."""
+    the row id), ordered by time.  ``user_id`` / ``user_ids``: only these users' rows."""
+    wanted = (
+        None
+        if user_id is None and user_ids is None
+        else sorted({*(user_ids or ()), *([user_id] if user_id is not None else [])})
+    )
     query = select(*_sample_columns()).where(_not_excluded())  # type: ignore[call-overload]
-    if user_id is not None:
-        query = query.where(Interaction.user_id == user_id)
     if splits is not None:
         query = query.where(Interaction.split.in_(list(splits)))
-    query = query.order_by(Interaction.timestamp, Interaction.user_id, Interaction.item_id)
-    frame = _frame(session.execute(query).all())
-    return filter_histories(frame, excluded_scopes(session, None if user_id is None else [user_id]))
+    order = (Interaction.timestamp, Interaction.user_id, Interaction.item_id)
+    if wanted is None:
+        rows = list(session.execute(query.order_by(*order)).all())
+    else:
+        rows = []
+        for chunk in _chunks(wanted):
+            rows += session.execute(query.where(Interaction.user_id.in_(chunk)).order_by(*order)).all()
+    frame = _frame(rows)
+    if wanted is not None and len(wanted) > CHUNK:  # several chunks: restore the global time order
+        frame = frame.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+        wanted = None  # all live scopes (a short table) rather than one huge IN (...) list
+    return filter_histories(frame, excluded_scopes(session, wanted))
 
 
 def scope_interactions(
@@ -182,6 +204,59 @@ def profiles(
         for p in session.scalars(query)
         if p.user_id not in excluded
     }
+
+
+def item_ids(session: Session) -> set[str]:
+    """Every item id in the catalog."""
+    return set(session.scalars(select(Item.item_id)))
+
+
+def items_by_id(session: Session, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(title, genres) of the given items that are in the catalog."""
+    found: dict[str, tuple[str, str]] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        for item_id, title, genres in session.execute(
+            select(Item.item_id, Item.title, Item.genres).where(Item.item_id.in_(chunk))
+        ):
+            found[str(item_id)] = (str(title), str(genres or ""))
+    return found
+
+
+def insert_rows(
+    session: Session, model: type[Item] | type[UserProfile], rows: Sequence[dict[str, str]]
+) -> None:
+    """Insert catalog rows in bulk: ``Item`` (item_id, title, genres) or ``UserProfile`` (user_id, age,
+    gender, occupation)."""
+    if rows:
+        session.execute(model.__table__.insert(), list(rows))  # type: ignore[attr-defined]
+    session.flush()
+
+
+def update_rows(
+    session: Session, model: type[Item] | type[UserProfile], rows: Sequence[dict[str, str]]
+) -> None:
+    """Update existing catalog rows by primary key (same dicts as ``insert_rows``)."""
+    if rows:
+        session.execute(update(model), list(rows))
+    session.flush()
+
+
+def rated_pairs(session: Session, user_ids: Iterable[str]) -> set[tuple[str, str]]:
+    """Every stored (user, item) rating of the given users (usable or not)."""
+    found: set[tuple[str, str]] = set()
+    for chunk in _chunks(sorted(set(user_ids))):
+        query = select(Interaction.user_id, Interaction.item_id).where(Interaction.user_id.in_(chunk))
+        found |= {(str(u), str(i)) for u, i in session.execute(query)}
+    return found
+
+
+def insert_interactions(session: Session, rows: Sequence[Interaction]) -> None:
+    """Insert many new interaction rows in bulk (no ORM identity: faster than ``add_interactions``)."""
+    columns = ("user_id", "item_id", "rating", "timestamp", "label", "history", "split", "created_at")
+    records = [{c: getattr(r, c) for c in columns} for r in rows]
+    for start in range(0, len(records), 5000):
+        session.execute(Interaction.__table__.insert(), records[start : start + 5000])  # type: ignore[attr-defined]
+    session.flush()
 
 
 def add_interactions(session: Session, rows: Sequence[Interaction]) -> None:

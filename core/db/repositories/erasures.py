@@ -99,3 +99,29 @@ def add_certificate(session: Session, certificate: Certificate) -> None:
 
 def certificate(session: Session, request_id: str) -> Certificate | None:
     return session.get(Certificate, request_id)
+
+
+def scopes_by_user_hash(
+    session: Session, user_hashes: Sequence[str], statuses: Sequence[str]
+) -> list[tuple[str, str, list[str]]]:
+    """(user hash, scope "user"/"items", scope items) of every request in ``statuses`` whose subject is one
+    of ``user_hashes``.  Works for completed requests too, whose user id is redacted."""
+    found: list[tuple[str, str, str]] = []
+    wanted = sorted(set(user_hashes))
+    for start in range(0, len(wanted), 500):
+        query = select(ErasureRequest.id, ErasureRequest.user_hash, ErasureRequest.scope).where(
+            ErasureRequest.user_hash.in_(wanted[start : start + 500]),
+            ErasureRequest.status.in_(list(statuses)),
+        )
+        found += [(str(i), str(h), str(s)) for i, h, s in session.execute(query)]
+    items: dict[str, list[str]] = {}
+    partial = [request_id for request_id, _, scope in found if scope == "items"]
+    for start in range(0, len(partial), 500):
+        rows = session.execute(
+            select(ErasureScopeItem.request_id, ErasureScopeItem.item_id).where(
+                ErasureScopeItem.request_id.in_(partial[start : start + 500])
+            )
+        )
+        for request_id, item_id in rows:
+            items.setdefault(str(request_id), []).append(str(item_id))
+    return [(h, scope, sorted(items.get(request_id, []))) for request_id, h, scope in found]

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from core.ml.data import (
+    CsvSource,
     DataError,
     SampleConfig,
     decode_history,
@@ -13,6 +14,7 @@ from core.ml.data import (
     load_movielens,
     load_prepared,
     prepare,
+    read_csv_data,
     save_prepared,
     select_forget,
 )
@@ -112,3 +114,14 @@ def test_sample_config_rejects_nonsense() -> None:
         SampleConfig(history_len=0)
     with pytest.raises(ValueError):
         SampleConfig(valid_fraction=0.6, test_fraction=0.5)
+
+
+def test_csv_import_reads_in_memory_uploads_with_lines() -> None:
+    items = CsvSource("i.csv", b"\xef\xbb\xbfitem,title\n1,Alpha\n")  # bytes with a byte-order mark
+    ratings = CsvSource("r.csv", "user,item,rating,timestamp\n\nA,1,4,100\nB,7,4,100\n")
+    data = read_csv_data(ratings, items, known_items={"7"})
+    assert len(data.dataset.interactions) == 2 and data.origins["interactions"] == ("r.csv", (3, 4))
+    twice = CsvSource("r.csv", "user,item,rating,timestamp\nA,1,4,100\nA,1,5,200\n")
+    with pytest.raises(DataError, match=r"r\.csv: line 3, column 'item': item '1' rated twice") as error:
+        import_csv(twice, items)
+    assert (error.value.file, error.value.line, error.value.column) == ("r.csv", 3, "item")

@@ -1,0 +1,1 @@
+"""Importing a user's own catalog and ratings (admin)."""
