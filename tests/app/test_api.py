@@ -176,7 +176,9 @@ def test_erasure_idempotency_exclusion_and_cancel(api_env: Env) -> None:
     # from acceptance on, the user's data is in no prompt
     _error(client.post("/v1/recommendations", json={"user_id": "u2"}, headers=keys.header("recommend")), 404)
     _error(client.get(f"/v1/erasure-requests/{request['id']}/certificate", headers=keys.header("erase")), 404)
-    listed = client.get("/v1/erasure-requests?status=received", headers=keys.header("erase")).json()["requests"]
+    listed = client.get("/v1/erasure-requests?status=received", headers=keys.header("erase")).json()[
+        "requests"
+    ]
     assert [r["id"] for r in listed] == [request["id"]]
     cancelled = client.post(f"/v1/erasure-requests/{request['id']}/cancel", headers=keys.header("erase"))
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancelled_at"]
