@@ -74,13 +74,15 @@ class BenchSizes:
 @dataclass(frozen=True)
 class BenchConfig:
     """One benchmark run.  ``parent`` is the v1 recipe (Retrain reuses it unchanged); with ``parent_epochs``
-    its ``max_steps`` becomes that many passes over the (scaled) training split and ``eval_every`` one pass.
+    its ``max_steps`` becomes that many passes over the (scaled) training split, with ``parent_evals``
+    early-stopping evaluations on the validation split spread over them.
     The forget set is ``forget_users`` users if given, else ``forget_fraction`` of the users (at least one).
     ``method_configs`` holds per-method JSON overrides of the methods' defaults."""
 
     model: ModelConfig
     parent: TrainConfig
     parent_epochs: float | None = None
+    parent_evals: int = 2
     sizes: BenchSizes = field(default_factory=BenchSizes)
     forget_fraction: float = 0.05
     forget_users: int | None = None
@@ -97,6 +99,8 @@ class BenchConfig:
             raise BenchmarkError(f"forget_users must be >= 1, got {self.forget_users}")
         if self.parent_epochs is not None and self.parent_epochs <= 0:
             raise BenchmarkError(f"parent_epochs must be > 0, got {self.parent_epochs}")
+        if self.parent_evals < 1:
+            raise BenchmarkError(f"parent_evals must be >= 1, got {self.parent_evals}")
         if REFERENCE not in self.methods:
             raise BenchmarkError(f"{REFERENCE!r} must be among the methods: it is the reference")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -110,24 +114,20 @@ class BenchConfig:
 
 
 def quick_config(model: ModelConfig, seed: int = 0, **overrides: Any) -> BenchConfig:
-    """The 2-core CPU setting: 32 users x their 5 most recent training samples (160), 2 passes of the
-    parent over them (40 steps of 8), 150 test samples.  Sized to finish in about 15 minutes with
-    SmolLM2 on an idle 2-core CPU (measured: ~6 s per training step of 8 samples, ~0.2 s per scored
-    sample), leaving room for a busy machine."""
+    """The 2-core CPU setting: 20 users x their 4 most recent training samples (80), four passes of the
+    parent over them (40 steps of 8 at lr 2e-3, so that it memorises its training samples and there is
+    something to forget), 100 test samples.  Measured with SmolLM2 on the shared 2-core CPU (1 torch
+    thread, other work running): ~10 s per training step of 8, ~0.7 s per scored sample: about 25 minutes,
+    less on an idle machine."""
     parent = TrainConfig(
-        lora=LoraSpec(),
-        learning_rate=1e-3,
-        batch_size=8,
-        eval_every=20,
-        patience=2,
-        valid_samples=48,
-        seed=seed,
+        lora=LoraSpec(), learning_rate=2e-3, batch_size=8, patience=2, valid_samples=32, seed=seed
     )
     values: dict[str, Any] = {
         "model": model,
         "parent": parent,
-        "parent_epochs": 2.0,
-        "sizes": BenchSizes(users=32, train_per_user=5, test_samples=150),
+        "parent_epochs": 4.0,
+        "parent_evals": 2,
+        "sizes": BenchSizes(users=20, train_per_user=4, test_samples=100),
         "seed": seed,
         "setting": "quick",
     }
@@ -136,7 +136,7 @@ def quick_config(model: ModelConfig, seed: int = 0, **overrides: Any) -> BenchCo
 
 def full_config(model: ModelConfig, seed: int = 0, **overrides: Any) -> BenchConfig:
     """The GPU setting: all users and training samples, the whole test split, one pass of the parent over
-    the training split in batches of 32; the approximate methods use the same batch size."""
+    the training split in batches of 32."""
     parent = TrainConfig(
         lora=LoraSpec(),
         learning_rate=1e-3,
@@ -146,12 +146,10 @@ def full_config(model: ModelConfig, seed: int = 0, **overrides: Any) -> BenchCon
         valid_samples=2000,
         seed=seed,
     )
-    batch = {"batch_size": 32}
     values: dict[str, Any] = {
         "model": model,
         "parent": parent,
         "parent_epochs": 1.0,
-        "method_configs": {m: dict(batch) for m in DEFAULT_METHODS if m != REFERENCE},
         "seed": seed,
         "setting": "full",
     }
@@ -257,13 +255,18 @@ def parent_recipe(config: BenchConfig, train_size: int) -> TrainConfig:
         return config.parent
     per_epoch = max(1, math.ceil(train_size / config.parent.batch_size))
     steps = max(1, math.ceil(config.parent_epochs * per_epoch))
-    return replace(config.parent, max_steps=steps, eval_every=min(per_epoch, steps), max_samples=None)
+    every = max(1, math.ceil(steps / config.parent_evals))
+    return replace(config.parent, max_steps=steps, eval_every=every, max_samples=None)
 
 
 def method_config(name: str, config: BenchConfig, recipe: TrainConfig) -> dict[str, Any]:
+    """Retrain gets the parent's recipe; the approximate methods its learning rate and batch size (their
+    step budgets come from |F|); then ``config.method_configs`` overrides."""
     base: dict[str, Any] = {"seed": config.seed}
     if name == REFERENCE:
         base["train"] = recipe.to_dict()
+    else:
+        base.update(learning_rate=recipe.learning_rate, batch_size=recipe.batch_size)
     return {**base, **config.method_configs.get(name, {})}
 
 
@@ -331,6 +334,7 @@ def run_benchmark(
         )
         after[name] = predict(scorer, name, frames)
         runs[name] = {k: v for k, v in report.to_dict().items() if k != "method"}
+        activate(loaded.model, PARENT, trainable=False)  # never delete the active adapter
         unload_adapter(loaded, name)
         say(f"{name}: {report.steps} steps in {report.seconds:.1f} s")
 

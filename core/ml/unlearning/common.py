@@ -53,6 +53,7 @@ class OptimConfig(MethodConfig):
     learning_rate: float = 1e-3
     batch_size: int = 8
     retain_ratio: float = 1.0  # |R| = retain_ratio * |F|, drawn from the retain data with ``seed``
+    min_steps: int = 4  # per phase; a small request gets smaller batches rather than a single update
     max_steps: int | None = None  # optional cap on the derived budget (huge requests)
     max_grad_norm: float | None = 1.0
 
@@ -60,6 +61,7 @@ class OptimConfig(MethodConfig):
         require(self.learning_rate > 0, self, f"learning_rate must be > 0, got {self.learning_rate}")
         require(self.batch_size >= 1, self, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.retain_ratio > 0, self, f"retain_ratio must be > 0, got {self.retain_ratio}")
+        require(self.min_steps >= 1, self, f"min_steps must be >= 1, got {self.min_steps}")
         require(
             self.max_steps is None or self.max_steps >= 1, self, f"max_steps must be >= 1: {self.max_steps}"
         )
@@ -70,10 +72,25 @@ class OptimConfig(MethodConfig):
         )
 
 
-def steps_for(samples: int, epochs: float, batch_size: int, max_steps: int | None = None) -> int:
-    """Optimiser steps for ``epochs`` passes over ``samples`` samples (at least 1, at most ``max_steps``)."""
-    steps = max(1, math.ceil(epochs * samples / batch_size))
-    return min(steps, max_steps) if max_steps is not None else steps
+@dataclass(frozen=True)
+class Budget:
+    steps: int
+    batch_size: int
+
+
+def budget(samples: int, epochs: float, config: OptimConfig) -> Budget:
+    """``epochs`` passes over ``samples`` samples in batches of ``config.batch_size``.  When that makes
+    fewer than ``config.min_steps`` updates (a small request: one step cannot distil a teacher), the
+    batch shrinks so that the same passes take ``min_steps`` updates; the cost stays proportional to the
+    request.  At most ``config.max_steps`` steps."""
+    passes = epochs * samples
+    batch = config.batch_size
+    if math.ceil(passes / batch) < config.min_steps:
+        batch = max(1, math.ceil(passes / config.min_steps))
+    steps = max(1, math.ceil(passes / batch))
+    if config.max_steps is not None:
+        steps = min(steps, config.max_steps)
+    return Budget(steps, batch)
 
 
 # ---------------------------------------------------------------------------------------------- adapters
@@ -305,9 +322,9 @@ class PeftMethod(UnlearningMethod):
 @dataclass(frozen=True)
 class ForgetRetainConfig(OptimConfig):
     """A forget-side loss on F plus cross-entropy on the retain sample R, weighted, for ``epochs`` passes
-    over F (3 by default: the same as E2URec's student, phase 1 plus phase 2)."""
+    over F (2 by default: the same as E2URec's student, phase 1 plus phase 2)."""
 
-    epochs: float = 3.0
+    epochs: float = 2.0
     forget_weight: float = 1.0
     retain_weight: float = 1.0
 
@@ -351,8 +368,8 @@ class ForgetRetainMethod(PeftMethod):
                 activate(model, inputs.parent_name, trainable=False)
                 reference = frame_logits(scorer, forget)
             clone_adapter(model, inputs.parent_name, child_name)
-            steps = steps_for(len(forget), config.epochs, config.batch_size, config.max_steps)
-            pairs = paired_batches(forget, retain, config.batch_size, config.seed)
+            plan = budget(len(forget), config.epochs, config)
+            pairs = paired_batches(forget, retain, plan.batch_size, config.seed)
 
             def loss_at(step: int) -> torch.Tensor:
                 forget_batch, retain_batch = next(pairs)
@@ -365,7 +382,7 @@ class ForgetRetainMethod(PeftMethod):
             losses = optimise(
                 scorer,
                 child_name,
-                steps,
+                plan.steps,
                 config.learning_rate,
                 loss_at,
                 "unlearn",
@@ -373,5 +390,10 @@ class ForgetRetainMethod(PeftMethod):
                 progress_bar=progress_bar,
                 max_grad_norm=config.max_grad_norm,
             )
-        details = {"forget_samples": len(forget), "retain_samples": len(retain), "losses": losses}
-        return finish_report(self.name, config, meter, steps, adapter_size(model, child_name), details)
+        details = {
+            "forget_samples": len(forget),
+            "retain_samples": len(retain),
+            "batch_size": plan.batch_size,
+            "losses": losses,
+        }
+        return finish_report(self.name, config, meter, plan.steps, adapter_size(model, child_name), details)

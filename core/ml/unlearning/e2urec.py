@@ -44,6 +44,7 @@ from core.ml.unlearning.common import (
     PeftMethod,
     activate,
     adapter_size,
+    budget,
     clone_adapter,
     cross_entropy,
     distill_kl,
@@ -55,7 +56,6 @@ from core.ml.unlearning.common import (
     require,
     retain_sample,
     rows,
-    steps_for,
 )
 
 TEACHER_SPACES = ("logits", "log_probs")
@@ -63,13 +63,14 @@ TEACHER_SPACES = ("logits", "log_probs")
 
 @dataclass(frozen=True)
 class E2URecConfig(OptimConfig):
-    """E2URec hyper-parameters (defaults: alpha and w from the reference code).
+    """E2URec hyper-parameters (defaults: alpha and w from the reference code; two passes over F for A, one
+    for each phase, so that the whole run costs about six passes over F, forward passes included).
 
     ``alpha``: strength of the forgetting teacher (>= 0; 0 makes it the parent).
     ``w``: phase 2 weight of remembering (retain CE + KL to P) versus forgetting, in [0, 1].
     ``temperature``: of both distillation KLs (> 0).
-    ``augment_epochs`` / ``augment_learning_rate``: A's fitting on F (passes over F; its own, larger lr so
-    that A over-fits F in few steps).
+    ``augment_epochs`` / ``augment_learning_rate``: A's fitting on F (passes over F; its own lr, by default
+    twice the student's, so that A over-fits F in few steps).
     ``phase1_epochs`` (>= 0) and ``phase2_epochs`` (> 0): the student's passes over F.
     ``teacher_space``: "logits" applies the formula to the raw label logits (as the paper does); "log_probs"
     to their 2-way log-softmax, which ignores a shift common to both logits.
@@ -79,9 +80,9 @@ class E2URecConfig(OptimConfig):
     w: float = 0.6
     temperature: float = 1.0
     augment_epochs: float = 2.0
-    augment_learning_rate: float = 2e-3
+    augment_learning_rate: float | None = None  # None: twice ``learning_rate``
     phase1_epochs: float = 1.0
-    phase2_epochs: float = 2.0
+    phase2_epochs: float = 1.0
     teacher_space: str = "logits"
 
     def __post_init__(self) -> None:
@@ -91,9 +92,9 @@ class E2URecConfig(OptimConfig):
         require(self.temperature > 0, self, f"temperature must be > 0, got {self.temperature}")
         require(self.augment_epochs > 0, self, f"augment_epochs must be > 0, got {self.augment_epochs}")
         require(
-            self.augment_learning_rate > 0,
+            self.augment_learning_rate is None or self.augment_learning_rate > 0,
             self,
-            f"augment_learning_rate must be > 0, got {self.augment_learning_rate}",
+            f"augment_learning_rate must be > 0 or None, got {self.augment_learning_rate}",
         )
         require(self.phase1_epochs >= 0, self, f"phase1_epochs must be >= 0, got {self.phase1_epochs}")
         require(self.phase2_epochs > 0, self, f"phase2_epochs must be > 0, got {self.phase2_epochs}")
@@ -142,15 +143,13 @@ class E2URec(PeftMethod):
             torch.manual_seed(config.seed)
             forget = inputs.forget.reset_index(drop=True)
             retain = retain_sample(inputs.retain, len(forget), config.retain_ratio, config.seed)
-            budget = {
-                "augment": steps_for(len(forget), config.augment_epochs, config.batch_size, config.max_steps),
-                "phase1": (
-                    steps_for(len(forget), config.phase1_epochs, config.batch_size, config.max_steps)
-                    if config.phase1_epochs > 0
-                    else 0
-                ),
-                "phase2": steps_for(len(forget), config.phase2_epochs, config.batch_size, config.max_steps),
+            epochs = {
+                "augment": config.augment_epochs,
+                "phase1": config.phase1_epochs,
+                "phase2": config.phase2_epochs,
             }
+            plans = {phase: budget(len(forget), n, config) for phase, n in epochs.items() if n > 0}
+            steps = {phase: plans[phase].steps if phase in plans else 0 for phase in epochs}
 
             # 1. the parent's fixed logits: teacher on F (via l_f) and remembering teacher on R
             activate(model, parent, trainable=False)
@@ -161,7 +160,7 @@ class E2URec(PeftMethod):
             # 2. the augmented model A: the parent over-fitted on F; only its logits on F are kept
             clock = time.perf_counter()
             clone_adapter(model, parent, augmented)
-            augment_batches = batches(forget, config.batch_size, config.seed + 2)
+            augment_batches = batches(forget, plans["augment"].batch_size, config.seed + 2)
 
             def augment_loss(step: int) -> torch.Tensor:
                 batch = next(augment_batches)
@@ -174,9 +173,8 @@ class E2URec(PeftMethod):
                 progress_bar=progress_bar,
                 max_grad_norm=config.max_grad_norm,
             )
-            augment_losses = run_phase(
-                augmented, budget["augment"], config.augment_learning_rate, augment_loss, "augment"
-            )
+            augment_lr = config.augment_learning_rate or 2 * config.learning_rate
+            augment_losses = run_phase(augmented, steps["augment"], augment_lr, augment_loss, "augment")
             augmented_forget = frame_logits(scorer, forget)
             activate(model, parent, trainable=False)  # never leave a deleted adapter active
             model.delete_adapter(augmented)
@@ -189,22 +187,22 @@ class E2URec(PeftMethod):
             clock = time.perf_counter()
             clone_adapter(model, parent, child_name)
             temperature = config.temperature
-            phase1_batches = batches(forget, config.batch_size, config.seed + 3)
+            phase1_losses: list[float] = []
+            if "phase1" in plans:
+                phase1_batches = batches(forget, plans["phase1"].batch_size, config.seed + 3)
 
-            def phase1_loss(step: int) -> torch.Tensor:
-                batch = next(phase1_batches)
-                logits = scorer.logits(scorer.encode_frame(batch))
-                return distill_kl(logits, teacher[rows(batch)], temperature)
+                def phase1_loss(step: int) -> torch.Tensor:
+                    batch = next(phase1_batches)
+                    logits = scorer.logits(scorer.encode_frame(batch))
+                    return distill_kl(logits, teacher[rows(batch)], temperature)
 
-            phase1_losses = (
-                run_phase(child_name, budget["phase1"], config.learning_rate, phase1_loss, "phase1")
-                if budget["phase1"]
-                else []
-            )
+                phase1_losses = run_phase(
+                    child_name, steps["phase1"], config.learning_rate, phase1_loss, "phase1"
+                )
             seconds["phase1"] = time.perf_counter() - clock
 
             clock = time.perf_counter()
-            pairs = paired_batches(forget, retain, config.batch_size, config.seed + 4)
+            pairs = paired_batches(forget, retain, plans["phase2"].batch_size, config.seed + 4)
 
             def phase2_loss(step: int) -> torch.Tensor:
                 forget_batch, retain_batch = next(pairs)
@@ -216,7 +214,7 @@ class E2URec(PeftMethod):
                 return config.w * remember + (1 - config.w) * forgetting
 
             phase2_losses = run_phase(
-                child_name, budget["phase2"], config.learning_rate, phase2_loss, "phase2"
+                child_name, steps["phase2"], config.learning_rate, phase2_loss, "phase2"
             )
             seconds["phase2"] = time.perf_counter() - clock
 
@@ -224,7 +222,8 @@ class E2URec(PeftMethod):
         details: dict[str, Any] = {
             "forget_samples": len(forget),
             "retain_samples": len(retain),
-            "steps": budget,
+            "steps": steps,
+            "batch_size": {phase: plan.batch_size for phase, plan in plans.items()},
             "seconds": seconds,
             # A must be surer of F's gold labels than P, and the teacher less sure: if not, A did not over-fit
             "forget_gold_prob": {
@@ -235,7 +234,7 @@ class E2URec(PeftMethod):
             "losses": {"augment": augment_losses, "phase1": phase1_losses, "phase2": phase2_losses},
         }
         report = finish_report(
-            self.name, config, meter, sum(budget.values()), adapter_size(model, child_name), details
+            self.name, config, meter, sum(steps.values()), adapter_size(model, child_name), details
         )
         # for verification: how far the child's answers on F are from the forgetting teacher's.  One forward
         # pass over F, after the timer: it is a verification figure, not part of unlearning.

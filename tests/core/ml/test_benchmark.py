@@ -81,6 +81,7 @@ def test_forget_fraction_gives_at_least_one_user(tiny_config, data) -> None:
         ({"methods": ("e2urec", "neggrad")}, "must be among the methods"),
         ({"methods": ("retrain", "amnesia")}, "unknown method"),
         ({"parent_epochs": 0.0}, "parent_epochs"),
+        ({"parent_evals": 0}, "parent_evals"),
     ],
 )
 def test_config_rejects_nonsense(tiny_config, values, message) -> None:
@@ -98,8 +99,10 @@ def test_cannot_forget_every_user(tiny_config, data) -> None:
 def test_parent_recipe_counts_passes_over_the_training_split(tiny_config) -> None:
     recipe = benchmark.parent_recipe(config(tiny_config, parent_epochs=2.0), train_size=160)
     assert (recipe.max_steps, recipe.eval_every) == (40, 20)
+    recipe = benchmark.parent_recipe(config(tiny_config, parent_epochs=4.0, parent_evals=4), train_size=80)
+    assert (recipe.max_steps, recipe.eval_every) == (40, 10)
     quick = benchmark.quick_config(tiny_config)
-    assert quick.setting == "quick" and quick.sizes.users is not None and quick.parent_epochs == 2.0
+    assert quick.setting == "quick" and quick.sizes.users is not None and quick.parent_epochs == 4.0
 
 
 def _record(method: str, role: str, seconds: float, auc: float, jsd: float, mia: float) -> dict:

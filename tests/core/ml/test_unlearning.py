@@ -34,7 +34,7 @@ from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
 from core.ml.training import TrainConfig, train_adapter
 from core.ml.unlearning import METHODS, UnlearningError, UnlearningInputs, get_method, run_unlearning
-from core.ml.unlearning.common import steps_for
+from core.ml.unlearning.common import Budget, budget
 from core.ml.unlearning.e2urec import E2URecConfig, forgetting_teacher
 from core.ml.unlearning.npo import NPOConfig
 from core.ml.unlearning.retrain import RetrainConfig
@@ -224,8 +224,15 @@ def test_forgetting_teacher_takes_away_only_what_the_augmented_model_gained() ->
 
 
 def test_step_budget_follows_the_request_size() -> None:
-    assert steps_for(8, 1.0, 8) == 1 and steps_for(80, 1.0, 8) == 10 and steps_for(80, 2.5, 8) == 25
-    assert steps_for(3, 0.1, 8) == 1 and steps_for(8000, 1.0, 8, max_steps=50) == 50
+    config = E2URecConfig(batch_size=8, min_steps=4)
+    assert budget(800, 1.0, config) == Budget(steps=100, batch_size=8)
+    assert budget(800, 2.5, config) == Budget(steps=250, batch_size=8)
+    # a small request keeps its passes over F but gets smaller batches, so that it takes min_steps updates
+    assert budget(8, 1.0, config) == Budget(steps=4, batch_size=2)
+    assert budget(14, 1.0, config) == Budget(steps=4, batch_size=4)
+    assert budget(14, 2.0, config) == Budget(steps=4, batch_size=8)
+    assert budget(3, 0.1, config) == Budget(steps=1, batch_size=1)
+    assert budget(8000, 1.0, E2URecConfig(max_steps=50)).steps == 50
 
 
 def test_e2urec_fits_the_augmented_model_inside_its_timer_and_frees_it(inputs) -> None:
@@ -234,12 +241,14 @@ def test_e2urec_fits_the_augmented_model_inside_its_timer_and_frees_it(inputs) -
     report = run_unlearning(
         "e2urec", inputs, config, "child", lambda phase, done, total: phases.append(phase)
     )
-    details, n = report.details, len(inputs.forget)
-    assert details["steps"] == {
-        "augment": steps_for(n, 2, 8),
-        "phase1": steps_for(n, 1, 8),
-        "phase2": steps_for(n, 2, 8),
+    details, n, typed = report.details, len(inputs.forget), E2URecConfig.from_dict(config)
+    plans = {
+        "augment": budget(n, 2.0, typed),
+        "phase1": budget(n, 1.0, typed),
+        "phase2": budget(n, 2.0, typed),
     }
+    assert details["steps"] == {phase: plan.steps for phase, plan in plans.items()}
+    assert details["batch_size"] == {phase: plan.batch_size for phase, plan in plans.items()}
     assert report.steps == sum(details["steps"].values())
     assert list(dict.fromkeys(phases)) == ["augment", "phase1", "phase2"]
     assert report.seconds >= sum(details["seconds"].values()) > details["seconds"]["augment"] > 0
