@@ -8,8 +8,9 @@ never trained on:
 - utility on the test split (forgotten users' samples excluded): AUC with a bootstrap 95% interval,
   LogLoss, accuracy;
 - effectiveness on F: Jensen-Shannon divergence and symmetric KL of the predictions from Retrain's;
-- a loss-based membership-inference AUC, F against an equal-size unseen sample (valid/test samples of
-  users who were not forgotten, disjoint from the utility subset), with a bootstrap 95% interval;
+- a loss-based membership-inference AUC, F against an unseen sample of the same size and label mix
+  (valid/test samples of users who were not forgotten, disjoint from the utility subset), with a
+  bootstrap 95% interval;
 - F's mean gold-label probability before (the parent) and after;
 - efficiency: wall seconds, trainable parameters, peak memory, and seconds relative to Retrain.
 
@@ -117,8 +118,7 @@ def quick_config(model: ModelConfig, seed: int = 0, **overrides: Any) -> BenchCo
     """The 2-core CPU setting: 20 users x their 4 most recent training samples (80), four passes of the
     parent over them (40 steps of 8 at lr 2e-3, so that it memorises its training samples and there is
     something to forget), 100 test samples.  Measured with SmolLM2 on the shared 2-core CPU (1 torch
-    thread, other work running): ~10 s per training step of 8, ~0.7 s per scored sample: about 25 minutes,
-    less on an idle machine."""
+    thread): ~10 s per training step of 8, ~0.7 s per scored sample, about 21 minutes in all."""
     parent = TrainConfig(
         lora=LoraSpec(), learning_rate=2e-3, batch_size=8, patience=2, valid_samples=32, seed=seed
     )
@@ -207,6 +207,20 @@ def choose_forget_users(train: pd.DataFrame, config: BenchConfig) -> list[str]:
     return sorted(str(u) for u in rng.choice(users, size=wanted, replace=False))
 
 
+def label_matched_sample(pool: pd.DataFrame, like: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Rows of ``pool`` with as many of each label as ``like`` has (fewer where the pool runs short).
+
+    The membership attack reads per-sample loss, and a model's loss depends on the label mix (a model
+    leaning "Yes" has low loss on positives); matching the mix keeps that bias out of the attack's AUC."""
+    parts = [
+        pool[pool["label"] == label].sample(
+            n=min(count, int((pool["label"] == label).sum())), random_state=seed
+        )
+        for label, count in sorted(like["label"].value_counts().items())
+    ]
+    return pd.concat(parts)
+
+
 def bench_data(data: PreparedData, config: BenchConfig) -> BenchData:
     """Scale the splits, pick the forget users, and draw the disjoint test and unseen samples."""
     train = scale_train(data.split("train"), config.sizes, config.seed)
@@ -221,7 +235,7 @@ def bench_data(data: PreparedData, config: BenchConfig) -> BenchData:
     pool = pd.concat([valid_outside, test_outside.drop(index=test.index)])
     if pool.empty:
         raise BenchmarkError("no valid/test samples outside the forget set to serve as unseen data")
-    unseen = pool.sample(n=min(len(forget), len(pool)), random_state=config.seed)
+    unseen = label_matched_sample(pool, forget, config.seed)
     return BenchData(
         train=train,
         forget=forget,
