@@ -8,6 +8,7 @@ what it did.  Saving, verifying and registering the child are the caller's busin
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -69,12 +70,13 @@ class UnlearningReport:
         return asdict(self)
 
 
-class UnlearningMethod:
+class UnlearningMethod(ABC):
     """Subclass, set ``name`` and ``config_class``, implement ``run``; register with ``@register``."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
 
+    @abstractmethod
     def run(
         self,
         inputs: UnlearningInputs,
@@ -83,7 +85,7 @@ class UnlearningMethod:
         on_progress: ProgressFn | None = None,
         progress_bar: bool = False,
     ) -> UnlearningReport:
-        raise NotImplementedError
+        """Leave the child adapter loaded as ``child_name`` and report what was done."""
 
 
 METHODS: dict[str, type[UnlearningMethod]] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -304,6 +305,7 @@ class PeftMethod(UnlearningMethod):
         model = peft_model(inputs, child_name)
         return self.unlearn(inputs, config, child_name, model, on_progress, progress_bar)
 
+    @abstractmethod
     def unlearn(
         self,
         inputs: UnlearningInputs,
@@ -313,7 +315,7 @@ class PeftMethod(UnlearningMethod):
         on_progress: ProgressFn | None,
         progress_bar: bool,
     ) -> UnlearningReport:
-        raise NotImplementedError
+        """The method itself, given the peft model that holds the parent."""
 
 
 # ---------------------------------------------------------------------------------------------- template
@@ -344,10 +346,11 @@ class ForgetRetainMethod(PeftMethod):
     config_class: ClassVar[type[MethodConfig]] = ForgetRetainConfig
     uses_reference: ClassVar[bool] = False
 
+    @abstractmethod
     def forget_loss(
         self, logits: torch.Tensor, batch: pd.DataFrame, reference: torch.Tensor | None, config: Any
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss on a forget batch (lower means more forgotten)."""
 
     def unlearn(
         self,

@@ -263,3 +263,13 @@ def test_retrain_refuses_a_recipe_whose_lora_cannot_hot_swap_with_the_parent(inp
     other = TrainConfig(lora=LoraSpec(r=4, alpha=8), max_steps=2)
     with pytest.raises(UnlearningError, match="differs from the parent's"):
         run_unlearning("retrain", inputs, {"train": other.to_dict()}, "child")
+
+
+def test_a_method_without_its_loss_cannot_be_built() -> None:
+    from core.ml.unlearning.common import ForgetRetainMethod
+
+    class Incomplete(ForgetRetainMethod):
+        name = "incomplete"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # type: ignore[abstract]
