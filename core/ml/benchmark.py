@@ -40,8 +40,8 @@ from core.ml.data import PreparedData, select_forget
 from core.ml.evaluation import evaluate_probs
 from core.ml.model import LoraSpec, ModelConfig, load_base, new_adapter, unload_adapter
 from core.ml.training import TrainConfig, train_adapter
-from core.ml.unlearning import METHODS, UnlearningInputs, run_unlearning
-from core.ml.unlearning.common import activate, adapter_size
+from core.ml.unlearning import METHODS, Progress, UnlearningInputs, run_unlearning
+from core.ml.unlearning.adapters import activate, adapter_size
 from core.ml.workflows import scorer_for
 
 PARENT = "parent"
@@ -344,7 +344,7 @@ def run_benchmark(
     for name in sorted(config.methods, key=lambda m: m != REFERENCE):  # the reference first
         say(f"running {name}")
         report = run_unlearning(
-            name, inputs, method_config(name, config, recipe), name, progress_bar=progress
+            name, inputs, method_config(name, config, recipe), name, Progress(bar=progress)
         )
         after[name] = predict(scorer, name, frames)
         runs[name] = {k: v for k, v in report.to_dict().items() if k != "method"}

@@ -32,6 +32,7 @@ from core.ml.model import LoadedModel, load_adapter, save_adapter, unload_adapte
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
 from core.ml.unlearning.base import UnlearningInputs, run_unlearning
+from core.ml.unlearning.progress import Progress
 from core.services import batching, registry
 from core.services.batching import Thresholds
 from core.services.certificates import json_safe, sign_certificate
@@ -205,7 +206,7 @@ class _Run:
                 ),
                 dict(cfg["method_config"]),
                 child_name,
-                on_progress=on_progress,
+                progress=Progress(on_progress),
             )
             self.beat("verify")
             erasure_repo.set_status(self.session, self.request_ids, "verifying", self.rt.clock())

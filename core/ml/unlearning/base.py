@@ -9,16 +9,13 @@ what it did.  Saving, verifying and registering the child are the caller's busin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import pandas as pd
 
 from core.ml.scoring import Scorer
-
-# on_progress(phase, done, total): phases are method-specific words ("augment", "phase1", ...)
-ProgressFn = Callable[[str, int, int], None]
+from core.ml.unlearning.progress import Progress
 
 
 class UnlearningError(ValueError):
@@ -35,12 +32,21 @@ class MethodConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> MethodConfig:
+    def from_dict(cls, raw: dict[str, Any]) -> Self:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:
             raise UnlearningError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}")
         return cls(**raw)
+
+
+def require(condition: bool, config: MethodConfig, message: str) -> None:
+    """Raise ``UnlearningError`` naming the config class when ``condition`` is false."""
+    if not condition:
+        raise UnlearningError(f"{type(config).__name__}: {message}")
+
+
+ConfigT = TypeVar("ConfigT", bound=MethodConfig)
 
 
 @dataclass
@@ -70,35 +76,33 @@ class UnlearningReport:
         return asdict(self)
 
 
-class UnlearningMethod(ABC):
-    """Subclass, set ``name`` and ``config_class``, implement ``run``; register with ``@register``."""
+class UnlearningMethod(ABC, Generic[ConfigT]):
+    """Subclass as ``UnlearningMethod[ItsConfig]``, set ``name`` and ``config_class = ItsConfig``, implement
+    ``run``; register with ``@register``."""
 
     name: ClassVar[str]
-    config_class: ClassVar[type[MethodConfig]]
+    config_class: type[ConfigT]
 
     @abstractmethod
     def run(
-        self,
-        inputs: UnlearningInputs,
-        config: MethodConfig,
-        child_name: str,
-        on_progress: ProgressFn | None = None,
-        progress_bar: bool = False,
+        self, inputs: UnlearningInputs, config: ConfigT, child_name: str, progress: Progress
     ) -> UnlearningReport:
         """Leave the child adapter loaded as ``child_name`` and report what was done."""
 
 
-METHODS: dict[str, type[UnlearningMethod]] = {}
+METHODS: dict[str, type[UnlearningMethod[Any]]] = {}
+
+MethodT = TypeVar("MethodT", bound=type[UnlearningMethod[Any]])
 
 
-def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+def register(cls: MethodT) -> MethodT:
     if cls.name in METHODS:
         raise ValueError(f"unlearning method {cls.name!r} registered twice")
     METHODS[cls.name] = cls
     return cls
 
 
-def get_method(name: str) -> UnlearningMethod:
+def get_method(name: str) -> UnlearningMethod[Any]:
     # importing the package registers every built-in method
     import core.ml.unlearning  # noqa: F401
 
@@ -112,10 +116,11 @@ def run_unlearning(
     inputs: UnlearningInputs,
     config: dict[str, Any],
     child_name: str,
-    on_progress: ProgressFn | None = None,
-    progress_bar: bool = False,
+    progress: Progress | None = None,
 ) -> UnlearningReport:
-    """Look up ``method_name``, validate ``config`` (a JSON dict) into its typed config, and run it."""
+    """Look up ``method_name``, validate ``config`` (a JSON dict) into its typed config, and run it,
+    reporting to ``progress`` (``None``: nowhere)."""
     method = get_method(method_name)
     typed = method.config_class.from_dict(config)
-    return method.run(inputs, typed, child_name, on_progress=on_progress, progress_bar=progress_bar)
+    # passed by position: a method may name its progress argument as it likes
+    return method.run(inputs, typed, child_name, progress or Progress())

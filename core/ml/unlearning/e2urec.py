@@ -27,36 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peft import PeftModel
 
 from core.ml import metrics
 from core.ml.metrics import ResourceMeter
 from core.ml.training import batches
-from core.ml.unlearning.base import (
-    ProgressFn,
-    UnlearningError,
-    UnlearningInputs,
-    UnlearningReport,
-    register,
-)
-from core.ml.unlearning.common import (
-    OptimConfig,
-    PeftMethod,
-    activate,
-    adapter_size,
-    budget,
-    clone_adapter,
-    cross_entropy,
-    distill_kl,
-    finish_report,
-    frame_logits,
-    joint_logits,
-    optimise,
-    paired_batches,
-    require,
-    retain_sample,
-    rows,
-)
+from core.ml.unlearning.adapters import Child, PeftMethod, activate, clone_adapter
+from core.ml.unlearning.base import UnlearningError, UnlearningInputs, UnlearningReport, register, require
+from core.ml.unlearning.losses import cross_entropy, distill_kl, frame_logits, joint_logits, rows
+from core.ml.unlearning.optimisation import OptimConfig, budget, optimise, paired_batches, retain_sample
 
 TEACHER_SPACES = ("logits", "log_probs")
 
@@ -120,20 +98,12 @@ def _mean_gold_prob(logits: torch.Tensor, labels: np.ndarray) -> float:
 
 
 @register
-class E2URec(PeftMethod):
+class E2URec(PeftMethod[E2URecConfig]):
     name = "e2urec"
     config_class = E2URecConfig
 
-    def unlearn(
-        self,
-        inputs: UnlearningInputs,
-        config: E2URecConfig,
-        child_name: str,
-        model: PeftModel,
-        on_progress: ProgressFn | None,
-        progress_bar: bool,
-    ) -> UnlearningReport:
-        scorer, parent = inputs.scorer, inputs.parent_name
+    def unlearn(self, inputs: UnlearningInputs, config: E2URecConfig, child: Child) -> UnlearningReport:
+        scorer, parent, model, child_name = inputs.scorer, inputs.parent_name, child.model, child.name
         augmented = f"{child_name}__augmented"
         if augmented in model.peft_config:
             raise UnlearningError(f"adapter name {augmented!r} is already taken")
@@ -166,13 +136,7 @@ class E2URec(PeftMethod):
                 batch = next(augment_batches)
                 return cross_entropy(scorer.logits(scorer.encode_frame(batch)), batch["label"])
 
-            run_phase = partial(
-                optimise,
-                scorer,
-                on_progress=on_progress,
-                progress_bar=progress_bar,
-                max_grad_norm=config.max_grad_norm,
-            )
+            run_phase = partial(optimise, scorer, progress=child.progress, max_grad_norm=config.max_grad_norm)
             augment_lr = config.augment_learning_rate or 2 * config.learning_rate
             augment_losses = run_phase(augmented, steps["augment"], augment_lr, augment_loss, "augment")
             augmented_forget = frame_logits(scorer, forget)
@@ -233,9 +197,7 @@ class E2URec(PeftMethod):
             },
             "losses": {"augment": augment_losses, "phase1": phase1_losses, "phase2": phase2_losses},
         }
-        report = finish_report(
-            self.name, config, meter, sum(steps.values()), adapter_size(model, child_name), details
-        )
+        report = self.report(config, meter, sum(steps.values()), child, details)
         # for verification: how far the child's answers on F are from the forgetting teacher's.  One forward
         # pass over F, after the timer: it is a verification figure, not part of unlearning.
         clock = time.perf_counter()

@@ -6,21 +6,17 @@ distillation, so it goes by what it does.
 
 from __future__ import annotations
 
-from typing import Any
-
-import pandas as pd
 import torch
 
 from core.ml.unlearning.base import register
-from core.ml.unlearning.common import ForgetRetainConfig, ForgetRetainMethod, cross_entropy
+from core.ml.unlearning.forget_retain import ForgetBatch, ForgetRetainConfig, ForgetRetainMethod
+from core.ml.unlearning.losses import cross_entropy
 
 
 @register
-class LabelFlip(ForgetRetainMethod):
+class LabelFlip(ForgetRetainMethod[ForgetRetainConfig]):
     name = "label_flip"
     config_class = ForgetRetainConfig
 
-    def forget_loss(
-        self, logits: torch.Tensor, batch: pd.DataFrame, reference: torch.Tensor | None, config: Any
-    ) -> torch.Tensor:
-        return cross_entropy(logits, 1 - batch["label"].to_numpy())
+    def forget_loss(self, forget: ForgetBatch, config: ForgetRetainConfig) -> torch.Tensor:
+        return cross_entropy(forget.logits, 1 - forget.labels)

@@ -6,21 +6,17 @@ tends to overshoot (F ends up *less* likely than on unseen data, which is itself
 
 from __future__ import annotations
 
-from typing import Any
-
-import pandas as pd
 import torch
 
 from core.ml.unlearning.base import register
-from core.ml.unlearning.common import ForgetRetainConfig, ForgetRetainMethod, cross_entropy
+from core.ml.unlearning.forget_retain import ForgetBatch, ForgetRetainConfig, ForgetRetainMethod
+from core.ml.unlearning.losses import cross_entropy
 
 
 @register
-class NegGrad(ForgetRetainMethod):
+class NegGrad(ForgetRetainMethod[ForgetRetainConfig]):
     name = "neggrad"
     config_class = ForgetRetainConfig
 
-    def forget_loss(
-        self, logits: torch.Tensor, batch: pd.DataFrame, reference: torch.Tensor | None, config: Any
-    ) -> torch.Tensor:
-        return -cross_entropy(logits, batch["label"])
+    def forget_loss(self, forget: ForgetBatch, config: ForgetRetainConfig) -> torch.Tensor:
+        return -cross_entropy(forget.logits, forget.labels)

@@ -11,14 +11,14 @@ teachers (an augmented model, a distillation target) earn their extra work over 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import pandas as pd
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.ml.unlearning.base import register
-from core.ml.unlearning.common import ForgetRetainConfig, ForgetRetainMethod, gold_log_prob, require
+from core.ml.unlearning.base import register, require
+from core.ml.unlearning.forget_retain import ForgetBatch, ForgetRetainConfig, ForgetRetainMethod
+from core.ml.unlearning.losses import gold_log_prob
 
 
 @dataclass(frozen=True)
@@ -30,21 +30,19 @@ class NPOConfig(ForgetRetainConfig):
         require(self.beta > 0, self, f"beta must be > 0, got {self.beta}")
 
 
-def npo_loss(logits: torch.Tensor, reference: torch.Tensor, labels: Any, beta: float) -> torch.Tensor:
+def npo_loss(logits: torch.Tensor, reference: torch.Tensor, labels: np.ndarray, beta: float) -> torch.Tensor:
     """Mean over rows of ``-(2 / beta) * log sigmoid(-beta * (log p(y) - log p_ref(y)))``."""
     ratio = gold_log_prob(logits, labels) - gold_log_prob(reference.to(logits.device), labels)
     return -(2.0 / beta) * F.logsigmoid(-beta * ratio).mean()
 
 
 @register
-class NPO(ForgetRetainMethod):
+class NPO(ForgetRetainMethod[NPOConfig]):
     name = "npo"
     config_class = NPOConfig
     uses_reference = True
 
-    def forget_loss(
-        self, logits: torch.Tensor, batch: pd.DataFrame, reference: torch.Tensor | None, config: Any
-    ) -> torch.Tensor:
-        if reference is None:
+    def forget_loss(self, forget: ForgetBatch, config: NPOConfig) -> torch.Tensor:
+        if forget.reference is None:
             raise RuntimeError("NPO needs the parent's logits on the forget set")
-        return npo_loss(logits, reference, batch["label"].to_numpy(), config.beta)
+        return npo_loss(forget.logits, forget.reference, forget.labels, config.beta)

@@ -6,21 +6,19 @@ also the production fallback when a candidate fails verification."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from peft import PeftModel
+from functools import partial
+from typing import Any, Self
 
 from core.ml.metrics import ResourceMeter
 from core.ml.training import TrainConfig, train_adapter
+from core.ml.unlearning.adapters import Child, PeftMethod, activate, fresh_adapter
 from core.ml.unlearning.base import (
     MethodConfig,
-    ProgressFn,
     UnlearningError,
     UnlearningInputs,
     UnlearningReport,
     register,
 )
-from core.ml.unlearning.common import PeftMethod, activate, adapter_size, finish_report, fresh_adapter
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class RetrainConfig(MethodConfig):
             )
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RetrainConfig:
+    def from_dict(cls, raw: dict[str, Any]) -> Self:
         values = dict(raw)
         unknown = set(values) - {"seed", "train"}
         if unknown:
@@ -67,39 +65,32 @@ def _check_shape(model: Any, parent: str, train: TrainConfig) -> None:
 
 
 @register
-class Retrain(PeftMethod):
+class Retrain(PeftMethod[RetrainConfig]):
     name = "retrain"
     config_class = RetrainConfig
 
-    def unlearn(
-        self,
-        inputs: UnlearningInputs,
-        config: RetrainConfig,
-        child_name: str,
-        model: PeftModel,
-        on_progress: ProgressFn | None,
-        progress_bar: bool,
-    ) -> UnlearningReport:
+    def unlearn(self, inputs: UnlearningInputs, config: RetrainConfig, child: Child) -> UnlearningReport:
+        model = child.model
         _check_shape(model, inputs.parent_name, config.train)
         if inputs.retain.empty or inputs.valid.empty:
             raise UnlearningError("retrain needs non-empty retain and validation data")
         scorer = inputs.scorer
         with ResourceMeter(scorer.loaded.device) as meter:
-            fresh_adapter(model, inputs.parent_name, child_name, config.seed)
-            activate(model, child_name, trainable=True)
+            fresh_adapter(model, inputs.parent_name, child.name, config.seed)
+            activate(model, child.name, trainable=True)
             result = train_adapter(
                 scorer,
-                child_name,
+                child.name,
                 inputs.retain,
                 inputs.valid,
                 config.train,
-                progress=progress_bar,
-                on_step=(lambda step, total: on_progress("train", step, total)) if on_progress else None,
+                progress=child.progress.bar,
+                on_step=partial(child.progress.update, "train"),
             )
-            activate(model, child_name, trainable=False)
+            activate(model, child.name, trainable=False)
         details = {
             "retain_samples": len(inputs.retain),
             "best_valid_auc": result.best_valid_auc,
             "curve": result.curve,
         }
-        return finish_report(self.name, config, meter, result.steps, adapter_size(model, child_name), details)
+        return self.report(config, meter, result.steps, child, details)

@@ -33,10 +33,18 @@ from core.ml.model import (
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
 from core.ml.training import TrainConfig, train_adapter
-from core.ml.unlearning import METHODS, UnlearningError, UnlearningInputs, get_method, run_unlearning
-from core.ml.unlearning.common import Budget, budget
+from core.ml.unlearning import (
+    METHODS,
+    Progress,
+    UnlearningError,
+    UnlearningInputs,
+    get_method,
+    run_unlearning,
+)
 from core.ml.unlearning.e2urec import E2URecConfig, forgetting_teacher
+from core.ml.unlearning.forget_retain import ForgetRetainConfig
 from core.ml.unlearning.npo import NPOConfig
+from core.ml.unlearning.optimisation import Budget, budget
 from core.ml.unlearning.retrain import RetrainConfig
 from tests.conftest import synthetic_dataset
 
@@ -126,7 +134,9 @@ class TestEveryMethod:
         r_before = mean_gold_log_prob(scorer, "parent", inputs.retain)
         progress: list[tuple[str, int, int]] = []
 
-        report = run_unlearning(name, inputs, method_config(name), "child", lambda *a: progress.append(a))
+        report = run_unlearning(
+            name, inputs, method_config(name), "child", Progress(lambda *a: progress.append(a))
+        )
         assert not any(p.requires_grad for p in model.parameters())  # everything is left frozen
 
         f_drop = f_before - mean_gold_log_prob(scorer, "child", inputs.forget)
@@ -239,7 +249,7 @@ def test_e2urec_fits_the_augmented_model_inside_its_timer_and_frees_it(inputs) -
     config = {**FAST, "augment_epochs": 2.0, "phase1_epochs": 1.0, "phase2_epochs": 2.0}
     phases: list[str] = []
     report = run_unlearning(
-        "e2urec", inputs, config, "child", lambda phase, done, total: phases.append(phase)
+        "e2urec", inputs, config, "child", Progress(lambda phase, done, total: phases.append(phase))
     )
     details, n, typed = report.details, len(inputs.forget), E2URecConfig.from_dict(config)
     plans = {
@@ -259,6 +269,11 @@ def test_e2urec_fits_the_augmented_model_inside_its_timer_and_frees_it(inputs) -
     assert set(details["teacher_divergence"]) == set(metrics.DIVERGENCES)
 
 
+def test_a_method_run_directly_refuses_another_method_s_config(inputs) -> None:
+    with pytest.raises(UnlearningError, match="npo needs a NPOConfig, got ForgetRetainConfig"):
+        get_method("npo").run(inputs, ForgetRetainConfig(), "child", Progress())
+
+
 def test_retrain_refuses_a_recipe_whose_lora_cannot_hot_swap_with_the_parent(inputs) -> None:
     other = TrainConfig(lora=LoraSpec(r=4, alpha=8), max_steps=2)
     with pytest.raises(UnlearningError, match="differs from the parent's"):
@@ -266,7 +281,7 @@ def test_retrain_refuses_a_recipe_whose_lora_cannot_hot_swap_with_the_parent(inp
 
 
 def test_a_method_without_its_loss_cannot_be_built() -> None:
-    from core.ml.unlearning.common import ForgetRetainMethod
+    from core.ml.unlearning.forget_retain import ForgetRetainMethod
 
     class Incomplete(ForgetRetainMethod):
         name = "incomplete"
