@@ -3,7 +3,7 @@ and options, calls the benchmark, and writes its JSON and PNG under ``benchmarks
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -155,7 +155,7 @@ def unlearning_command(
     machine = result.machine
     typer.echo("")
     typer.echo(
-        f"setting {config.setting}: sizes {result.sizes.to_dict()}; parent recipe {config.parent_epochs} "
+        f"setting {config.setting}: sizes {asdict(result.sizes)}; parent recipe {config.parent_epochs} "
         f"passes; machine {machine.device}, {machine.cpu_count} CPUs, {machine.torch_threads} torch "
         f"threads; total {result.seconds_total:.0f} s"
     )

@@ -81,36 +81,21 @@ def plot(result: UnlearningResult, path: Path) -> None:
             axes[0, 0].annotate(
                 f"x{r.seconds_vs_retrain:.2f}", (k, 0), ha="center", va="bottom", fontsize=8, color="white"
             )
-    report.points_with_ci(
-        axes[0, 1],
-        names,
-        [r.test.auc for r in records],
-        [r.test.auc_ci95 for r in records],
-        colours,
-        "test AUC with bootstrap 95% CI (higher is better)",
-    )
-    report.bars(
-        axes[0, 2],
-        names,
-        [r.forget.to_retrain["jensen_shannon"] for r in records],
-        colours,
-        "Jensen-Shannon divergence to Retrain on F, bits (lower is better)",
-    )
-    report.bars(
-        axes[1, 0],
-        names,
-        [r.forget.to_retrain["symmetric_kl"] for r in records],
-        colours,
-        "symmetric KL to Retrain on F, nats (lower is better)",
-    )
-    report.points_with_ci(
-        axes[1, 1],
-        names,
-        [r.forget.mia_auc for r in records],
-        [r.forget.mia_auc_ci95 for r in records],
-        colours,
-        "membership-inference AUC, F vs unseen, 95% CI (0.5 is ideal)",
-    )
+    intervals = {
+        "test AUC with bootstrap 95% CI (higher is better)": [(r.test.auc, r.test.auc_ci95) for r in records],
+        "membership-inference AUC, F vs unseen, 95% CI (0.5 is ideal)": [
+            (r.forget.mia_auc, r.forget.mia_auc_ci95) for r in records
+        ],
+    }
+    for ax, (title, figures) in zip((axes[0, 1], axes[1, 1]), intervals.items(), strict=True):
+        values, cis = zip(*figures, strict=True)
+        report.points_with_ci(ax, names, values, cis, colours, title)
+    divergences = {
+        "jensen_shannon": "Jensen-Shannon divergence to Retrain on F, bits (lower is better)",
+        "symmetric_kl": "symmetric KL to Retrain on F, nats (lower is better)",
+    }
+    for ax, (name, title) in zip((axes[0, 2], axes[1, 0]), divergences.items(), strict=True):
+        report.bars(ax, names, [r.forget.to_retrain[name] for r in records], colours, title)
     _gold_panel(axes[1, 2], result, names, colours)
 
     sizes, machine = result.sizes, result.machine

@@ -109,9 +109,6 @@ class Aim:
     met: bool
     margin: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class UnlearningResult:
@@ -134,11 +131,11 @@ class UnlearningResult:
             "benchmark": "unlearning",
             "setting": self.setting,
             "machine": self.machine.to_dict(),
-            "sizes": self.sizes.to_dict(),
+            "sizes": asdict(self.sizes),
             "forget_users": list(self.forget_users),
             "config": self.config.to_dict(),
             "records": [r.to_dict() for r in self.records],
-            "aims": [a.to_dict() for a in self.aims],
+            "aims": [asdict(a) for a in self.aims],
             "seconds_total": self.seconds_total,
         }
 

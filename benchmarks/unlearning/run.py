@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -109,7 +109,7 @@ def run_benchmark(
     started = time.perf_counter()
     frames = bench_data(data, config)
     recipe = parent_recipe(config, len(frames.train))
-    say(f"data: {frames.sizes().to_dict()} (setting {config.setting}); forget users {frames.forget_users}")
+    say(f"data: {asdict(frames.sizes())} (setting {config.setting}); forget users {frames.forget_users}")
 
     loaded = load_base(config.model)
     scorer = scorer_for(loaded, data)
