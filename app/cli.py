@@ -12,11 +12,11 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from app.bench_cli import bench_app
 from app.launcher import initialise, start_worker, stop_process, wait_for_worker
 from app.main import create_app
 from app.runtime import Runtime
 from app.settings import ApiSettings
+from benchmarks.cli import bench_app
 from core.db.engine import session_factory
 from core.db.migrate import upgrade
 from core.ml import data as data_mod

@@ -1,155 +1,179 @@
-"""Adapter v1 quality against the two non-LLM references, with a learning curve.
+"""Adapter v1 quality against the two non-LLM references, with a learning curve.  ``e2u bench recommender``.
 
 Trains adapter v1 on the train split (early stopping on a validation subset, never on test), keeps
 snapshots of the LoRA weights at the curve points, then scores one fixed random test subset with every
 snapshot and with the references.  Writes JSON + a PNG learning curve and saves the final adapter.
-
-    python -m benchmarks.recommender [--max-steps 240] [--curve-every 60] [--test-samples 600]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 
-from core.ml.data import load_prepared
-from core.ml.evaluation import REFERENCES, evaluate_probs
-from core.ml.model import LoraSpec, ModelConfig, load_base, lora_state, new_adapter, save_adapter
-from core.ml.training import TrainConfig, train_adapter
+from benchmarks import report
+from benchmarks.report import Machine, evaluation_from_dict, number
+from core.ml.data import PreparedData
+from core.ml.evaluation import REFERENCES, Evaluation, evaluate_probs
+from core.ml.model import ModelConfig, load_base, lora_state, new_adapter, save_adapter
+from core.ml.scoring import Scorer
+from core.ml.training import TrainConfig, TrainResult, train_adapter
 from core.ml.workflows import scorer_for
 
+ADAPTER = "v1"
+Log = Callable[[str], None]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--base", default="smollm2")
-    parser.add_argument("--max-steps", type=int, default=240)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--curve-every", type=int, default=60)
-    parser.add_argument("--test-samples", type=int, default=600)
-    parser.add_argument("--valid-samples", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=Path("var/data/default"))
-    parser.add_argument("--cache-dir", default="var/models")
-    parser.add_argument("--adapter-out", type=Path, default=Path("var/adapters/v1"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/recommender"))
-    args = parser.parse_args()
 
-    data = load_prepared(args.data_dir)
-    train, valid, test = data.split("train"), data.split("valid"), data.split("test")
-    test_subset = test.sample(n=min(args.test_samples, len(test)), random_state=args.seed).reset_index(
-        drop=True
-    )
-    config = TrainConfig(
-        lora=LoraSpec(),
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        max_steps=args.max_steps,
-        eval_every=args.curve_every,
-        patience=100,  # the curve needs every point; the best-on-valid weights are still restored at the end
-        valid_samples=args.valid_samples,
-        seed=args.seed,
-    )
-    loaded = load_base(ModelConfig(base=args.base, cache_dir=args.cache_dir))
-    new_adapter(loaded, config.lora, "v1", seed=args.seed)
+@dataclass(frozen=True)
+class CurvePoint:
+    """The adapter's test figures after ``step`` training steps (``train_samples`` samples seen)."""
+
+    step: int
+    train_samples: int
+    test: Evaluation
+    score_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "train_samples": self.train_samples,
+            **self.test.as_dict(),
+            "score_seconds": self.score_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CurvePoint:
+        return cls(raw["step"], raw["train_samples"], evaluation_from_dict(raw), raw["score_seconds"])
+
+
+@dataclass(frozen=True)
+class RecommenderResult:
+    """The learning curve on ``test_subset`` test samples, and the references on it and on all of test."""
+
+    command: str
+    machine: str
+    base: str
+    train_config: TrainConfig
+    train_result: TrainResult
+    adapter_sha256: str
+    test_subset: int
+    curve: list[CurvePoint]
+    references_on_subset: list[Evaluation]
+    references_on_full_test: list[Evaluation]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **{k: getattr(self, k) for k in ("command", "machine", "base")},
+            "train_config": self.train_config.to_dict(),
+            "train_result": asdict(self.train_result),
+            "adapter_sha256": self.adapter_sha256,
+            "test_subset": self.test_subset,
+            "curve": [p.to_dict() for p in self.curve],
+            "references_on_subset": [e.as_dict() for e in self.references_on_subset],
+            "references_on_full_test": [e.as_dict() for e in self.references_on_full_test],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RecommenderResult:
+        trained = raw["train_result"]
+        return cls(
+            **{k: raw[k] for k in ("command", "machine", "base", "adapter_sha256", "test_subset")},
+            train_config=TrainConfig.from_dict(raw["train_config"]),
+            train_result=TrainResult(**{**trained, "best_valid_auc": number(trained["best_valid_auc"])}),
+            curve=[CurvePoint.from_dict(p) for p in raw["curve"]],
+            references_on_subset=[evaluation_from_dict(e) for e in raw["references_on_subset"]],
+            references_on_full_test=[evaluation_from_dict(e) for e in raw["references_on_full_test"]],
+        )
+
+
+def run_recommender(
+    model: ModelConfig,
+    data: PreparedData,
+    train: TrainConfig,
+    test_samples: int,
+    adapter_out: Path,
+    command: str,
+    log: Log | None = None,
+) -> RecommenderResult:
+    """Train adapter v1 with ``train`` (a curve point every ``train.eval_every`` steps), save it under
+    ``adapter_out``, and score ``test_samples`` random test samples with every snapshot and reference.
+    ``command`` is recorded as how the run was asked for."""
+    say = log or (lambda _message: None)
+    train_split, valid, test = data.split("train"), data.split("valid"), data.split("test")
+    subset = test.sample(n=min(test_samples, len(test)), random_state=train.seed).reset_index(drop=True)
+    loaded = load_base(model)
+    new_adapter(loaded, train.lora, ADAPTER, seed=train.seed)
     scorer = scorer_for(loaded, data)
-    snapshots = {0: lora_state(loaded.model, "v1")}
+    snapshots = {0: lora_state(loaded.model, ADAPTER)}
 
     def snapshot(step: int, _total: int) -> None:
-        if step % args.curve_every == 0:
-            snapshots[step] = lora_state(loaded.model, "v1")
+        if step % train.eval_every == 0:
+            snapshots[step] = lora_state(loaded.model, ADAPTER)
 
-    result = train_adapter(scorer, "v1", train, valid, config, progress=True, on_step=snapshot)
-    final = lora_state(loaded.model, "v1")
-    sha = save_adapter(
-        loaded,
-        "v1",
-        args.adapter_out,
-        {
-            "kind": "train",
-            "train": config.to_dict(),
-            "data_sha256": data.content_hash(),
-            "result": asdict(result),
-        },
+    trained = train_adapter(scorer, ADAPTER, train_split, valid, train, progress=True, on_step=snapshot)
+    final = lora_state(loaded.model, ADAPTER)
+    metadata = {"kind": "train", "train": train.to_dict(), "data_sha256": data.content_hash()}
+    sha = save_adapter(loaded, ADAPTER, adapter_out, {**metadata, "result": asdict(trained)})
+    curve = []
+    for step, state in sorted(snapshots.items()):
+        curve.append(_curve_point(scorer, state, step, train.batch_size, subset))
+        say(f"step {step}: test AUC {curve[-1].test.auc:.4f} on {len(subset)} samples")
+    _load_lora(scorer, final)
+    return RecommenderResult(
+        command=command,
+        machine=Machine.here(loaded.device).summary(),
+        base=model.base,
+        train_config=train,
+        train_result=trained,
+        adapter_sha256=sha,
+        test_subset=len(subset),
+        curve=curve,
+        references_on_subset=_references(train_split, subset),
+        references_on_full_test=_references(train_split, test),
     )
 
-    labels = test_subset["label"].to_numpy()
-    curve = []
-    named = dict(loaded.model.named_parameters())
-    for step, state in sorted(snapshots.items()):
-        with torch.no_grad():
-            for key, value in state.items():
-                named[key].copy_(value)
-        started = time.perf_counter()
-        probs = scorer.score(test_subset, progress=True, desc=f"test @ step {step}")
-        ev = evaluate_probs(f"step {step}", labels, probs)
-        curve.append(
-            {
-                "step": step,
-                "train_samples": step * args.batch_size,
-                **ev.as_dict(),
-                "score_seconds": time.perf_counter() - started,
-            }
-        )
-        print(json.dumps(curve[-1]))
-    with torch.no_grad():
-        for key, value in final.items():
-            named[key].copy_(value)
-    references = [
-        evaluate_probs(name, labels, fn(train, test_subset), calibrated=False).as_dict()
-        for name, fn in REFERENCES.items()
-    ]
-    references_full = [
-        evaluate_probs(name, test["label"].to_numpy(), fn(train, test), calibrated=False).as_dict()
-        for name, fn in REFERENCES.items()
-    ]
-    report = {
-        "command": "python -m benchmarks.recommender "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}"
-            for k, v in vars(args).items()
-            if k in {"max_steps", "test_samples", "curve_every"}
-        ),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {loaded.device}",
-        "base": args.base,
-        "train_config": config.to_dict(),
-        "train_result": asdict(result),
-        "adapter_sha256": sha,
-        "test_subset": len(test_subset),
-        "curve": curve,
-        "references_on_subset": references,
-        "references_on_full_test": references_full,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [p["train_samples"] for p in curve]
-    ax.plot(xs, [p["auc"] for p in curve], marker="o", label="SmolLM2 + LoRA adapter (test AUC)")
-    ax.fill_between(xs, [p["auc_ci95"][0] for p in curve], [p["auc_ci95"][1] for p in curve], alpha=0.2)
-    for ref, style in zip(references, ["--", ":"], strict=True):
-        ax.axhline(ref["auc"], linestyle=style, color="gray", label=f"{ref['name']} ({ref['auc']:.3f})")
+def _load_lora(scorer: Scorer, state: dict[str, torch.Tensor]) -> None:
+    named = dict(scorer.loaded.model.named_parameters())
+    with torch.no_grad():
+        for key, value in state.items():
+            named[key].copy_(value)
+
+
+def _curve_point(
+    scorer: Scorer, state: dict[str, torch.Tensor], step: int, batch_size: int, subset: pd.DataFrame
+) -> CurvePoint:
+    _load_lora(scorer, state)
+    started = time.perf_counter()
+    probs = scorer.score(subset, progress=True, desc=f"test @ step {step}")
+    test = evaluate_probs(f"step {step}", subset["label"].to_numpy(), probs)
+    return CurvePoint(step, step * batch_size, test, time.perf_counter() - started)
+
+
+def _references(train: pd.DataFrame, target: pd.DataFrame) -> list[Evaluation]:
+    labels = target["label"].to_numpy()
+    return [
+        evaluate_probs(name, labels, fn(train, target), calibrated=False) for name, fn in REFERENCES.items()
+    ]
+
+
+def plot(result: RecommenderResult, path: Path) -> None:
+    """The adapter's test AUC (95% band) against training samples seen, the references as lines."""
+    fig, ax = report.figure(1, 1, (7, 4.5))
+    xs = [p.train_samples for p in result.curve]
+    ax.plot(xs, [p.test.auc for p in result.curve], marker="o", label="SmolLM2 + LoRA adapter (test AUC)")
+    ax.fill_between(xs, *zip(*(p.test.auc_ci95 for p in result.curve), strict=True), alpha=0.2)
+    for ref, style in zip(result.references_on_subset, ["--", ":"], strict=True):
+        ax.axhline(ref.auc, linestyle=style, color="gray", label=f"{ref.name} ({ref.auc:.3f})")
     ax.axhline(0.5, color="black", linewidth=0.5)
     ax.set_xlabel("training samples seen")
-    ax.set_ylabel(f"test AUC ({len(test_subset)} samples, 95% bootstrap CI)")
+    ax.set_ylabel(f"test AUC ({result.test_subset} samples, 95% bootstrap CI)")
     ax.set_title("Adapter v1 learning curve on MovieLens-100K (CPU budget)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out.with_suffix(".png"), dpi=120)
-    print(f"wrote {args.out.with_suffix('.json')} and .png; adapter {args.adapter_out} sha256 {sha[:12]}")
-
-
-if __name__ == "__main__":
-    main()
+    report.save_figure(fig, path, dpi=120)

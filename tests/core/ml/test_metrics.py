@@ -3,6 +3,9 @@ membership-inference interval, and the efficiency meters."""
 
 from __future__ import annotations
 
+import gc
+import mmap
+
 import numpy as np
 import pytest
 import torch
@@ -38,14 +41,29 @@ def test_parameter_count() -> None:
     assert metrics.parameter_count(layer.parameters()) == 16
 
 
+def _resident_block(size: int) -> mmap.mmap:
+    """``size`` bytes of fresh anonymous pages, each written once so that it is resident.  Not numpy or
+    malloc: an allocator may hand back memory the process already holds, and then RSS does not grow."""
+    block = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1
+    return block
+
+
 def test_resource_meter_sees_a_block_allocation_and_resets_between_blocks() -> None:
-    with metrics.ResourceMeter("cpu") as meter:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        block[::512] += 1
-    del block
-    assert meter.kind in ("cpu_peak_rss", "cpu_ru_maxrss") and meter.seconds > 0
-    assert meter.peak_bytes - meter.baseline_bytes > 48 * 2**20
-    if meter.kind == "cpu_peak_rss":  # the peak is per block, not per process
+    gc.collect()  # garbage of earlier tests freed inside the block would hide the block's growth
+    gc.disable()
+    try:
+        with metrics.ResourceMeter("cpu") as meter:
+            block = _resident_block(64 * 2**20)
+            held = metrics._proc_status_kib("VmRSS")
+        block.close()  # unmapped: RSS falls back, the process's peak stays
         with metrics.ResourceMeter("cpu") as quiet:
             sum(range(1000))
+    finally:
+        gc.enable()
+    assert meter.kind in ("cpu_peak_rss", "cpu_ru_maxrss") and meter.seconds > 0
+    assert held is not None and meter.peak_bytes >= held * 1024  # the peak covers what the block held
+    assert meter.peak_bytes - meter.baseline_bytes > 48 * 2**20
+    if meter.kind == "cpu_peak_rss":  # the peak is per block, not per process
         assert quiet.peak_bytes - quiet.baseline_bytes < 32 * 2**20

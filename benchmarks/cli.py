@@ -1,0 +1,163 @@
+"""``e2u bench`` (also ``python -m benchmarks``): the benchmarks' command line.  An edge: it reads settings
+and options, calls the benchmark, and writes its JSON and PNG under ``benchmarks/results/``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from benchmarks import ranking, recommender, report, unlearning
+from core.ml import data as data_mod
+from core.ml.model import LoraSpec, ModelConfig
+from core.ml.training import TrainConfig
+from core.settings import Settings
+
+bench_app = typer.Typer(
+    help="Benchmarks (figures, tables and plots under benchmarks/results/).", no_args_is_help=True
+)
+
+BaseOpt = Annotated[str | None, typer.Option(help="smollm2, tiny, or a local model folder")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (1 is faster on a busy machine)")]
+OutOpt = Annotated[Path | None, typer.Option(help="JSON file (a PNG goes beside it)")]
+
+
+def _setup(base: str | None, threads: int | None) -> tuple[Settings, ModelConfig]:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    settings = Settings()
+    return settings, ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(2)
+
+
+def _load_data(settings: Settings) -> data_mod.PreparedData:
+    try:
+        return data_mod.load_prepared(settings.data_dir)
+    except data_mod.DataError as error:
+        raise _fail(error) from None
+
+
+@bench_app.command("ranking")
+def ranking_command(
+    base: BaseOpt = None,
+    candidates: int = 50,
+    repeats: int = 3,
+    user: str = "1",
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Prefix-shared ranking against plain scoring: one user, N candidates, both paths interleaved."""
+    settings, model = _setup(base, threads)
+    result = ranking.measure(model, _load_data(settings), user, candidates, repeats)
+    json_path = out or report.RESULTS / "ranking.json"
+    report.save_json(result.to_dict(), json_path)
+    typer.echo(result.summary())
+    typer.echo(f"wrote {json_path}")
+
+
+@bench_app.command("recommender")
+def recommender_command(
+    base: BaseOpt = None,
+    max_steps: int = 240,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    curve_every: Annotated[int, typer.Option(help="a learning-curve point every N steps")] = 60,
+    test_samples: int = 600,
+    valid_samples: int = 128,
+    seed: int = 0,
+    adapter_out: Annotated[Path | None, typer.Option(help="default: the adapter store's v1")] = None,
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Adapter v1 against the non-LLM references, with a learning curve on a fixed test subset."""
+    settings, model = _setup(base, threads)
+    train = TrainConfig(
+        lora=LoraSpec(),
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        eval_every=curve_every,
+        patience=100,  # the curve needs every point; the best-on-valid weights are still restored at the end
+        valid_samples=valid_samples,
+        seed=seed,
+    )
+    command = (
+        f"e2u bench recommender --max-steps {max_steps} --batch-size {batch_size} --learning-rate "
+        f"{learning_rate} --curve-every {curve_every} --test-samples {test_samples} --valid-samples "
+        f"{valid_samples} --seed {seed}"
+    )
+    data = _load_data(settings)
+    adapter_dir = adapter_out or settings.adapters_dir / recommender.ADAPTER
+    result = recommender.run_recommender(model, data, train, test_samples, adapter_dir, command, typer.echo)
+    json_path = out or report.RESULTS / "recommender.json"
+    report.save_json(result.to_dict(), json_path)
+    recommender.plot(result, json_path.with_suffix(".png"))
+    typer.echo(f"wrote {json_path} and .png; adapter {adapter_dir} sha256 {result.adapter_sha256[:12]}")
+
+
+@bench_app.command("unlearning")
+def unlearning_command(
+    quick: Annotated[
+        bool, typer.Option(help="the 2-core CPU setting (scaled down; says how in the output)")
+    ] = False,
+    forget_users: Annotated[int | None, typer.Option(help="forget this many users")] = None,
+    forget_fraction: Annotated[
+        float | None, typer.Option(help="forget this fraction of the users (default 0.05)")
+    ] = None,
+    single_user: Annotated[bool, typer.Option(help="forget exactly one user (a single request)")] = False,
+    seed: int = 0,
+    out: OutOpt = None,
+    base: BaseOpt = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated; must include retrain")] = None,
+    users: Annotated[int | None, typer.Option(help="override: keep this many users")] = None,
+    train_per_user: Annotated[
+        int | None, typer.Option(help="override: most recent training samples per user")
+    ] = None,
+    test_samples: Annotated[int | None, typer.Option(help="override: test samples for utility")] = None,
+    parent_epochs: Annotated[
+        float | None, typer.Option(help="override: the parent's passes over train")
+    ] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train a parent, run every unlearning method on the same forget set, and compare them."""
+    if forget_users is not None and forget_fraction is not None:
+        raise typer.BadParameter("give --forget-users or --forget-fraction, not both")
+    if single_user and forget_users not in (None, 1):
+        raise typer.BadParameter("--single-user means --forget-users 1")
+    settings, model = _setup(base, threads)
+    overrides: dict[str, Any] = {"forget_users": 1 if single_user else forget_users}
+    if forget_fraction is not None:
+        overrides["forget_fraction"] = forget_fraction
+    if methods:
+        overrides["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if parent_epochs is not None:
+        overrides["parent_epochs"] = parent_epochs
+    sizes = {"users": users, "train_per_user": train_per_user, "test_samples": test_samples}
+    try:
+        config = (unlearning.quick_config if quick else unlearning.full_config)(model, seed, **overrides)
+        given = {k: v for k, v in sizes.items() if v is not None}
+        if given:
+            config = replace(config, sizes=replace(config.sizes, **given))
+    except unlearning.BenchmarkError as error:
+        raise _fail(error) from None
+    data = _load_data(settings)
+    json_path = out or report.RESULTS / f"unlearning_{config.setting}.json"
+    result = unlearning.run_benchmark(data, config, log=typer.echo, progress=True)
+    report.save_json(result.to_dict(), json_path)
+    unlearning.plot(result, json_path.with_suffix(".png"))
+    machine = result.machine
+    typer.echo("")
+    typer.echo(
+        f"setting {config.setting}: sizes {asdict(result.sizes)}; parent recipe {config.parent_epochs} "
+        f"passes; machine {machine.device}, {machine.cpu_count} CPUs, {machine.torch_threads} torch "
+        f"threads; total {result.seconds_total:.0f} s"
+    )
+    typer.echo(unlearning.format_table(result))
+    typer.echo(f"\nwrote {json_path} and {json_path.with_suffix('.png')}")

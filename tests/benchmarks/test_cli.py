@@ -1,0 +1,108 @@
+"""``e2u bench ...`` end to end on the tiny random-init model (untrained: checks what each command writes
+and refuses, not the figures' quality)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from app.cli import app
+from benchmarks.cli import bench_app
+from benchmarks.ranking import RankingResult
+from benchmarks.recommender import RecommenderResult
+from core.ml.data import SampleConfig, prepare, save_prepared
+from core.ml.model import adapter_sha256
+from tests.conftest import MODELS_DIR, synthetic_dataset
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    save_prepared(
+        prepare(synthetic_dataset(users=16, items=20, per_user=8), SampleConfig(history_len=3)),
+        tmp_path / "data" / "default",
+    )
+    (tmp_path / "models").symlink_to(MODELS_DIR)  # converted models are shared, not rebuilt
+    monkeypatch.setenv("E2U_HOME", str(tmp_path))
+    threads = torch.get_num_threads()  # --threads sets it for the whole process
+    yield tmp_path
+    torch.set_num_threads(threads)
+
+
+def test_e2u_mounts_the_benchmarks() -> None:
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in ("ranking", "recommender", "unlearning"))
+
+
+def test_bench_unlearning_writes_json_png_and_a_table(home: Path) -> None:
+    out = home / "results" / "run.json"
+    options = [
+        "--base",
+        "tiny",
+        "--threads",
+        "1",
+        "--single-user",
+        "--users",
+        "8",
+        "--train-per-user",
+        "4",
+        "--test-samples",
+        "12",
+        "--methods",
+        "retrain,e2urec",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, ["bench", "unlearning", *options])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert [r["method"] for r in record["records"]] == ["parent", "retrain", "e2urec"]
+    assert record["sizes"]["users"] == 8 and record["sizes"]["forget_users"] == 1
+    assert record["sizes"]["train"] <= 32 and record["setting"] == "full"
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "e2urec" in result.output and "wall time <= 20% of Retrain's" in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--forget-users", "2", "--forget-fraction", "0.1"], "not both"),
+        (["--single-user", "--forget-users", "3"], "means --forget-users 1"),
+        (["--methods", "e2urec"], "must be among the methods"),
+    ],
+)
+def test_bench_unlearning_refuses_contradictory_options(home: Path, options: list[str], message: str) -> None:
+    result = CliRunner().invoke(bench_app, ["unlearning", "--base", "tiny", *options])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+
+
+def test_bench_ranking_compares_both_paths(home: Path) -> None:
+    out = home / "results" / "ranking.json"
+    options = ["--base", "tiny", "--threads", "1", "--candidates", "6", "--repeats", "1", "--out", str(out)]
+    result = CliRunner().invoke(bench_app, ["ranking", *options])
+    assert result.exit_code == 0, result.output
+    ranking = RankingResult.from_dict(json.loads(out.read_text()))
+    assert (ranking.base, ranking.candidates, ranking.repeats) == ("tiny", 6, 1)
+    assert ranking.max_abs_score_difference < 1e-4  # the two paths score alike
+    assert ranking.speedup == pytest.approx(ranking.plain_seconds_median / ranking.shared_seconds_median)
+    assert "speed-up" in result.output
+
+
+def test_bench_recommender_writes_a_learning_curve_and_the_adapter(home: Path) -> None:
+    out = home / "results" / "recommender.json"
+    options = ["--base", "tiny", "--threads", "1", "--max-steps", "4", "--curve-every", "2"]
+    options += ["--batch-size", "4", "--test-samples", "8", "--valid-samples", "8", "--out", str(out)]
+    result = CliRunner().invoke(bench_app, ["recommender", *options])
+    assert result.exit_code == 0, result.output
+    recorded = RecommenderResult.from_dict(json.loads(out.read_text()))
+    assert [p.step for p in recorded.curve] == [0, 2, 4] and recorded.test_subset == 8
+    assert [p.train_samples for p in recorded.curve] == [0, 8, 16]
+    assert [r.name for r in recorded.references_on_subset] == ["item_mean_rating", "item_popularity"]
+    assert recorded.train_result.steps == 4 and recorded.command.startswith("e2u bench recommender")
+    assert adapter_sha256(home / "adapters" / "v1") == recorded.adapter_sha256  # the adapter is saved
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
