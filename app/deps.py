@@ -20,11 +20,11 @@ from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.errors import Unauthenticated
 from app.runtime import Runtime
 from app.settings import ApiSettings
 from core.db.models import ApiKey
 from core.services import api_keys as api_key_service
+from core.services.errors import Unauthorized
 from core.serving import ModelServer
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _presented_key(
 ) -> str:
     key = header or (bearer.credentials if bearer else None)
     if not key:
-        raise Unauthenticated("an API key is required (X-API-Key header or Authorization: Bearer)")
+        raise Unauthorized("an API key is required (X-API-Key header or Authorization: Bearer)")
     return key
 
 

@@ -1,8 +1,9 @@
-"""The HTTP edge's errors and the one place where every error becomes an HTTP response.
+"""The one place where an error becomes an HTTP response.
 
-``AppError`` subclasses carry their status.  Core's own errors are mapped by ``CORE_ERROR_STATUS`` (by class,
-nearest ancestor wins); validation failures become 422 with the offending fields; anything unexpected is
-logged and answered with a 500 JSON body that leaks nothing.  Every body has the same shape::
+``HTTP_STATUS`` maps an error class to its status (the nearest ancestor wins); the response's ``code`` is
+the error's own ``code`` (core's ``ServiceError`` classes and the edge's two below carry one).  Validation
+failures become 422 with the offending fields; anything unexpected is logged and answered with a 500 JSON
+body that leaks nothing.  Every body has the same shape::
 
     {"error": {"code": "not_found", "message": "erasure request 7 not found", "details": ...}}
 """
@@ -10,6 +11,7 @@ logged and answered with a 500 JSON body that leaks nothing.  Every body has the
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,72 +21,36 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.ml.model import ModelError
+from core.services import errors as service_errors
 from core.serving import NoActiveAdapter
 
 log = logging.getLogger(__name__)
 
 
-class AppError(Exception):
-    """An expected refusal with an HTTP status; ``code`` is a stable machine-readable name."""
+class PayloadTooLarge(service_errors.ServiceError):
+    """An upload over the configured size limit (a refusal only the edge can make)."""
 
-    status_code = 500
-    code = "internal_error"
-
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-
-class BadRequest(AppError):
-    status_code = 400
-    code = "bad_request"
-
-
-class Unauthenticated(AppError):
-    status_code = 401
-    code = "unauthenticated"
-
-
-class Forbidden(AppError):
-    status_code = 403
-    code = "forbidden"
-
-
-class NotFound(AppError):
-    status_code = 404
-    code = "not_found"
-
-
-class Conflict(AppError):
-    status_code = 409
-    code = "conflict"
-
-
-class PayloadTooLarge(AppError):
-    status_code = 413
     code = "payload_too_large"
 
 
-class Unprocessable(AppError):
-    status_code = 422
+class InvalidRequest(service_errors.ServiceError):
+    """A request that names what does not exist, refused by the route with the code of schema failures."""
+
     code = "validation_error"
 
 
-class Unavailable(AppError):
-    status_code = 503
-    code = "unavailable"
-
-
-# Core errors by class -> (status, code).  Filled from core's hierarchy; the nearest ancestor wins.
-CORE_ERROR_STATUS: dict[type[BaseException], tuple[int, str]] = {
-    NoActiveAdapter: (503, "no_active_adapter"),
-    ModelError: (422, "model_error"),
+HTTP_STATUS: dict[type[Exception], int] = {
+    service_errors.Unauthorized: 401,
+    service_errors.Forbidden: 403,
+    service_errors.NotFound: 404,
+    service_errors.Conflict: 409,  # and its subclasses
+    service_errors.LeaseLost: 409,
+    PayloadTooLarge: 413,
+    service_errors.InvalidInput: 422,
+    InvalidRequest: 422,
+    ModelError: 422,
+    NoActiveAdapter: 503,
 }
-
-
-def register_core_errors(mapping: dict[type[BaseException], tuple[int, str]]) -> None:
-    CORE_ERROR_STATUS.update(mapping)
 
 
 class ErrorBody(BaseModel):
@@ -114,11 +80,19 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": text.get(s, "Error")} for s in statuses}
 
 
-def _status_of(error: BaseException) -> tuple[int, str] | None:
+def _status_of(error: BaseException) -> int | None:
     for klass in type(error).__mro__:
-        if klass in CORE_ERROR_STATUS:
-            return CORE_ERROR_STATUS[klass]
+        if klass in HTTP_STATUS:
+            return HTTP_STATUS[klass]
     return None
+
+
+def _code_of(error: BaseException) -> str:
+    """The error's ``code``; for a core error without one (``ModelError``), its class name in snake case."""
+    code = getattr(error, "code", None)
+    if isinstance(code, str):
+        return code
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
 def _json(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -137,16 +111,14 @@ def _clean_validation(errors: Any) -> list[dict[str, Any]]:
 
 async def render_error(request: Request, error: Exception) -> JSONResponse:
     """The single error handler: every exception that reaches the edge passes through here."""
-    if isinstance(error, AppError):
-        return _json(error.status_code, error.code, error.message, error.details)
     if isinstance(error, RequestValidationError):
         return _json(422, "validation_error", "the request is not valid", _clean_validation(error.errors()))
     if isinstance(error, StarletteHTTPException):  # unknown route, wrong method
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return _json(error.status_code, code, str(error.detail))
-    mapped = _status_of(error)
-    if mapped is not None:  # core errors carry their details (ids, file/line/column) as a dict
-        return _json(mapped[0], mapped[1], str(error), getattr(error, "details", None) or None)
+    status = _status_of(error)
+    if status is not None:  # expected refusals carry their details (ids, file/line/column) as a dict
+        return _json(status, _code_of(error), str(error), getattr(error, "details", None) or None)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
     return _json(500, "internal_error", "internal error (logged)")
 
@@ -154,6 +126,5 @@ async def render_error(request: Request, error: Exception) -> JSONResponse:
 def install_error_handler(app: FastAPI) -> None:
     """Route every error class to ``render_error`` (Starlette looks handlers up by class; ``Exception``
     itself is the last resort, answered by the server-error middleware)."""
-    kinds = (AppError, RequestValidationError, StarletteHTTPException, *CORE_ERROR_STATUS, Exception)
-    for kind in kinds:
+    for kind in (RequestValidationError, StarletteHTTPException, *HTTP_STATUS, Exception):
         app.add_exception_handler(kind, render_error)  # type: ignore[arg-type]

@@ -8,15 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.admin.endpoints import router as admin_router
+from app.adapters.endpoints import router as adapters_router
+from app.api_keys.endpoints import router as api_keys_router
 from app.erasures.endpoints import router as erasures_router
-from app.errors import install_error_handler, register_core_errors
+from app.errors import install_error_handler
 from app.imports.endpoints import router as imports_router
+from app.jobs.endpoints import router as jobs_router
 from app.recommendations.endpoints import router as recommendations_router
 from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
 from app.system.endpoints import router as system_router
-from core.services import errors as service_errors
 from core.serving import ModelServer
 
 DESCRIPTION = """
@@ -31,23 +32,6 @@ Unlearning-as-a-service for an LLM recommender (E2URec).
 Authenticate with an API key in the `X-API-Key` header (or `Authorization: Bearer`).  Keys carry
 scopes: `recommend`, `erase`, `admin`.  Errors are JSON: `{"error": {"code", "message", "details"}}`.
 """
-
-register_core_errors(
-    {
-        service_errors.NotFound: (404, "not_found"),
-        service_errors.InvalidInput: (422, "invalid_input"),
-        service_errors.Conflict: (409, "conflict"),
-        service_errors.IdempotencyKeyReused: (409, "idempotency_key_reused"),
-        service_errors.NotCancellable: (409, "not_cancellable"),
-        service_errors.StalePromotion: (409, "stale_promotion"),
-        service_errors.PredatesErasure: (409, "predates_erasure"),
-        service_errors.VersionUnavailable: (409, "version_unavailable"),
-        service_errors.ImportRefused: (409, "import_refused"),
-        service_errors.Unauthorized: (401, "unauthenticated"),
-        service_errors.Forbidden: (403, "forbidden"),
-        service_errors.LeaseLost: (409, "lease_lost"),
-    }
-)
 
 
 def create_app(
@@ -81,7 +65,9 @@ def create_app(
     v1 = APIRouter(prefix="/v1")
     v1.include_router(recommendations_router)
     v1.include_router(erasures_router)
-    v1.include_router(admin_router)
+    v1.include_router(jobs_router)
+    v1.include_router(adapters_router)
+    v1.include_router(api_keys_router)
     v1.include_router(imports_router)
     app.include_router(v1)
     app.include_router(system_router)

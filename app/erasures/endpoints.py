@@ -20,6 +20,8 @@ from core.services import erasures as service
 
 router = APIRouter(prefix="/erasure-requests", tags=["erasure requests"])
 
+ErasureStatusFilter = Annotated[ErasureStatus | None, Query(alias="status")]
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -79,10 +81,7 @@ def create_erasure_request(
     summary="List erasure requests",
 )
 def list_erasure_requests(
-    session: SessionDep,
-    key: EraseKey,
-    page: PageDep,
-    status_: Annotated[ErasureStatus | None, Query(alias="status")] = None,
+    session: SessionDep, key: EraseKey, page: PageDep, status_: ErasureStatusFilter = None
 ) -> ErasureRequestList:
     """Newest first."""
     rows = service.list_erasure_requests(session, status_, page.limit, page.offset)

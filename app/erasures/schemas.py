@@ -7,14 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas import request_body, response_body
+
 ErasureStatus = Literal["received", "queued", "unlearning", "verifying", "completed", "failed", "cancelled"]
 
 
 class ErasureRequestCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"user_id": "196"}, {"user_id": "196", "items": ["242", "393"]}]},
-    )
+    model_config = request_body({"user_id": "196"}, {"user_id": "196", "items": ["242", "393"]})
     user_id: str = Field(min_length=1, max_length=64, description="whose data to erase", examples=["196"])
     items: list[str] | None = Field(
         None,
@@ -25,25 +24,20 @@ class ErasureRequestCreate(BaseModel):
 
 
 class ErasureRequestPublic(BaseModel):
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "0b6f6f4e-3c1a-4d7e-9d0e-6a2f0f1b2c3d",
-                    "user_id": "196",
-                    "scope": "user",
-                    "items": [],
-                    "status": "queued",
-                    "created_at": "2026-01-05T10:00:00Z",
-                    "queued_at": "2026-01-05T10:00:00Z",
-                    "updated_at": "2026-01-05T10:00:00Z",
-                    "deadline_at": "2026-02-04T10:00:00Z",
-                    "retry_count": 0,
-                    "certificate_url": None,
-                }
-            ]
-        },
+    model_config = response_body(
+        {
+            "id": "0b6f6f4e-3c1a-4d7e-9d0e-6a2f0f1b2c3d",
+            "user_id": "196",
+            "scope": "user",
+            "items": [],
+            "status": "queued",
+            "created_at": "2026-01-05T10:00:00Z",
+            "queued_at": "2026-01-05T10:00:00Z",
+            "updated_at": "2026-01-05T10:00:00Z",
+            "deadline_at": "2026-02-04T10:00:00Z",
+            "retry_count": 0,
+            "certificate_url": None,
+        }
     )
     id: str
     user_id: str | None = Field(description="redacted (null) once the erasure completes")

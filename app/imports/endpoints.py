@@ -19,9 +19,7 @@ def _source(upload: UploadFile, default_name: str, limit_bytes: int) -> CsvSourc
     name = upload.filename or default_name
     content = upload.file.read(limit_bytes + 1)
     if len(content) > limit_bytes:
-        raise PayloadTooLarge(
-            f"{name}: larger than {limit_bytes} bytes (E2U_MAX_IMPORT_BYTES)", {"file": name}
-        )
+        raise PayloadTooLarge(f"{name}: larger than {limit_bytes} bytes (E2U_MAX_IMPORT_BYTES)", file=name)
     return CsvSource(name, content)
 
 

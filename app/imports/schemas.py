@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from app.schemas import response_body
 
 
 class ImportPublic(BaseModel):
     """What an import changed: counts only."""
 
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "items_added": 1682,
-                    "items_updated": 0,
-                    "items_unchanged": 0,
-                    "profiles_added": 943,
-                    "profiles_updated": 0,
-                    "ratings_added": 100000,
-                    "users_rated": 943,
-                }
-            ]
-        },
+    model_config = response_body(
+        {
+            "items_added": 1682,
+            "items_updated": 0,
+            "items_unchanged": 0,
+            "profiles_added": 943,
+            "profiles_updated": 0,
+            "ratings_added": 100000,
+            "users_rated": 943,
+        }
     )
     items_added: int = Field(ge=0)
     items_updated: int = Field(ge=0, description="existing items whose title or genres changed")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 from fastapi import APIRouter, status
+from sqlalchemy.orm import Session
 
 from app.deps import ModelServerDep, RecommendKey, SessionDep, SettingsDep
-from app.errors import Unprocessable, error_responses
+from app.errors import InvalidRequest, error_responses
 from app.recommendations.schemas import (
     PairScore,
     RatingPublic,
@@ -23,6 +24,13 @@ from core.ml.data import encode_history
 from core.services import recommendations as service
 
 router = APIRouter(tags=["recommendations"])
+
+
+def _refuse_unknown(session: Session, item_ids: list[str], message: str) -> None:
+    # a service refusal in waiting: its code would then be invalid_input, as for ratings (an API change)
+    unknown = service.unknown_items(session, item_ids)
+    if unknown:
+        raise InvalidRequest(f"{message} {unknown}", items=unknown)
 
 
 @router.post(
@@ -41,9 +49,7 @@ def recommend(
     """Rank the given candidates (or the user's unseen popular items) with the active adapter."""
     history = service.user_history(session, body.user_id, settings.history_len)
     if body.candidates is not None:
-        unknown = service.unknown_items(session, body.candidates)
-        if unknown:
-            raise Unprocessable(f"unknown candidate item(s) {unknown}", {"items": unknown})
+        _refuse_unknown(session, body.candidates, "unknown candidate item(s)")
         candidates = body.candidates
     else:
         candidates = service.candidate_items(session, body.user_id, body.pool_size)
@@ -64,9 +70,7 @@ def recommend(
 def score(
     body: ScoreRequest, session: SessionDep, server: ModelServerDep, settings: SettingsDep, key: RecommendKey
 ) -> ScoresPublic:
-    unknown = service.unknown_items(session, [p.item_id for p in body.pairs])
-    if unknown:
-        raise Unprocessable(f"unknown item(s) {unknown}", {"items": unknown})
+    _refuse_unknown(session, [p.item_id for p in body.pairs], "unknown item(s)")
     users = sorted({p.user_id for p in body.pairs})
     histories = {u: encode_history(service.user_history(session, u, settings.history_len)) for u in users}
     catalog = service.prompt_catalog(session, users)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas import request_body
+
 UserId = Field(min_length=1, max_length=64, examples=["196"])
 ItemId = Field(min_length=1, max_length=64, examples=["242"])
 
 
 class RecommendationRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"user_id": "196", "k": 5},
-                {"user_id": "196", "k": 2, "candidates": ["1", "50", "181"]},
-            ]
-        },
+    model_config = request_body(
+        {"user_id": "196", "k": 5},
+        {"user_id": "196", "k": 2, "candidates": ["1", "50", "181"]},
     )
     user_id: str = UserId
     k: int = Field(10, ge=1, le=100, description="how many items to return")
@@ -52,13 +49,8 @@ class ScorePair(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"pairs": [{"user_id": "196", "item_id": "242"}, {"user_id": "186", "item_id": "302"}]}
-            ]
-        },
+    model_config = request_body(
+        {"pairs": [{"user_id": "196", "item_id": "242"}, {"user_id": "186", "item_id": "302"}]}
     )
     pairs: list[ScorePair] = Field(min_length=1, max_length=1000)
 
@@ -82,12 +74,7 @@ class RatingCreate(BaseModel):
 
 
 class RatingsCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"ratings": [{"item_id": "1", "rating": 5}, {"item_id": "2", "rating": 2}]}]
-        },
-    )
+    model_config = request_body({"ratings": [{"item_id": "1", "rating": 5}, {"item_id": "2", "rating": 2}]})
     ratings: list[RatingCreate] = Field(min_length=1, max_length=1000)
 
 

@@ -49,6 +49,12 @@ class TrainConfig:
         if self.patience < 1 or self.valid_samples < 2:
             raise ValueError("patience must be >= 1 and valid_samples >= 2")
 
+    @classmethod
+    def quick(cls, steps: int) -> TrainConfig:
+        """The quick-start recipe (``e2u init``/``serve``): ``steps`` optimiser steps, validated every third
+        of them (at least 10 steps apart) on 128 samples; the rest as the defaults."""
+        return cls(max_steps=steps, eval_every=max(10, steps // 3), valid_samples=128)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,6 +1,6 @@
 """The service layer's error hierarchy.  The HTTP edge maps each class to one status code in one
-place: NotFound -> 404, Conflict (and subclasses) -> 409, InvalidInput -> 422,
-Unauthorized -> 401, Forbidden -> 403."""
+place (``app.errors.HTTP_STATUS``): NotFound -> 404, Conflict (and subclasses) -> 409, InvalidInput -> 422,
+Unauthorized -> 401, Forbidden -> 403; the response's ``code`` is the class's ``code``."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ class ImportRefused(Conflict):
 
 
 class Unauthorized(ServiceError):
-    code = "unauthorized"
+    """No API key, or one that is unknown or revoked (HTTP 401: the caller is not authenticated)."""
+
+    code = "unauthenticated"
 
 
 class Forbidden(ServiceError):

@@ -103,13 +103,18 @@ def test_validation_errors_change_nothing(api_env: Env) -> None:
             headers=keys.header("recommend"),
         ),
         422,
+        "validation_error",
     )
     _error(
         client.post("/v1/recommendations", json={"user_id": "nobody"}, headers=keys.header("recommend")), 404
     )
     _error(client.post("/v1/scores", json={"pairs": []}, headers=keys.header("recommend")), 422)
     ratings = {"ratings": [{"item_id": "i1", "rating": 4}, {"item_id": "zz", "rating": 4}]}
-    _error(client.post("/v1/users/u1/ratings", json=ratings, headers=keys.header("recommend")), 422)
+    _error(
+        client.post("/v1/users/u1/ratings", json=ratings, headers=keys.header("recommend")),
+        422,
+        "invalid_input",
+    )
     _error(
         client.post(
             "/v1/users/u1/ratings",

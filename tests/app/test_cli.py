@@ -1,19 +1,27 @@
 """The ``e2u`` command line through typer's CliRunner: ``e2u data import`` writes into the database named
-by the settings (E2U_HOME's embedded SQLite here), all or nothing."""
+by the settings (E2U_HOME's embedded SQLite here), all or nothing; refusals exit 2 with their own message
+(a usage error, such as a misspelt option, also exits 2: the message tells them apart); ``e2u init``
+prepares and trains through the workflows with the quick-start recipe."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from click.testing import Result
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from app.cli import app
+from app.cli import app, data, model, service
+from app.launcher import InitReport
 from core.db.engine import make_engine, session_factory
 from core.db.migrate import upgrade
 from core.db.models import Interaction
 from core.ml.data import PreparedData
+from core.ml.model import LoraSpec
+from core.ml.training import TrainConfig
 from core.services.bootstrap import import_prepared
 from tests.adapters import register_placeholder_version
 
@@ -29,6 +37,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_data: PreparedDa
         import_prepared(session, small_data)
         register_placeholder_version(session)
     return tmp_path
+
+
+def _assert_refused(result: Result, message: str) -> None:
+    """Exit 2 with the command's own message, not a usage error (which exits 2 too)."""
+    assert result.exit_code == 2, result.output
+    assert message in result.output, result.output
+    assert "No such option" not in result.output and "Usage:" not in result.output
 
 
 def _interactions(home: Path) -> int:
@@ -49,8 +64,7 @@ def test_data_import(home: Path) -> None:
     bad = runner.invoke(
         app, ["data", "import", "--ratings", str(home / "bad.csv"), "--items", str(home / "items.csv")]
     )
-    assert bad.exit_code == 2
-    assert "bad.csv: line 3, column 'timestamp'" in bad.output
+    _assert_refused(bad, "bad.csv: line 3, column 'timestamp': not a unix time")
     assert _interactions(home) == before
 
     good = runner.invoke(
@@ -59,3 +73,75 @@ def test_data_import(home: Path) -> None:
     assert good.exit_code == 0, good.output
     assert "imported 2 ratings of 2 users; items: 1 added" in good.output
     assert _interactions(home) == before + 2
+
+
+def test_a_misspelt_option_is_a_usage_error_not_a_refusal(home: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "import", "--rating", "r.csv", "--items", "i.csv"])
+    assert result.exit_code == 2
+    assert "No such option" in result.output and "--rating" in result.output
+
+
+def test_apikey_create_refuses_an_unknown_scope(home: Path) -> None:
+    result = CliRunner().invoke(app, ["apikey", "create", "--name", "ops", "--scopes", "admin,root"])
+    _assert_refused(result, "unknown: ['root']")
+    created = CliRunner().invoke(app, ["apikey", "create", "--name", "ops", "--scopes", "admin"])
+    assert created.exit_code == 0 and created.output.startswith("e2u_"), created.output
+
+
+def test_certificate_verify_refuses_an_unreadable_file(tmp_path: Path) -> None:
+    missing = CliRunner().invoke(app, ["certificate", "verify", str(tmp_path / "none.json")])
+    _assert_refused(missing, "error: cannot read")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    not_object = CliRunner().invoke(app, ["certificate", "verify", str(tmp_path / "list.json")])
+    _assert_refused(not_object, "is not a JSON object")
+
+
+def test_the_quick_start_recipe() -> None:
+    # what `e2u init` trained with when it called the `train` command with positional values
+    old = TrainConfig(
+        lora=LoraSpec(r=8, alpha=16),
+        learning_rate=1e-3,
+        batch_size=8,
+        max_steps=60,
+        max_samples=None,
+        eval_every=20,
+        valid_samples=128,
+        seed=0,
+    )
+    assert TrainConfig.quick(60) == old
+    assert TrainConfig.quick(12).eval_every == 10
+
+
+def test_init_prepares_and_trains_through_the_workflows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_data: PreparedData
+) -> None:
+    monkeypatch.setenv("E2U_HOME", str(tmp_path))
+    monkeypatch.setenv("E2U_BASE_MODEL", "tiny")
+    monkeypatch.setenv("E2U_HISTORY_LEN", "3")
+    calls: dict[str, Any] = {}
+
+    def fake_initialise(settings: Any, prepare_data: Any, train_v1: Any) -> InitReport:
+        prepare_data()
+        train_v1()
+        return InitReport(active_version="v1-x", imported_interactions=0, dev_api_key=None)
+
+    def fake_prepare(folder: Path, config: Any, *csvs: Any) -> tuple[PreparedData, str]:
+        calls["prepare"] = (folder, config.history_len, csvs)
+        return small_data, "0" * 64
+
+    def fake_train(model_config: Any, prepared: Any, config: TrainConfig, folder: Path) -> Any:
+        calls["train"] = (model_config.base, prepared, config, folder)
+        result = SimpleNamespace(steps=30, best_valid_auc=0.5, seconds=1.0)
+        return SimpleNamespace(sha256="1" * 64, result=result)
+
+    monkeypatch.setattr(service, "initialise", fake_initialise)
+    monkeypatch.setattr(data, "prepare_data", fake_prepare)
+    monkeypatch.setattr(model, "load_prepared", lambda folder: f"data from {folder}")
+    monkeypatch.setattr(model, "train_first_adapter", fake_train)
+    result = CliRunner().invoke(app, ["init", "--quick-steps", "30"])
+    assert result.exit_code == 0, result.output
+    data_dir = tmp_path / "data" / "default"
+    assert calls["prepare"] == (data_dir, 3, (None, None, None))
+    v1 = tmp_path / "adapters" / "v1"
+    assert calls["train"] == ("tiny", f"data from {data_dir}", TrainConfig.quick(30), v1)
+    assert f"adapter saved to {v1}" in result.output and "active adapter version: v1-x" in result.output

@@ -249,13 +249,10 @@ def test_erasure_end_to_end(stack: Stack, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["certificate", "verify", str(path)], env={"E2U_SIGNING_KEY": SIGNING_KEY})
     assert result.exit_code == 0, result.output
+    assert f"valid: request {second['id']}" in result.output
     path.write_text(json.dumps(certificate | {"request_id": "someone-else"}))
-    assert (
-        runner.invoke(
-            cli, ["certificate", "verify", str(path)], env={"E2U_SIGNING_KEY": SIGNING_KEY}
-        ).exit_code
-        == 1
-    )
+    tampered = runner.invoke(cli, ["certificate", "verify", str(path)], env={"E2U_SIGNING_KEY": SIGNING_KEY})
+    assert tampered.exit_code == 1 and f"INVALID: {path} was altered" in tampered.output, tampered.output
 
     # rolling back to v1 would serve erased data again: refused
     refused = client.post(f"/v1/admin/adapters/{stack.v1}/rollback", headers=headers)

@@ -20,6 +20,12 @@ def _files(ratings: str, items: str = ITEMS, users: str | None = None) -> dict[s
     return files
 
 
+def _post(env: Env, ratings: str, users: str | None = None, scope: str = "admin") -> Any:
+    return env.client.post(
+        "/v1/admin/imports", files=_files(ratings, users=users), headers=env.keys.header(scope)
+    )
+
+
 def _counts(env: Env) -> tuple[int, int]:
     with env.sessions() as session:
         return (
@@ -34,9 +40,7 @@ def test_an_import_is_visible_to_recommendations(api_env: Env) -> None:
     # user's first candidate
     ratings = "user,item,rating,timestamp\n" + "".join(f"nu{u},n1,5,{100 + u}\n" for u in range(13))
     ratings += "nu0,i1,2,200\n"
-    created = client.post(
-        "/v1/admin/imports", files=_files(ratings, users="user,age\nnu0,33\n"), headers=keys.header("admin")
-    )
+    created = _post(api_env, ratings, users="user,age\nnu0,33\n")
     assert created.status_code == 201, created.text
     assert created.json() == {
         "items_added": 1,
@@ -56,18 +60,14 @@ def test_an_import_is_visible_to_recommendations(api_env: Env) -> None:
     new_user = client.post("/v1/recommendations", json={"user_id": "nu0", "k": 3}, headers=recommend)
     assert new_user.status_code == 200 and "n1" not in {i["item_id"] for i in new_user.json()["items"]}
     # the same file again: every rating is already stored
-    again = client.post("/v1/admin/imports", files=_files(ratings), headers=keys.header("admin"))
+    again = _post(api_env, ratings)
     assert again.status_code == 409 and again.json()["error"]["code"] == "import_refused"
 
 
 def test_a_bad_file_is_a_422_with_its_location_and_changes_nothing(api_env: Env) -> None:
     client, keys = api_env.client, api_env.keys
     before = _counts(api_env)
-    bad = client.post(
-        "/v1/admin/imports",
-        files=_files("user,item,rating,timestamp\nnu1,n1,5,100\nnu1,i2,5,not-a-time\n"),
-        headers=keys.header("admin"),
-    )
+    bad = _post(api_env, "user,item,rating,timestamp\nnu1,n1,5,100\nnu1,i2,5,not-a-time\n")
     assert bad.status_code == 422, bad.text
     error = bad.json()["error"]
     assert error["code"] == "invalid_input"
@@ -76,9 +76,7 @@ def test_a_bad_file_is_a_422_with_its_location_and_changes_nothing(api_env: Env)
         "/v1/admin/imports", files={"items": ("i.csv", ITEMS)}, headers=keys.header("admin")
     )
     assert missing.status_code == 422
-    forbidden = client.post(
-        "/v1/admin/imports", files=_files("user,item,rating,timestamp\n"), headers=keys.header("recommend")
-    )
+    forbidden = _post(api_env, "user,item,rating,timestamp\n", scope="recommend")
     assert forbidden.status_code == 403
     assert _counts(api_env) == before
 
@@ -88,11 +86,7 @@ def test_an_erased_users_data_is_refused(api_env: Env) -> None:
     filed = client.post("/v1/erasure-requests", json={"user_id": "u2"}, headers=keys.header("erase"))
     assert filed.status_code == 201
     before = _counts(api_env)
-    refused = client.post(
-        "/v1/admin/imports",
-        files=_files("user,item,rating,timestamp\nnu1,n1,5,100\nu2,n1,4,100\n"),
-        headers=keys.header("admin"),
-    )
+    refused = _post(api_env, "user,item,rating,timestamp\nnu1,n1,5,100\nu2,n1,4,100\n")
     assert refused.status_code == 409, refused.text
     details = refused.json()["error"]["details"]
     assert (details["file"], details["line"], details["column"]) == ("my-ratings.csv", 3, "user")

@@ -1,0 +1,31 @@
+"""The ``e2u`` command line, one module per area: ``data``, ``model`` (train, evaluate, recommend),
+``service`` (init, serve), ``api_keys``, ``certificates``; ``bench`` is mounted from ``benchmarks.cli``.
+An edge: it reads settings and calls core."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from app.cli import model, service
+from app.cli.api_keys import apikey_app
+from app.cli.certificates import certificate_app
+from app.cli.data import data_app
+from benchmarks.cli import bench_app
+
+app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(certificate_app, name="certificate")
+app.command()(model.train)
+app.command()(model.evaluate)
+app.command("recommend")(model.recommend_cmd)
+app.command()(service.init)
+app.command()(service.serve)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()

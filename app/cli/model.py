@@ -1,0 +1,113 @@
+"""The model area: ``e2u train``, ``e2u evaluate``, ``e2u recommend`` (files under E2U_HOME, no database)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.ml.data import load_prepared
+from core.ml.evaluation import evaluate_all
+from core.ml.model import LoraSpec, ModelConfig
+from core.ml.recommender import popular_unseen, recommend, user_history
+from core.ml.training import TrainConfig
+from core.ml.workflows import load_scorer, train_first_adapter
+from core.settings import Settings
+
+BaseOpt = Annotated[
+    str | None, typer.Option(help="smollm2, tiny, or a local model folder (default: settings)")
+]
+AdapterOpt = Annotated[Path | None, typer.Option(help="adapter folder (default: <home>/adapters/v1)")]
+
+
+def model_config(settings: Settings, base: str | None) -> ModelConfig:
+    return ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
+
+
+def train_v1(settings: Settings, base: str | None, config: TrainConfig, folder: Path | None = None) -> None:
+    """Train adapter v1 into ``folder`` (default: <home>/adapters/v1) and say how it went."""
+    folder = folder or settings.adapters_dir / "v1"
+    data = load_prepared(settings.data_dir)
+    trained = train_first_adapter(model_config(settings, base), data, config, folder)
+    typer.echo(
+        f"adapter saved to {folder} (sha256 {trained.sha256[:12]}); {trained.result.steps} steps, "
+        f"best valid AUC {trained.result.best_valid_auc:.4f}, {trained.result.seconds:.0f} s"
+    )
+
+
+def train(
+    base: BaseOpt = None,
+    out: AdapterOpt = None,
+    max_steps: int = 200,
+    max_samples: Annotated[
+        int | None, typer.Option(help="train on a random subset of this many samples")
+    ] = None,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    eval_every: int = 50,
+    valid_samples: int = 256,
+    lora_rank: int = 8,
+    seed: int = 0,
+) -> None:
+    """Instruction-tune adapter v1 (LoRA on the frozen base) with early stopping on the validation split."""
+    config = TrainConfig(
+        lora=LoraSpec(r=lora_rank, alpha=2 * lora_rank),
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        max_samples=max_samples,
+        eval_every=eval_every,
+        valid_samples=valid_samples,
+        seed=seed,
+    )
+    train_v1(Settings(), base, config, out)
+
+
+def evaluate(
+    adapter: AdapterOpt = None,
+    split: str = "test",
+    limit: Annotated[int | None, typer.Option(help="evaluate a random subset of this many samples")] = None,
+    base: BaseOpt = None,
+    seed: int = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+) -> None:
+    """AUC (with bootstrap 95% CI), LogLoss and accuracy of an adapter, next to two non-LLM references."""
+    settings = Settings()
+    data = load_prepared(settings.data_dir)
+    target = data.split(split)
+    if limit is not None and limit < len(target):
+        target = target.sample(n=limit, random_state=seed).reset_index(drop=True)
+    scorer = load_scorer(model_config(settings, base), data, adapter or settings.adapters_dir / "v1")
+    results = evaluate_all(scorer, data.split("train"), target)
+    typer.echo(f"{'model':<18} {'n':>6} {'AUC':>7} {'95% CI':>17} {'LogLoss':>8} {'Acc':>6}")
+    for r in results:
+        ll = f"{r.logloss:.4f}" if r.logloss is not None else "-"
+        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
+        ci = f"[{r.auc_ci95[0]:.3f}, {r.auc_ci95[1]:.3f}]"
+        typer.echo(f"{r.name:<18} {r.samples:>6} {r.auc:>7.4f} {ci:>17} {ll:>8} {acc:>6}")
+    if json_out:
+        json_out.write_text(json.dumps([r.as_dict() for r in results], indent=2))
+
+
+def recommend_cmd(
+    user: Annotated[str, typer.Option(help="user id")],
+    k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+    candidates: Annotated[int, typer.Option(help="how many unseen popular items to rank")] = 100,
+    adapter: AdapterOpt = None,
+    base: BaseOpt = None,
+) -> None:
+    """Top-k unseen items for a user, with P(like)."""
+    settings = Settings()
+    data = load_prepared(settings.data_dir)
+    interactions = data.samples  # every sample is one rating (the first of each user has no sample)
+    if user not in set(interactions["user_id"]):
+        typer.echo(f"error: unknown user {user!r}", err=True)
+        raise typer.Exit(2)
+    scorer = load_scorer(model_config(settings, base), data, adapter or settings.adapters_dir / "v1")
+    history = user_history(interactions, user, data.config.history_len)
+    for rank, rec in enumerate(
+        recommend(scorer, user, history, popular_unseen(interactions, user, candidates), k), 1
+    ):
+        typer.echo(f"{rank:>3}. {rec.score:.3f}  {rec.item_id:>6}  {rec.title}")
