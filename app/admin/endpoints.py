@@ -17,15 +17,13 @@ from app.admin.schemas import (
     ApiKeyCreated,
     JobList,
     JobPublic,
-    JobStatus,
     PromoteRequest,
     TriggerResult,
-    VersionStatus,
 )
 from app.deps import AdminKey, PageDep, RuntimeDep, SessionDep, actor, after_commit
 from app.errors import Conflict, error_responses
 from app.runtime import Runtime
-from core.db.models import AdapterVersion, UnlearningJob
+from core.db.models import AdapterVersion, JobStatus, UnlearningJob, VersionStatus
 from core.events import EventPublisher, promotion_event
 from core.services import api_keys as api_key_service
 from core.services import batching as batching_service

@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["pending", "running", "succeeded", "failed"]
-VersionStatus = Literal["candidate", "active", "superseded", "destroyed", "rejected"]
+from core.db.models import JobStatus, VersionStatus
 
 
 class JobPublic(BaseModel):

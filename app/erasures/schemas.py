@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ErasureStatus = Literal["received", "queued", "unlearning", "verifying", "completed", "failed", "cancelled"]
+from core.db.models import ErasureStatus
 
 
 class ErasureRequestCreate(BaseModel):
