@@ -202,18 +202,16 @@ def activate_first(
     """Point the alias at ``version_id`` when no version is active yet (bootstrap)."""
     when = now or utcnow()
     alias = adapter_repo.create_alias(session, version_id, when)
-    adapter_repo.set_status(session, version_id, VersionStatus.ACTIVE, promoted_at=when)
-    adapter_repo.add_event(
-        session,
-        ActivationEvent(
-            at=when,
-            version_id=version_id,
-            previous_version_id=None,
-            counter=alias.counter,
-            kind="bootstrap",
-            actor=actor,
-        ),
+    event = ActivationEvent(
+        at=when, version_id=version_id, counter=alias.counter, kind="bootstrap", actor=actor
     )
+    _activate(session, event)
+
+
+def _activate(session: Session, event: ActivationEvent) -> None:
+    """Mark the event's version active (the alias already points at it) and append the event."""
+    adapter_repo.set_status(session, event.version_id, VersionStatus.ACTIVE, promoted_at=event.at)
+    adapter_repo.add_event(session, event)
 
 
 def missing_erasures(session: Session, version_id: str) -> set[str]:
@@ -268,20 +266,17 @@ def promote_version(
     alias = adapter_repo.alias(session)
     assert alias is not None
     adapter_repo.set_status(session, expected_version_id, VersionStatus.SUPERSEDED, superseded_at=when)
-    adapter_repo.set_status(session, version_id, VersionStatus.ACTIVE, promoted_at=when)
-    adapter_repo.add_event(
-        session,
-        ActivationEvent(
-            at=when,
-            version_id=version_id,
-            previous_version_id=expected_version_id,
-            counter=alias.counter,
-            kind=kind,
-            actor=actor,
-            job_id=job_id,
-            reason=reason,
-        ),
+    event = ActivationEvent(
+        at=when,
+        version_id=version_id,
+        previous_version_id=expected_version_id,
+        counter=alias.counter,
+        kind=kind,
+        actor=actor,
+        job_id=job_id,
+        reason=reason,
     )
+    _activate(session, event)
     audit_repo.record(
         session,
         when,
