@@ -188,11 +188,11 @@ def register_candidate(
             candidate.job_id,
             now,
         )
-    finally:
         if rejection is not None:
+            reject_version(session, version_id, f"job:{candidate.job_id}", rejection, now)
+    finally:
+        if rejection is not None:  # its weights go even when registering fails
             delete_artifact(str(folder))
-    if rejection is not None:
-        reject_version(session, version_id, f"job:{candidate.job_id}", rejection, now)
     return version_id
 
 
