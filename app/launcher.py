@@ -18,9 +18,9 @@ from app.settings import ApiSettings
 from core.db.engine import session_factory
 from core.db.migrate import upgrade
 from core.db.repositories import audit as audit_repo
+from core.queue_contract import DEFAULT_QUEUE, UNLEARNING_QUEUE
 from core.services import api_keys as api_key_service
 from core.services import registry as registry_service
-from core.services.batching import DEFAULT_QUEUE, UNLEARNING_QUEUE
 from core.services.bootstrap import bootstrap, registry_is_initialised
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Sending work to the Celery workers by task name (app never imports ``worker``).  The names and
-queues are the contract in ``core.services.batching``."""
+queues are the contract in ``core.queue_contract``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from functools import cached_property
 
 from celery import Celery
 
-from core.services.batching import RUN_JOB_TASK, UNLEARNING_QUEUE
+from core.queue_contract import RUN_JOB_TASK, SERIALIZER, UNLEARNING_QUEUE, broker_transport_options
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,8 @@ class TaskSender:
     @cached_property
     def _celery(self) -> Celery:
         client = Celery("e2u-api", broker=self.settings.broker_url_resolved)
-        client.conf.broker_transport_options = self.settings.broker_transport_options()
-        client.conf.task_serializer = "json"
+        client.conf.broker_transport_options = broker_transport_options(self.settings)
+        client.conf.task_serializer = SERIALIZER
         return client
 
     def run_job(self, job_id: int) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from core.ml.evaluation import Evaluation
-from core.services.certificates import json_safe
+from core.serialization import json_safe
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

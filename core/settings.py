@@ -78,23 +78,6 @@ class Settings(BaseSettings):
     def result_backend_resolved(self) -> str:
         return self.result_backend or f"file://{(self.home / 'celery' / 'results').resolve()}"
 
-    def broker_transport_options(self) -> dict[str, Any]:
-        """Kombu transport options for the broker (creates the embedded broker's folders)."""
-        if self.broker_url_resolved.startswith("filesystem"):
-            queue = (self.home / "celery" / "queue").resolve()
-            processed = (self.home / "celery" / "processed").resolve()
-            control = (self.home / "celery" / "control").resolve()  # kombu's default is ./control
-            for folder in (queue, processed, control, self.home / "celery" / "results"):
-                folder.mkdir(parents=True, exist_ok=True)
-            return {
-                "data_folder_in": str(queue),
-                "data_folder_out": str(queue),
-                "processed_folder": str(processed),
-                "control_folder": str(control),
-                "store_processed": False,
-            }
-        return {"visibility_timeout": self.visibility_timeout_seconds}
-
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.environment != "development" and self.signing_key == DEV_SIGNING_KEY:

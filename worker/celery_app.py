@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.services.batching import DEFAULT_QUEUE, FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
+from core.queue_contract import (
+    DEFAULT_QUEUE,
+    FORM_BATCHES_TASK,
+    RUN_JOB_TASK,
+    SERIALIZER,
+    UNLEARNING_QUEUE,
+    broker_transport_options,
+)
 from core.settings import Settings
 
 
@@ -21,10 +28,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,  # one long job at a time per process
         task_default_queue=DEFAULT_QUEUE,
         task_routes={RUN_JOB_TASK: {"queue": UNLEARNING_QUEUE}, FORM_BATCHES_TASK: {"queue": DEFAULT_QUEUE}},
-        broker_transport_options=settings.broker_transport_options(),
+        broker_transport_options=broker_transport_options(settings),
         result_expires=7 * 24 * 3600,
-        task_serializer="json",
-        accept_content=["json"],
+        task_serializer=SERIALIZER,
+        accept_content=[SERIALIZER],
         broker_connection_retry_on_startup=True,
         beat_schedule={
             "form-batches": {"task": FORM_BATCHES_TASK, "schedule": settings.batch_poll_seconds},

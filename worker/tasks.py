@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from core.db.engine import session_factory
 from core.events import EventPublisher
 from core.ml.model import LoadedModel, ModelConfig, load_base
+from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
 from core.services import batching, pipeline
 from core.settings import Settings
 from worker.celery_app import celery_app
@@ -49,10 +50,10 @@ def worker_id() -> str:
 def enqueue_jobs(job_ids: list[int]) -> None:
     """Send ``RUN_JOB_TASK`` for each job (call only after the commit that created the jobs)."""
     for job_id in job_ids:
-        celery_app.send_task(batching.RUN_JOB_TASK, args=[job_id], queue=batching.UNLEARNING_QUEUE)
+        celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=UNLEARNING_QUEUE)
 
 
-@task(name=batching.FORM_BATCHES_TASK)
+@task(name=FORM_BATCHES_TASK)
 def form_batches() -> list[int]:
     """Form batches from queued requests and re-enqueue open jobs nobody holds."""
     current = settings()
@@ -65,7 +66,7 @@ def form_batches() -> list[int]:
     return created
 
 
-@task(name=batching.RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+@task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int) -> dict[str, Any]:
     """Run or resume one unlearning job; a duplicate delivery finds the job leased or done and skips.
     The result (stored in the result backend) holds ids, a status and a reason: never user data."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import request_body, response_body
-
-VersionStatus = Literal["candidate", "active", "superseded", "destroyed", "rejected"]
+from core.db.models import VersionStatus
 
 
 class AdapterVersionPublic(BaseModel):

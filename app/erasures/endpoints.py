@@ -12,10 +12,9 @@ from app.erasures.schemas import (
     ErasureRequestCreate,
     ErasureRequestList,
     ErasureRequestPublic,
-    ErasureStatus,
 )
 from app.errors import error_responses
-from core.db.models import ErasureRequest
+from core.db.models import ErasureRequest, ErasureStatus
 from core.services import erasures as service
 
 router = APIRouter(prefix="/erasure-requests", tags=["erasure requests"])
@@ -37,7 +36,7 @@ def _public(session: SessionDep, request: ErasureRequest) -> ErasureRequestPubli
     public = ErasureRequestPublic.model_validate(request)
     if request.scope == "items":
         public.items = service.erasure_scope_items(session, request.id)
-    if request.status == "completed":
+    if request.status == ErasureStatus.COMPLETED:
         public.certificate_url = f"/v1/erasure-requests/{request.id}/certificate"
     return public
 

@@ -8,8 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import request_body, response_body
-
-ErasureStatus = Literal["received", "queued", "unlearning", "verifying", "completed", "failed", "cancelled"]
+from core.db.models import ErasureStatus
 
 
 class ErasureRequestCreate(BaseModel):

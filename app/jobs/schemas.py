@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from app.schemas import response_body
-
-JobStatus = Literal["pending", "running", "succeeded", "failed"]
+from core.db.models import JobStatus
 
 
 class JobPublic(BaseModel):

@@ -8,6 +8,7 @@ PostgreSQL behave alike.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -46,6 +47,88 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# ------------------------------------------------------------------------------------------ vocabularies
+# Stored as these plain strings in String columns (no database enum type): a member equals its value, so
+# rows read back as ``str`` compare with the members directly.
+
+
+class ErasureStatus(StrEnum):
+    """An erasure request's lifecycle (``core.services.erasures`` tells the transitions)."""
+
+    RECEIVED = "received"  # accepted; the batcher's next pass queues it
+    QUEUED = "queued"  # waiting for a batch
+    UNLEARNING = "unlearning"  # claimed into a job
+    VERIFYING = "verifying"  # its job checks the unlearned candidate
+    COMPLETED = "completed"  # certified; rows deleted, user id redacted
+    FAILED = "failed"  # retries used up
+    CANCELLED = "cancelled"
+
+
+# Not yet in a job: may be cancelled.
+CANCELLABLE_ERASURE_STATUSES = frozenset({ErasureStatus.RECEIVED, ErasureStatus.QUEUED})
+# Scope excluded from every prompt and every training run.  A failed request stays excluded (the user asked
+# for erasure; failing to unlearn does not make the data usable again).  Completed requests need no
+# exclusion: their rows are deleted and histories rewritten in the same transaction.
+EXCLUDING_ERASURE_STATUSES = frozenset(
+    {
+        ErasureStatus.RECEIVED,
+        ErasureStatus.QUEUED,
+        ErasureStatus.UNLEARNING,
+        ErasureStatus.VERIFYING,
+        ErasureStatus.FAILED,
+    }
+)
+
+
+class JobStatus(StrEnum):
+    """An unlearning job's status; its progress within ``running`` is its ``JobPhase``."""
+
+    PENDING = "pending"  # formed, never leased
+    RUNNING = "running"  # leased by a worker (or its lease expired and it waits to be taken up)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+OPEN_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
+FINISHED_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
+
+
+class JobPhase(StrEnum):
+    """The steps of a job, in the order it walks them (``list(JobPhase)`` keeps this order)."""
+
+    QUEUED = "queued"
+    COLLECT = "collect"
+    UNLEARN = "unlearn"
+    VERIFY = "verify"
+    REGISTER = "register"
+    PROMOTE = "promote"
+    PURGE = "purge"
+    CERTIFY = "certify"
+    DONE = "done"
+
+
+class Verdict(StrEnum):
+    """A job's verification verdict on its candidate."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_NEEDED = "not_needed"  # nothing of the batch was ever trained on: the parent stays as it is
+
+
+class VersionStatus(StrEnum):
+    """An adapter version's status in the registry."""
+
+    CANDIDATE = "candidate"  # registered, not yet promoted
+    ACTIVE = "active"  # the one the alias points at
+    SUPERSEDED = "superseded"  # was active; weights kept until an erasure destroys them
+    DESTROYED = "destroyed"  # weights deleted (carried erased data)
+    REJECTED = "rejected"  # failed its gates or a fenced promotion; weights deleted, never served
+
+
+# Weights gone or refused: such a version can never serve.
+UNSERVABLE_VERSION_STATUSES = frozenset({VersionStatus.DESTROYED, VersionStatus.REJECTED})
 
 
 class Base(DeclarativeBase):
@@ -110,7 +193,7 @@ class ErasureRequest(Base):
     user_id: Mapped[str | None] = mapped_column(String(64))  # redacted (NULL) once completed
     user_hash: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256(salt, user_id), kept for certificates
     scope: Mapped[str] = mapped_column(String(8))  # "user" or "items"
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # ErasureStatus
     created_at: Mapped[datetime] = mapped_column()
     queued_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()
@@ -149,8 +232,8 @@ class UnlearningJob(Base):
     __tablename__ = "unlearning_jobs"
     __table_args__ = (Index("ix_unlearning_jobs_status", "status"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    status: Mapped[str] = mapped_column(String(16))  # pending / running / succeeded / failed
-    phase: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # JobStatus
+    phase: Mapped[str] = mapped_column(String(16))  # JobPhase
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()
@@ -162,7 +245,7 @@ class UnlearningJob(Base):
     config: Mapped[dict[str, Any]] = mapped_column()
     thresholds: Mapped[dict[str, Any]] = mapped_column()
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    verdict: Mapped[str | None] = mapped_column(String(16))  # passed / failed
+    verdict: Mapped[str | None] = mapped_column(String(16))  # Verdict
     failure_reason: Mapped[str | None] = mapped_column(Text)
     parent_version_id: Mapped[str | None] = mapped_column(String(64))
     expected_alias_counter: Mapped[int | None] = mapped_column(Integer)
@@ -191,7 +274,7 @@ class AdapterVersion(Base):
     artifact_path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16))  # candidate / active / superseded / destroyed / rejected
+    status: Mapped[str] = mapped_column(String(16))  # VersionStatus
     job_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column()
     promoted_at: Mapped[datetime | None] = mapped_column()

@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from core.ml import metrics
+from core.serialization import json_safe
 
 EXACT_SIGN_FLIPS_UP_TO = 12  # 2**12 sign patterns: enumerate them all rather than sample
 _BOOTSTRAP_CELLS = 2_000_000  # resample matrices are built in row chunks of at most this many cells
@@ -444,7 +445,7 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
         raw["verdict"] = str(self.verdict)
-        return dict(_json_safe(raw))
+        return dict(json_safe(raw))
 
 
 def decide(
@@ -612,19 +613,3 @@ def _weighted_aucs(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) -
     pairs = pos_w.sum(axis=1) * (w.sum(axis=1) - pos_w.sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.asarray(np.where(pairs > 0, (pos_w * credit).sum(axis=1) / pairs, np.nan))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, StrEnum):
-        return str(value)
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    raise TypeError(f"not JSON-safe: {type(value).__name__}")

@@ -5,7 +5,9 @@ flushes: the caller commits (and enqueues/publishes only after the commit).  Exp
 ``core.services.errors`` (NotFound 404, Conflict and subclasses 409, InvalidInput 422, Unauthorized 401,
 Forbidden 403); ``exc.code`` is a stable word, ``exc.details`` a dict.  Times are aware UTC datetimes.
 
-Sessions: ``core.db.engine.session_factory(url)``; schema: ``core.db.migrate.upgrade(url)``.
+Sessions: ``core.db.engine.session_factory(url)``; schema: ``core.db.migrate.upgrade(url)``.  Status
+vocabularies (``ErasureStatus``, ``JobStatus``, ``JobPhase``, ``Verdict``, ``VersionStatus``) and their named
+subsets are StrEnums beside the models in ``core.db.models``; ``status=`` filters take their values.
 
 erasures
     create_erasure_request(s, user_id, items|None, IntakeConfig(salt, deadline_days), idempotency_key=None)
@@ -20,16 +22,18 @@ recommendations  (all reads exclude data under a live erasure scope)
     candidate_items(s, user_id, limit) -> [item_id]                popular unseen items
     unknown_items(s, item_ids) -> [item_id];  prompt_catalog(s, user_ids=None) -> core.ml.prompts.Catalog
     add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [Interaction]
-batching  (task names for send_task: RUN_JOB_TASK "e2u.run_job"(job_id) on UNLEARNING_QUEUE,
-           FORM_BATCHES_TASK "e2u.form_batches"; job_settings_from(Settings()))
+batching  (task names for send_task are in core.queue_contract: RUN_JOB_TASK "e2u.run_job"(job_id) on
+           UNLEARNING_QUEUE, FORM_BATCHES_TASK "e2u.form_batches"; job_settings_from(Settings()))
     form_batches(s, JobSettings, now=None) -> [job_id]      received -> queued, then claims batches;
                                                             commit, then enqueue RUN_JOB_TASK for each
+                                                            (each job stores a job_config.JobConfig)
     trigger_batch_now(s, JobSettings) -> [job_id]           admin "run now"
     jobs_needing_worker(s) -> [job_id];  get_job(s, id) -> UnlearningJob;  list_jobs(s, status=None, ...)
     job_request_ids(s, job_id) -> [request_id]
 pipeline
     run_job(s, job_id, PipelineRuntime(loaded, adapters_dir, worker_id, signing_key, ...), checkpoint)
-        -> JobOutcome      (worker only; checkpoint = the task's session.commit)
+        -> JobOutcome      (worker only; checkpoint = the task's session.commit); its model work is
+        core.ml.unlearning_job.unlearn_and_verify, its gates core.ml.verification
 registry
     active_adapter(s) -> ActiveAdapter(version_id, counter, artifact_path, sha256, base_model) | None
     list_versions(s, status=None) -> [AdapterVersion];  get_version(s, id);  lineage(s, id) -> [id]
@@ -38,6 +42,7 @@ registry
         -> ActiveAdapter   PredatesErasure / VersionUnavailable / StalePromotion; then publish
         core.events.promotion_event(...) with core.events.EventPublisher(redis_url) after commit
 certificates
+    certificate_document(request, scope_items, job, parent, child, issued_at) -> document (unsigned)
     sign_certificate(document, key) -> document;  verify_certificate(document, key) -> bool
 api_keys
     create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None) -> ApiKey

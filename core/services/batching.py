@@ -6,36 +6,22 @@ State lives in the database, not in worker memory: a job row per batch, claimed 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from core.db.engine import lock_for_claim
-from core.db.models import UnlearningJob, utcnow
+from core.db.models import ErasureStatus, JobPhase, JobStatus, UnlearningJob, utcnow
 from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import erasures as erasure_repo
 from core.db.repositories import jobs as job_repo
+from core.ml.verification import Thresholds
 from core.services import registry
-from core.services.errors import InvalidInput, NotFound
-
-# The queue contract shared by worker/ (which defines the tasks) and app/ (which sends them by name).
-RUN_JOB_TASK = "e2u.run_job"  # args: [job_id]
-FORM_BATCHES_TASK = "e2u.form_batches"  # no args; returns the job ids it enqueued
-UNLEARNING_QUEUE = "unlearning"  # GPU workers, prefetch 1
-DEFAULT_QUEUE = "celery"
-JOB_STATUSES = ("pending", "running", "succeeded", "failed")
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Verification gates (see ``core.services.verification``)."""
-
-    utility_margin: float = 0.02  # child valid AUC >= parent valid AUC - margin
-    mia_margin: float = 0.1  # |MIA AUC(F vs unseen) - 0.5| <= margin
-    gold_margin: float = 0.05  # mean P(gold | F) - mean P(gold | unseen) <= margin
+from core.services.errors import NotFound, parse_status
+from core.services.job_config import JobConfig
 
 
 @dataclass(frozen=True)
@@ -58,19 +44,21 @@ class JobSettings:
         if self.batch_size < 1 or self.max_retries < 0 or self.batch_max_wait_seconds < 0:
             raise ValueError("batch_size >= 1, max_retries >= 0, batch_max_wait_seconds >= 0 required")
 
-    def job_config(self, attempt_seed: int) -> dict[str, Any]:
+    def job_config(self, attempt_seed: int) -> JobConfig:
+        """The configuration of a new job; ``attempt_seed`` (the batch's retries so far) varies the
+        method's seed from one attempt to the next unless the method config fixes it."""
         method_config = dict(self.method_config)
         method_config.setdefault("seed", self.seed + attempt_seed)
-        return {
-            "method": self.method,
-            "method_config": method_config,
-            "valid_samples": self.valid_samples,
-            "max_verify_samples": self.max_verify_samples,
-            "max_retries": self.max_retries,
-            "seed": self.seed,
-            "exact_fallback": self.exact_fallback,
-            "fallback_method_config": dict(self.fallback_method_config),
-        }
+        return JobConfig(
+            method=self.method,
+            method_config=method_config,
+            valid_samples=self.valid_samples,
+            max_verify_samples=self.max_verify_samples,
+            max_retries=self.max_retries,
+            seed=self.seed,
+            exact_fallback=self.exact_fallback,
+            fallback_method_config=dict(self.fallback_method_config),
+        )
 
 
 FALLBACK_METHOD = "retrain"
@@ -79,25 +67,27 @@ FALLBACK_METHOD = "retrain"
 def _new_job(
     session: Session,
     request_ids: list[str],
-    config: dict[str, Any],
-    thresholds: dict[str, Any],
+    config: JobConfig,
+    thresholds: Thresholds,
     now: datetime,
 ) -> UnlearningJob:
     alias = adapter_repo.alias(session)
     job = UnlearningJob(
-        status="pending",
-        phase="queued",
+        status=JobStatus.PENDING,
+        phase=JobPhase.QUEUED,
         progress=0.0,
         created_at=now,
         attempts=0,
-        config=config,
-        thresholds=thresholds,
+        config=config.to_dict(),
+        thresholds=thresholds.to_dict(),
         metrics={},
         parent_version_id=alias.version_id if alias else None,
         expected_alias_counter=alias.counter if alias else None,
     )
     job_repo.create(session, job, request_ids)
-    erasure_repo.set_status(session, request_ids, "unlearning", now, job_id=job.id, started_at=now)
+    erasure_repo.set_status(
+        session, request_ids, ErasureStatus.UNLEARNING, now, job_id=job.id, started_at=now
+    )
     audit_repo.record(
         session, now, "batcher", "job.created", "unlearning_job", str(job.id), requests=request_ids
     )
@@ -109,7 +99,8 @@ def form_batches(
 ) -> list[int]:
     """Admit ``received`` requests to the queue, then claim queued requests into jobs: full batches of
     ``batch_size``, plus the rest when the oldest has waited ``batch_max_wait_seconds`` in the queue (or
-    ``force``).  Returns the new job ids; the caller commits, then enqueues ``RUN_JOB_TASK`` for each.
+    ``force``).  Returns the new job ids; the caller commits, then enqueues
+    ``core.queue_contract.RUN_JOB_TASK`` for each.
     Call at the start of a transaction."""
     when = now or utcnow()
     lock_for_claim(session)
@@ -122,9 +113,8 @@ def form_batches(
         ripe = when - oldest >= timedelta(seconds=settings.batch_max_wait_seconds)
         if len(batch) < settings.batch_size and not (ripe or force):
             break
-        retries = max(r.retry_count for r in batch)
-        config, thresholds = settings.job_config(retries), asdict(settings.thresholds)
-        job_ids.append(_new_job(session, [r.id for r in batch], config, thresholds, when).id)
+        config = settings.job_config(attempt_seed=max(r.retry_count for r in batch))
+        job_ids.append(_new_job(session, [r.id for r in batch], config, settings.thresholds, when).id)
         queued = queued[settings.batch_size :]
     return job_ids
 
@@ -146,19 +136,21 @@ def create_fallback_job(
     a live or completed erasure, for requests whose batch used up its retries.  Same gates, same fenced
     promotion; it never falls back again.  Returns the job id: the caller commits, then enqueues it."""
     when = now or utcnow()
-    method_config = dict(failed_job.config.get("fallback_method_config") or {})
+    failed = JobConfig.from_dict(failed_job.config)
+    method_config = dict(failed.fallback_method_config)
     if "train" not in method_config:
         recipe = fallback_recipe(session, failed_job.parent_version_id)
         if recipe is not None:
             method_config["train"] = recipe
-    config = {
-        **failed_job.config,
-        "method": FALLBACK_METHOD,
-        "method_config": method_config,
-        "fallback": True,
-        "fallback_of_job": failed_job.id,
-    }
-    job = _new_job(session, request_ids, config, dict(failed_job.thresholds), when)
+    config = replace(
+        failed,
+        method=FALLBACK_METHOD,
+        method_config=method_config,
+        fallback=True,
+        fallback_of_job=failed_job.id,
+    )
+    thresholds = Thresholds.from_dict(failed_job.thresholds)
+    job = _new_job(session, request_ids, config, thresholds, when)
     audit_repo.record(
         session, when, f"job:{failed_job.id}", "job.exact_fallback", "unlearning_job", str(job.id)
     )
@@ -192,10 +184,8 @@ def job_request_ids(session: Session, job_id: int) -> list[str]:
 def list_jobs(
     session: Session, status: str | None = None, limit: int = 100, offset: int = 0
 ) -> list[UnlearningJob]:
-    """Newest first."""
-    if status is not None and status not in JOB_STATUSES:
-        raise InvalidInput(f"status must be one of {list(JOB_STATUSES)}")
-    return job_repo.list_jobs(session, status, limit, offset)
+    """Newest first, optionally only those with ``status`` (InvalidInput unless it is a ``JobStatus``)."""
+    return job_repo.list_jobs(session, parse_status(JobStatus, status), limit, offset)
 
 
 def job_settings_from(settings: Any) -> JobSettings:

@@ -6,22 +6,74 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
+from datetime import datetime
 from typing import Any
+
+from core.db.models import AdapterVersion, ErasureRequest, UnlearningJob
+from core.serialization import json_safe
 
 ALGORITHM = "HMAC-SHA256"
 DOCUMENT_TYPE = "e2u.unlearning-certificate"
+DOCUMENT_VERSION = 1
 
 
-def json_safe(value: Any) -> Any:
-    """Replace NaN/inf (not JSON) with None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
+def certificate_document(
+    request: ErasureRequest,
+    scope_items: int,
+    job: UnlearningJob,
+    parent: AdapterVersion,
+    child: AdapterVersion,
+    issued_at: datetime,
+) -> dict[str, Any]:
+    """The unsigned certificate of ``request``, completed by ``job`` (which made ``child`` from
+    ``parent``; the same version when nothing was trained on the data).  ``scope_items``: how many items
+    a partial request named (0 for a whole user).  JSON-safe; sign it with ``sign_certificate``."""
+    prepared = job.metrics.get("prepared_data") or {}
+    document = {
+        "type": DOCUMENT_TYPE,
+        "version": DOCUMENT_VERSION,
+        "request_id": request.id,
+        "subject": {"user_hash": request.user_hash, "hash": "HMAC-SHA256(salt, user_id)"},
+        "scope": {"kind": request.scope, "items": scope_items},
+        "erased": {
+            "forget_samples": request.forget_samples,
+            "rows_deleted": request.rows_deleted,
+            "profile_deleted": bool(request.profile_deleted),
+            "prepared_data": _prepared_data_record(prepared, request.id),
+        },
+        "job_id": job.id,
+        "parent_adapter": {"id": parent.id, "sha256": parent.sha256},
+        "child_adapter": {"id": child.id, "sha256": child.sha256},
+        "verification": {"verdict": job.verdict, "metrics": job.metrics, "thresholds": job.thresholds},
+        "timestamps": {
+            "received_at": _stamp(request.created_at),
+            "deadline_at": _stamp(request.deadline_at),
+            "promoted_at": _stamp(child.promoted_at),
+            "old_weights_destroyed_at": _stamp(parent.destroyed_at) if parent.id != child.id else None,
+            "prepared_data_purged_at": prepared.get("purged_at"),
+            "issued_at": _stamp(issued_at),
+        },
+    }
+    return json_safe(document)
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _prepared_data_record(record: dict[str, Any], request_id: str) -> dict[str, Any] | None:
+    """The account of the prepared data files (the job's ``prepared_data`` metrics): this request's
+    samples removed from them and the files' content hash after the rewrite; None when none was purged."""
+    if not record:
         return None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
+    if not record.get("present"):
+        return {"present": False}
+    return {
+        "present": True,
+        "samples_removed": int(record["samples_removed"].get(request_id, 0)),
+        "sha256_before": record["sha256_before"],
+        "sha256_after": record["sha256_after"],
+    }
 
 
 def canonical_json(document: dict[str, Any]) -> bytes:

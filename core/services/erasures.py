@@ -22,14 +22,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.db.models import ErasureRequest, utcnow
+from core.db.models import CANCELLABLE_ERASURE_STATUSES, ErasureRequest, ErasureStatus, utcnow
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories import erasures as erasure_repo
-from core.services.errors import IdempotencyKeyReused, InvalidInput, NotCancellable, NotFound
-
-STATUSES = ("received", "queued", "unlearning", "verifying", "completed", "failed", "cancelled")
-PENDING_STATUSES = ("received", "queued")  # not yet in a job: may be cancelled
+from core.services.errors import IdempotencyKeyReused, InvalidInput, NotCancellable, NotFound, parse_status
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ def create_erasure_request(
         user_id=user_id,
         user_hash=subject,
         scope="user" if wanted is None else "items",
-        status="received",
+        status=ErasureStatus.RECEIVED,
         created_at=when,
         queued_at=None,
         updated_at=when,
@@ -128,10 +125,9 @@ def erasure_scope_items(session: Session, request_id: str) -> list[str]:
 def list_erasure_requests(
     session: Session, status: str | None = None, limit: int = 100, offset: int = 0
 ) -> list[ErasureRequest]:
-    """Newest first, optionally only those with ``status`` (admins watch ``failed``)."""
-    if status is not None and status not in STATUSES:
-        raise InvalidInput(f"status must be one of {list(STATUSES)}")
-    return erasure_repo.list_requests(session, status, limit, offset)
+    """Newest first, optionally only those with ``status`` (admins watch ``failed``); InvalidInput for a
+    status that is not an ``ErasureStatus``."""
+    return erasure_repo.list_requests(session, parse_status(ErasureStatus, status), limit, offset)
 
 
 def cancel_erasure_request(
@@ -140,15 +136,15 @@ def cancel_erasure_request(
     """Cancel a request that is not yet in a job (received/queued); NotCancellable otherwise.
     Cancelling an already-cancelled request returns it unchanged.  Its data becomes usable again."""
     request = get_erasure_request(session, request_id)
-    if request.status == "cancelled":
+    if request.status == ErasureStatus.CANCELLED:
         return request
-    if request.status not in PENDING_STATUSES:
+    if request.status not in CANCELLABLE_ERASURE_STATUSES:
         raise NotCancellable(
             f"erasure request {request_id} is {request.status}; only a pending request can be cancelled",
             status=request.status,
         )
     when = now or utcnow()
-    erasure_repo.set_status(session, [request.id], "cancelled", when, cancelled_at=when)
+    erasure_repo.set_status(session, [request.id], ErasureStatus.CANCELLED, when, cancelled_at=when)
     audit_repo.record(session, when, actor, "erasure.cancelled", "erasure_request", request.id)
     return request
 

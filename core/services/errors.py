@@ -4,6 +4,11 @@ Unauthorized -> 401, Forbidden -> 403; the response's ``code`` is the class's ``
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import TypeVar
+
+S = TypeVar("S", bound=StrEnum)
+
 
 class ServiceError(Exception):
     """Base of every expected refusal; ``code`` is a stable machine-readable word."""
@@ -76,3 +81,13 @@ class LeaseLost(ServiceError):
     """Another worker took over the job (our lease expired)."""
 
     code = "lease_lost"
+
+
+def parse_status(vocabulary: type[S], value: str | None) -> S | None:
+    """``value`` as a member of ``vocabulary`` (None stays None); InvalidInput names the allowed values."""
+    if value is None:
+        return None
+    try:
+        return vocabulary(value)
+    except ValueError:
+        raise InvalidInput(f"status must be one of {[s.value for s in vocabulary]}") from None

@@ -25,19 +25,18 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from core.db.models import Item, UserProfile, utcnow
+from core.db.models import EXCLUDING_ERASURE_STATUSES, ErasureStatus, Item, UserProfile, utcnow
 from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories import erasures as erasure_repo
-from core.db.repositories.catalog import EXCLUDING_STATUSES
 from core.ml.data import CsvData, CsvInput, DataError, frame_hash, read_csv_data
 from core.services.erasures import user_hash
 from core.services.errors import Conflict, ImportRefused, InvalidInput
 from core.services.recommendations import NewRating, new_interaction_rows
 
 # Erasure statuses whose scope an import may not bring back: the live ones and completed.
-REFUSING_STATUSES = (*EXCLUDING_STATUSES, "completed")
+REFUSING_STATUSES = EXCLUDING_ERASURE_STATUSES | {ErasureStatus.COMPLETED}
 MAX_LINES_LISTED = 100  # refused lines named in an error's details
 
 

@@ -4,6 +4,7 @@ within the erasure rule, and destruction of weights that carry erased data."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,13 +12,25 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.db.models import ActivationEvent, AdapterVersion, utcnow
+from core.db.models import (
+    UNSERVABLE_VERSION_STATUSES,
+    ActivationEvent,
+    AdapterVersion,
+    Verdict,
+    VersionStatus,
+    utcnow,
+)
 from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import erasures as erasure_repo
-from core.services.errors import Conflict, NotFound, PredatesErasure, StalePromotion, VersionUnavailable
-
-VERSION_STATUSES = ("candidate", "active", "superseded", "destroyed", "rejected")
+from core.services.errors import (
+    Conflict,
+    NotFound,
+    PredatesErasure,
+    StalePromotion,
+    VersionUnavailable,
+    parse_status,
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +65,9 @@ def get_version(session: Session, version_id: str) -> AdapterVersion:
 
 
 def list_versions(session: Session, status: str | None = None) -> list[AdapterVersion]:
-    """Every version, oldest first (``parent_id`` gives the lineage)."""
-    return adapter_repo.list_versions(session, status)
+    """Every version (only those with ``status``, a ``VersionStatus``, if given), oldest first
+    (``parent_id`` gives the lineage)."""
+    return adapter_repo.list_versions(session, parse_status(VersionStatus, status))
 
 
 def lineage(session: Session, version_id: str) -> list[str]:
@@ -98,7 +112,7 @@ def register_version(
         artifact_path=str(artifact_path),
         sha256=sha256,
         metrics=metrics,
-        status="candidate",
+        status=VersionStatus.CANDIDATE,
         job_id=job_id,
         created_at=when,
     )
@@ -116,24 +130,88 @@ def register_version(
     return version
 
 
+@dataclass(frozen=True)
+class NewCandidate:
+    """A child adapter a job made, with its weights saved in a temporary ``folder`` of its own."""
+
+    folder: Path
+    sha256: str
+    parent_id: str
+    base_model: str
+    config: dict[str, Any]  # how it was made (method, method_config, job_id)
+    metrics: dict[str, Any]
+    job_id: int
+
+
+def register_candidate(
+    session: Session,
+    candidate: NewCandidate,
+    batch: Iterable[str],
+    adapters_dir: Path,
+    rejection: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Register a job's child adapter and return its version id (the first 16 hex digits of its sha256).
+
+    Accepted (``rejection`` None): its weights move to ``adapters_dir/<version id>`` and it becomes a
+    ``candidate`` free of the parent's erasures and of the ``batch`` of requests.  Rejected for the reason
+    ``rejection``: it is listed as ``rejected`` (figures and reason kept, for admins) and its weights are
+    destroyed, as they were saved only to name it by content; if the same weights are already registered
+    otherwise (the unchanged parent), nothing is recorded.  Idempotent; ``candidate.folder`` is gone after."""
+    version_id = candidate.sha256[:16]
+    clean = adapter_repo.clean_of(session, candidate.parent_id)
+    metrics = candidate.metrics
+    if rejection is None:
+        folder, clean = adapters_dir / version_id, clean | set(batch)
+        if folder.exists():
+            shutil.rmtree(candidate.folder)
+        else:
+            candidate.folder.rename(folder)
+    else:
+        # not shown to be free of this batch; its weights stay in the temporary folder until rejected
+        folder, metrics = candidate.folder, {**metrics, "verdict": Verdict.FAILED}
+        existing = adapter_repo.get(session, version_id)
+        if existing is not None and existing.status != VersionStatus.REJECTED:
+            delete_artifact(str(folder))
+            return version_id
+    try:
+        register_version(
+            session,
+            version_id,
+            candidate.parent_id,
+            candidate.base_model,
+            folder,
+            candidate.sha256,
+            candidate.config,
+            metrics,
+            clean,
+            candidate.job_id,
+            now,
+        )
+        if rejection is not None:
+            reject_version(session, version_id, f"job:{candidate.job_id}", rejection, now)
+    finally:
+        if rejection is not None:  # its weights go even when registering fails
+            delete_artifact(str(folder))
+    return version_id
+
+
 def activate_first(
     session: Session, version_id: str, actor: str = "bootstrap", now: datetime | None = None
 ) -> None:
     """Point the alias at ``version_id`` when no version is active yet (bootstrap)."""
     when = now or utcnow()
     alias = adapter_repo.create_alias(session, version_id, when)
-    adapter_repo.set_status(session, version_id, "active", promoted_at=when)
-    adapter_repo.add_event(
-        session,
-        ActivationEvent(
-            at=when,
-            version_id=version_id,
-            previous_version_id=None,
-            counter=alias.counter,
-            kind="bootstrap",
-            actor=actor,
-        ),
+    event = ActivationEvent(
+        at=when, version_id=version_id, counter=alias.counter, kind="bootstrap", actor=actor
     )
+    _activate(session, event)
+
+
+def _activate(session: Session, event: ActivationEvent) -> None:
+    """Mark the event's version active (the alias already points at it) and append the event."""
+    adapter_repo.set_status(session, event.version_id, VersionStatus.ACTIVE, promoted_at=event.at)
+    adapter_repo.add_event(session, event)
 
 
 def missing_erasures(session: Session, version_id: str) -> set[str]:
@@ -173,7 +251,7 @@ def promote_version(
             "it may still carry their data",
             requests=sorted(missing),
         )
-    if version.destroyed_at is not None or version.status in ("destroyed", "rejected"):
+    if version.destroyed_at is not None or version.status in UNSERVABLE_VERSION_STATUSES:
         raise VersionUnavailable(
             f"adapter version {version_id} is {version.status}; its weights cannot serve"
         )
@@ -187,21 +265,18 @@ def promote_version(
         )
     alias = adapter_repo.alias(session)
     assert alias is not None
-    adapter_repo.set_status(session, expected_version_id, "superseded", superseded_at=when)
-    adapter_repo.set_status(session, version_id, "active", promoted_at=when)
-    adapter_repo.add_event(
-        session,
-        ActivationEvent(
-            at=when,
-            version_id=version_id,
-            previous_version_id=expected_version_id,
-            counter=alias.counter,
-            kind=kind,
-            actor=actor,
-            job_id=job_id,
-            reason=reason,
-        ),
+    adapter_repo.set_status(session, expected_version_id, VersionStatus.SUPERSEDED, superseded_at=when)
+    event = ActivationEvent(
+        at=when,
+        version_id=version_id,
+        previous_version_id=expected_version_id,
+        counter=alias.counter,
+        kind=kind,
+        actor=actor,
+        job_id=job_id,
+        reason=reason,
     )
+    _activate(session, event)
     audit_repo.record(
         session,
         when,
@@ -232,7 +307,8 @@ def mark_destroyed(
     """Record that a version's weights are gone (status destroyed unless it was rejected)."""
     when = now or utcnow()
     version = get_version(session, version_id)
-    status = "rejected" if version.status == "rejected" else "destroyed"
+    rejected = version.status == VersionStatus.REJECTED
+    status = VersionStatus.REJECTED if rejected else VersionStatus.DESTROYED
     adapter_repo.set_status(session, version_id, status, destroyed_at=when)
     audit_repo.record(session, when, actor, "adapter.destroyed", "adapter_version", version_id, reason=reason)
     return when
@@ -246,7 +322,7 @@ def reject_version(
     version that is or was active: only candidates are rejected."""
     when = now or utcnow()
     version = get_version(session, version_id)
-    if version.status not in ("candidate", "rejected"):
+    if version.status not in (VersionStatus.CANDIDATE, VersionStatus.REJECTED):
         raise Conflict(
             f"adapter version {version_id} is {version.status}; only a candidate can be rejected",
             status=version.status,
@@ -254,7 +330,11 @@ def reject_version(
     delete_artifact(version.artifact_path)
     metrics = {**version.metrics, "rejection_reason": reason}
     adapter_repo.set_status(
-        session, version_id, "rejected", metrics=metrics, destroyed_at=version.destroyed_at or when
+        session,
+        version_id,
+        VersionStatus.REJECTED,
+        metrics=metrics,
+        destroyed_at=version.destroyed_at or when,
     )
     audit_repo.record(session, when, actor, "adapter.rejected", "adapter_version", version_id, reason=reason)
 

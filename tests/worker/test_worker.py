@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from core.ml.model import LoadedModel
+from core.queue_contract import RUN_JOB_TASK
 from core.services import batching, erasures, registry
-from core.services.batching import RUN_JOB_TASK
 from core.settings import Settings
 from tests.conftest import MODELS_DIR
 from worker.celery_app import make_celery

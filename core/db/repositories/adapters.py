@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.db.models import ActivationEvent, ActiveAlias, AdapterErasure, AdapterVersion
+from core.db.models import ActivationEvent, ActiveAlias, AdapterErasure, AdapterVersion, VersionStatus
+from core.db.repositories import guarded_update
 
 ALIAS = "active"
 
@@ -41,7 +42,7 @@ def any_version(session: Session) -> bool:
     return session.execute(select(AdapterVersion.id).limit(1)).first() is not None
 
 
-def list_versions(session: Session, status: str | None = None) -> list[AdapterVersion]:
+def list_versions(session: Session, status: VersionStatus | None = None) -> list[AdapterVersion]:
     query = select(AdapterVersion).order_by(AdapterVersion.created_at, AdapterVersion.id)
     if status is not None:
         query = query.where(AdapterVersion.status == status)
@@ -68,7 +69,7 @@ def swap_alias(
     session: Session, expected_version_id: str, expected_counter: int, new_version_id: str, now: datetime
 ) -> bool:
     """Move the alias only if it still points at ``expected_version_id`` with ``expected_counter``."""
-    result = session.execute(
+    statement = (
         update(ActiveAlias)
         .where(
             ActiveAlias.name == ALIAS,
@@ -76,26 +77,13 @@ def swap_alias(
             ActiveAlias.counter == expected_counter,
         )
         .values(version_id=new_version_id, counter=ActiveAlias.counter + 1, updated_at=now)
-        .execution_options(synchronize_session=False)
     )
-    session.flush()
-    row = session.get(ActiveAlias, ALIAS)
-    if row is not None:
-        session.refresh(row)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return guarded_update(session, statement, ActiveAlias, ALIAS)
 
 
-def set_status(session: Session, version_id: str, status: str, **values: object) -> None:
-    session.execute(
-        update(AdapterVersion)
-        .where(AdapterVersion.id == version_id)
-        .values(status=status, **values)
-        .execution_options(synchronize_session=False)
-    )
-    session.flush()
-    row = session.get(AdapterVersion, version_id)
-    if row is not None:
-        session.refresh(row)
+def set_status(session: Session, version_id: str, status: VersionStatus, **values: object) -> None:
+    statement = update(AdapterVersion).where(AdapterVersion.id == version_id).values(status=status, **values)
+    guarded_update(session, statement, AdapterVersion, version_id)
 
 
 def add_event(session: Session, event: ActivationEvent) -> None:

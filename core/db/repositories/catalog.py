@@ -11,13 +11,16 @@ import pandas as pd
 from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from core.db.models import ErasureRequest, ErasureScopeItem, Interaction, Item, UserProfile
+from core.db.models import (
+    EXCLUDING_ERASURE_STATUSES,
+    ErasureRequest,
+    ErasureScopeItem,
+    Interaction,
+    Item,
+    UserProfile,
+)
 from core.ml.data import decode_history, encode_history
 
-# Statuses whose scope is excluded from every prompt and every training run.  A failed request stays
-# excluded (the user asked for erasure; failing to unlearn does not make the data usable again).  Completed
-# requests need no exclusion: their rows are deleted and histories rewritten in the same transaction.
-EXCLUDING_STATUSES = ("received", "queued", "unlearning", "verifying", "failed")
 SAMPLE_FRAME_COLUMNS = ["id", "user_id", "item_id", "rating", "timestamp", "label", "history", "split"]
 
 
@@ -35,7 +38,9 @@ def _not_excluded() -> Any:
     request = aliased(ErasureRequest)
     in_scope = _in_scope_of(request)
     return ~exists().where(
-        request.user_id == Interaction.user_id, request.status.in_(EXCLUDING_STATUSES), in_scope
+        request.user_id == Interaction.user_id,
+        request.status.in_(sorted(EXCLUDING_ERASURE_STATUSES)),
+        in_scope,
     )
 
 
@@ -51,14 +56,14 @@ class ExcludedScopes:
 def excluded_scopes(session: Session, user_ids: Iterable[str] | None = None) -> ExcludedScopes:
     """The live erasure scopes (optionally only of ``user_ids``)."""
     query = select(ErasureRequest.id, ErasureRequest.user_id, ErasureRequest.scope).where(
-        ErasureRequest.status.in_(EXCLUDING_STATUSES)
+        ErasureRequest.status.in_(sorted(EXCLUDING_ERASURE_STATUSES))
     )
     if user_ids is not None:
         query = query.where(ErasureRequest.user_id.in_(list(user_ids)))
     users: set[str] = set()
     partial: dict[str, str] = {}
     for request_id, user_id, scope in session.execute(query):
-        if user_id is None:  # redacted: only completed requests, which EXCLUDING_STATUSES leaves out
+        if user_id is None:  # redacted: only completed requests, which EXCLUDING_ERASURE_STATUSES leaves out
             continue
         if scope == "user":
             users.add(user_id)

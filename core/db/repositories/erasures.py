@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.db.engine import is_sqlite
-from core.db.models import Certificate, ErasureRequest, ErasureScopeItem
+from core.db.models import Certificate, ErasureRequest, ErasureScopeItem, ErasureStatus
 
 
 def get(session: Session, request_id: str) -> ErasureRequest | None:
@@ -38,7 +38,7 @@ def scope_items(session: Session, request_id: str) -> list[str]:
 
 
 def list_requests(
-    session: Session, status: str | None = None, limit: int = 100, offset: int = 0
+    session: Session, status: ErasureStatus | None = None, limit: int = 100, offset: int = 0
 ) -> list[ErasureRequest]:
     query = select(ErasureRequest).order_by(ErasureRequest.created_at.desc(), ErasureRequest.id)
     if status is not None:
@@ -50,8 +50,8 @@ def admit_received(session: Session, now: datetime) -> int:
     """Move every ``received`` request to ``queued`` (the batch queue) as of ``now``.  Returns how many."""
     result = session.execute(
         update(ErasureRequest)
-        .where(ErasureRequest.status == "received")
-        .values(status="queued", queued_at=now, updated_at=now)
+        .where(ErasureRequest.status == ErasureStatus.RECEIVED)
+        .values(status=ErasureStatus.QUEUED, queued_at=now, updated_at=now)
     )
     session.flush()
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -62,7 +62,7 @@ def queued_for_claim(session: Session) -> list[ErasureRequest]:
     SQLite: the caller holds the write lock via ``lock_for_claim``)."""
     query = (
         select(ErasureRequest)
-        .where(ErasureRequest.status == "queued")
+        .where(ErasureRequest.status == ErasureStatus.QUEUED)
         .order_by(ErasureRequest.queued_at, ErasureRequest.created_at, ErasureRequest.id)
     )
     if not is_sqlite(session):
@@ -76,7 +76,7 @@ def for_job(session: Session, request_ids: Sequence[str]) -> list[ErasureRequest
 
 
 def set_status(
-    session: Session, request_ids: Sequence[str], status: str, now: datetime, **values: object
+    session: Session, request_ids: Sequence[str], status: ErasureStatus, now: datetime, **values: object
 ) -> None:
     session.execute(
         update(ErasureRequest)
@@ -89,7 +89,9 @@ def set_status(
 
 
 def completed_ids(session: Session) -> set[str]:
-    return set(session.scalars(select(ErasureRequest.id).where(ErasureRequest.status == "completed")))
+    return set(
+        session.scalars(select(ErasureRequest.id).where(ErasureRequest.status == ErasureStatus.COMPLETED))
+    )
 
 
 def add_certificate(session: Session, certificate: Certificate) -> None:
@@ -102,7 +104,7 @@ def certificate(session: Session, request_id: str) -> Certificate | None:
 
 
 def scopes_by_user_hash(
-    session: Session, user_hashes: Sequence[str], statuses: Sequence[str]
+    session: Session, user_hashes: Sequence[str], statuses: Iterable[ErasureStatus]
 ) -> list[tuple[str, str, list[str]]]:
     """(user hash, scope "user"/"items", scope items) of every request in ``statuses`` whose subject is one
     of ``user_hashes``.  Works for completed requests too, whose user id is redacted."""
@@ -111,7 +113,7 @@ def scopes_by_user_hash(
     for start in range(0, len(wanted), 500):
         query = select(ErasureRequest.id, ErasureRequest.user_hash, ErasureRequest.scope).where(
             ErasureRequest.user_hash.in_(wanted[start : start + 500]),
-            ErasureRequest.status.in_(list(statuses)),
+            ErasureRequest.status.in_(sorted(statuses)),
         )
         found += [(str(i), str(h), str(s)) for i, h, s in session.execute(query)]
     items: dict[str, list[str]] = {}

@@ -9,9 +9,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.db.models import JobRequest, UnlearningJob
-
-OPEN_STATUSES = ("pending", "running")
+from core.db.models import OPEN_JOB_STATUSES, JobRequest, JobStatus, UnlearningJob
+from core.db.repositories import guarded_update
 
 
 def get(session: Session, job_id: int) -> UnlearningJob | None:
@@ -32,7 +31,7 @@ def request_ids(session: Session, job_id: int) -> list[str]:
 
 
 def list_jobs(
-    session: Session, status: str | None = None, limit: int = 100, offset: int = 0
+    session: Session, status: JobStatus | None = None, limit: int = 100, offset: int = 0
 ) -> list[UnlearningJob]:
     query = select(UnlearningJob).order_by(UnlearningJob.id.desc())
     if status is not None:
@@ -43,11 +42,11 @@ def list_jobs(
 def try_lease(session: Session, job_id: int, owner: str, now: datetime, lease_seconds: float) -> bool:
     """Compare-and-set the lease: succeeds when the job is open and unleased, leased by ``owner``, or its
     lease has expired.  One UPDATE, so it is atomic on both databases."""
-    result = session.execute(
+    statement = (
         update(UnlearningJob)
         .where(
             UnlearningJob.id == job_id,
-            UnlearningJob.status.in_(OPEN_STATUSES),
+            UnlearningJob.status.in_(sorted(OPEN_JOB_STATUSES)),
             or_(
                 UnlearningJob.lease_owner.is_(None),
                 UnlearningJob.lease_owner == owner,
@@ -58,43 +57,35 @@ def try_lease(session: Session, job_id: int, owner: str, now: datetime, lease_se
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             heartbeat_at=now,
-            status="running",
+            status=JobStatus.RUNNING,
             attempts=UnlearningJob.attempts + 1,
         )
-        .execution_options(synchronize_session=False)
     )
-    session.flush()
-    job = session.get(UnlearningJob, job_id)
-    if job is not None:
-        session.refresh(job)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return guarded_update(session, statement, UnlearningJob, job_id)
 
 
 def heartbeat(
     session: Session, job_id: int, owner: str, now: datetime, lease_seconds: float, **values: Any
 ) -> bool:
     """Renew the lease (and set ``values``) only while ``owner`` still holds it.  False: the lease is lost."""
-    result = session.execute(
+    statement = (
         update(UnlearningJob)
         .where(
-            UnlearningJob.id == job_id, UnlearningJob.lease_owner == owner, UnlearningJob.status == "running"
+            UnlearningJob.id == job_id,
+            UnlearningJob.lease_owner == owner,
+            UnlearningJob.status == JobStatus.RUNNING,
         )
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now, **values)
-        .execution_options(synchronize_session=False)
     )
-    session.flush()
-    job = session.get(UnlearningJob, job_id)
-    if job is not None:
-        session.refresh(job)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return guarded_update(session, statement, UnlearningJob, job_id)
 
 
 def expired(session: Session, now: datetime) -> list[int]:
     """Open jobs nobody holds: running with an expired lease, or pending and never leased."""
     query = select(UnlearningJob.id).where(
         or_(
-            and_(UnlearningJob.status == "running", UnlearningJob.lease_expires_at < now),
-            and_(UnlearningJob.status == "pending", UnlearningJob.lease_owner.is_(None)),
+            and_(UnlearningJob.status == JobStatus.RUNNING, UnlearningJob.lease_expires_at < now),
+            and_(UnlearningJob.status == JobStatus.PENDING, UnlearningJob.lease_owner.is_(None)),
         )
     )
     return list(session.scalars(query.order_by(UnlearningJob.id)))

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from core.db.models import AdapterVersion, Interaction, UserProfile, utcnow
 from core.ml.model import LoadedModel
+from core.ml.verification import Thresholds
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
-from core.services.batching import JobSettings, Thresholds
+from core.services.batching import JobSettings
 from core.services.certificates import verify_certificate
 from core.services.errors import (
     Forbidden,

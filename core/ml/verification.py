@@ -11,6 +11,7 @@ in production):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +20,31 @@ import pandas as pd
 
 from core.ml import metrics
 from core.ml.scoring import Scorer
-from core.services.batching import Thresholds
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The gates' margins; stored with each job (``to_dict``) so that its verdict can be reproduced."""
+
+    utility_margin: float = 0.02  # child valid AUC >= parent valid AUC - margin
+    mia_margin: float = 0.1  # |MIA AUC(F vs unseen) - 0.5| <= margin
+    gold_margin: float = 0.05  # mean P(gold | F) - mean P(gold | unseen) <= margin
+
+    def __post_init__(self) -> None:
+        for name, value in self.to_dict().items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+                raise ValueError(f"threshold {name} must be a number, got {value!r}")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Thresholds:
+        """The inverse of ``to_dict``; ValueError for unknown names or values that are not numbers."""
+        unknown = sorted(set(values) - set(asdict(cls())))
+        if unknown:
+            raise ValueError(f"unknown thresholds {unknown}")
+        return cls(**values)
 
 
 @dataclass
@@ -104,4 +129,4 @@ def verify_candidate(
     if teacher_divergence:
         figures["divergence_to_forgetting_teacher"] = teacher_divergence
     scorer.loaded.model.set_adapter(child_name)
-    return VerificationResult(not reasons, figures, asdict(thresholds), reasons)
+    return VerificationResult(not reasons, figures, thresholds.to_dict(), reasons)

@@ -1,0 +1,139 @@
+"""The ML part of one unlearning job, in one call: load the parent adapter beside the base model, unlearn
+the forget set into a child adapter, verify the child against the parent on data it never trained on, save
+the child's weights, and free both adapters.  No database here: the service collects the data before and
+records the outcome after (``core.services.pipeline``)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from core.ml.data import SAMPLE_COLUMNS
+from core.ml.model import LoadedModel, load_adapter, save_adapter, unload_adapter
+from core.ml.prompts import Catalog, PromptBuilder
+from core.ml.scoring import Scorer
+from core.ml.unlearning.base import UnlearningInputs, UnlearningReport, run_unlearning
+from core.ml.unlearning.progress import Progress
+from core.ml.verification import Thresholds, VerificationResult, equal_size, verify_candidate
+from core.serialization import json_safe
+
+
+@dataclass(frozen=True)
+class JobData:
+    """The samples of one job (frames with at least ``core.ml.data.SAMPLE_COLUMNS``) and its catalog."""
+
+    forget: pd.DataFrame  # training samples in the batch's scopes: what the child must forget (F)
+    retain: pd.DataFrame  # the usable training samples
+    valid: pd.DataFrame  # usable validation samples; the utility gate draws a fixed subset
+    unseen: pd.DataFrame  # usable test samples: the non-members the forgetting gates compare F with
+    catalog: Catalog  # titles and usable profiles, for the prompts
+
+
+@dataclass(frozen=True)
+class UnlearningPlan:
+    """How to unlearn and verify: the method (registered name and JSON config), the gates, the sizes of
+    the verification samples and the seed of their draws."""
+
+    method: str
+    method_config: Mapping[str, Any]
+    thresholds: Thresholds
+    valid_samples: int  # the fixed validation subset of the utility gate
+    max_verify_samples: int  # cap on the equal-size forget and unseen samples of the forgetting gates
+    seed: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The child adapter: its verdict and figures, and where its weights were saved."""
+
+    passed: bool
+    reasons: tuple[str, ...]  # why it failed the gates (empty when it passed)
+    figures: dict[str, Any]  # JSON-safe: the gates' metrics, sample counts, the method's report
+    folder: Path
+    sha256: str  # of the weights (the version's content id)
+
+
+class JobProgress(Protocol):
+    """What the job's owner hears while the model works (the service renews its lease on each)."""
+
+    def unlearning_started(self) -> None: ...
+
+    def unlearning_step(self, done: int, total: int) -> None: ...
+
+    def verification_started(self) -> None: ...
+
+
+def unlearn_and_verify(
+    loaded: LoadedModel,
+    parent_folder: Path,
+    data: JobData,
+    plan: UnlearningPlan,
+    child_folder: Path,
+    metadata: Mapping[str, Any],
+    progress: JobProgress,
+    name: str = "job",
+    score_batch_size: int = 16,
+) -> Candidate:
+    """Unlearn ``data.forget`` from the adapter in ``parent_folder`` with ``plan``'s method, verify the
+    child, and save it (weights plus ``metadata`` as ``e2u.json``) into ``child_folder``, which is
+    replaced.  ``data.forget`` must not be empty.  Both adapters (loaded as ``{name}_parent`` and
+    ``{name}_child``) are freed whatever happens; ``loaded`` is left as it was found."""
+    valid = data.valid.sample(n=min(plan.valid_samples, len(data.valid)), random_state=plan.seed).reset_index(
+        drop=True
+    )
+    scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, data.catalog), batch_size=score_batch_size)
+    parent_name, child_name = f"{name}_parent", f"{name}_child"
+    try:
+        load_adapter(loaded, parent_folder, parent_name)
+        progress.unlearning_started()
+        inputs = UnlearningInputs(
+            scorer,
+            parent_name,
+            data.forget[SAMPLE_COLUMNS],
+            data.retain[SAMPLE_COLUMNS],
+            valid[SAMPLE_COLUMNS],
+        )
+        report = run_unlearning(
+            plan.method,
+            inputs,
+            dict(plan.method_config),
+            child_name,
+            progress=Progress(lambda _phase, done, total: progress.unlearning_step(done, total)),
+        )
+        progress.verification_started()
+        result = _verify(scorer, parent_name, child_name, data, valid, plan, report)
+        shutil.rmtree(child_folder, ignore_errors=True)
+        sha256 = save_adapter(loaded, child_name, child_folder, dict(metadata))
+    finally:
+        unload_adapter(loaded, child_name)
+        unload_adapter(loaded, parent_name)
+    figures = json_safe(
+        {
+            **result.metrics,
+            "forget_samples": len(data.forget),
+            "retain_samples": len(data.retain),
+            "unlearning": report.to_dict(),
+        }
+    )
+    return Candidate(result.passed, tuple(result.reasons), figures, child_folder, sha256)
+
+
+def _verify(
+    scorer: Scorer,
+    parent_name: str,
+    child_name: str,
+    data: JobData,
+    valid: pd.DataFrame,
+    plan: UnlearningPlan,
+    report: UnlearningReport,
+) -> VerificationResult:
+    forget, unseen = equal_size(data.forget, data.unseen, plan.max_verify_samples, plan.seed)
+    teacher_divergence = report.details.get("teacher_divergence")
+    return verify_candidate(
+        scorer, parent_name, child_name, forget, unseen, valid, plan.thresholds, teacher_divergence
+    )
