@@ -3,5 +3,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 ruff check .
-ruff format --check . || true
+ruff format --check .
 mypy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,16 @@ def tiny_config() -> ModelConfig:
     return ModelConfig(base=TINY, cache_dir=str(MODELS_DIR), device="cpu")
 
 
-@pytest.fixture
-def tiny_model(tiny_config: ModelConfig) -> LoadedModel:
+@pytest.fixture(scope="session")
+def _tiny_model_once(tiny_config: ModelConfig) -> LoadedModel:
+    """Loaded once per session and never handed to a test: ``tiny_model`` gives out copies."""
     return load_base(tiny_config)
+
+
+@pytest.fixture
+def tiny_model(_tiny_model_once: LoadedModel) -> LoadedModel:
+    """A fresh copy per test (weights, adapters, tokenizer), so no test sees another's changes."""
+    return copy.deepcopy(_tiny_model_once)
 
 
 def synthetic_dataset(users: int = 12, items: int = 20, per_user: int = 8, seed: int = 0) -> Dataset:

@@ -1,18 +1,28 @@
-"""Run the Alembic migrations programmatically (tests, bootstrap, the embedded launcher)."""
+"""Run the Alembic migrations programmatically (tests, bootstrap, the embedded launcher).
+
+The scripts are the top-level package ``migrations``, installed with ``core``: found by import, they work
+from a source checkout and from an installed wheel alike.  ``alembic.ini`` serves the ``alembic`` command
+in a checkout only; it is not needed here.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def script_location() -> Path:
+    """The folder of the Alembic environment and revisions, wherever the ``migrations`` package lives."""
+    return Path(str(files("migrations")))
 
 
 def alembic_config(url: str) -> Config:
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    """An Alembic configuration for the database at ``url``, independent of the working directory."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
     config.attributes["database_url"] = url  # not via set_main_option: URLs may hold '%'
     return config
 

@@ -37,7 +37,7 @@ def _frame(small_data: PreparedData) -> pd.DataFrame:
 
 
 def test_no_adapter_is_a_clear_error(server: ModelServer) -> None:
-    with pytest.raises(NoActiveAdapter), server.lease():
+    with pytest.raises(NoActiveAdapter, match="no adapter is active yet"), server.lease():
         pass
 
 

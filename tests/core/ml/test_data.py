@@ -110,9 +110,9 @@ def test_csv_import_rejects_duplicate_items(tmp_path: Path) -> None:
 
 
 def test_sample_config_rejects_nonsense() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="history_len must be >= 1, got 0"):
         SampleConfig(history_len=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"valid_fraction \+ test_fraction must be < 1"):
         SampleConfig(valid_fraction=0.6, test_fraction=0.5)
 
 

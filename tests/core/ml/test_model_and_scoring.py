@@ -117,5 +117,5 @@ def test_recommend_ranks_unseen_popular_items(tiny_scorer, small_data) -> None:
     assert not set(candidates) & set(samples.loc[samples.user_id == "u0", "item_id"])
     recs = recommend(tiny_scorer, "u0", user_history(samples, "u0", 3), candidates, k=3)
     assert len(recs) == 3 and recs[0].score >= recs[1].score >= recs[2].score
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         recommend(tiny_scorer, "u0", [], candidates, k=0)

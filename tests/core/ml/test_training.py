@@ -36,9 +36,9 @@ def test_training_lowers_the_training_loss_and_touches_only_lora(tiny_scorer, sm
 
 
 def test_train_config_rejects_nonsense_and_round_trips() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="learning_rate must be > 0, got 0"):
         TrainConfig(learning_rate=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_samples must be >= 1 or None, got 0"):
         TrainConfig(max_samples=0)
     config = TrainConfig(lora=LoraSpec(r=4, alpha=8), max_steps=7)
     assert TrainConfig.from_dict(config.to_dict()) == config

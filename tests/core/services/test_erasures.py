@@ -21,7 +21,7 @@ def test_idempotency_key_returns_the_same_request(session: Session, seeded: Prep
     session.commit()
     again, created_again = erasures.create_erasure_request(session, "u1", None, INTAKE, idempotency_key="k-1")
     assert created and not created_again and again.id == first.id
-    with pytest.raises(IdempotencyKeyReused):
+    with pytest.raises(IdempotencyKeyReused, match="used for a different erasure request"):
         erasures.create_erasure_request(session, "u2", None, INTAKE, idempotency_key="k-1")
     assert len(erasures.list_erasure_requests(session)) == 1
     assert first.status == "received" and (first.deadline_at - first.created_at).days == 30
@@ -29,11 +29,11 @@ def test_idempotency_key_returns_the_same_request(session: Session, seeded: Prep
 
 
 def test_bad_input_changes_nothing(session: Session, seeded: PreparedData) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="no data stored for user 'nobody'"):
         erasures.create_erasure_request(session, "nobody", None, INTAKE)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"user 'u1' has no ratings of item\(s\) \['not-rated'\]"):
         erasures.create_erasure_request(session, "u1", ["not-rated"], INTAKE)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="items must list at least one item"):
         erasures.create_erasure_request(session, "u1", [], INTAKE)
     assert erasures.list_erasure_requests(session) == []
 
@@ -45,9 +45,9 @@ def test_cancel_only_while_pending(session: Session, seeded: PreparedData) -> No
     other, _ = erasures.create_erasure_request(session, "u2", None, INTAKE)
     other.status = "unlearning"
     session.flush()
-    with pytest.raises(NotCancellable):
+    with pytest.raises(NotCancellable, match="is unlearning; only a pending request can be cancelled"):
         erasures.cancel_erasure_request(session, other.id)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="has no certificate yet"):
         erasures.get_certificate(session, other.id)
 
 
@@ -60,14 +60,14 @@ def test_recommend_path_and_new_ratings_respect_pending_erasures(
     assert len(candidates) == 5 and not set(candidates) & set(recommendations.user_history(session, "u4", 99))
     rows = recommendations.add_interactions(session, "u4", [NewRating(candidates[0], 5.0)], history_len=3)
     assert rows[0].split == "new" and rows[0].label == 1 and rows[0].history
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match=r"user 'u4' already rated item\(s\)"):
         recommendations.add_interactions(session, "u4", [NewRating(candidates[0], 4.0)], history_len=3)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"unknown item\(s\) \['nope'\]"):
         recommendations.add_interactions(session, "u4", [NewRating("nope", 4.0)], history_len=3)
     erasures.create_erasure_request(session, "u4", None, INTAKE)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="unknown user 'u4'"):
         recommendations.user_history(session, "u4", 3)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match=r"user 'u4' has a pending erasure covering item\(s\)"):
         recommendations.add_interactions(session, "u4", [NewRating(candidates[1], 4.0)], history_len=3)
     assert "u4" not in recommendations.prompt_catalog(session).profiles
 

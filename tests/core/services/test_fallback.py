@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy.orm import Session
 
 from core.ml.model import LoadedModel
@@ -34,12 +33,6 @@ if Broken.name not in METHODS:
     register(Broken)
 
 
-def _retrain_registered() -> bool:
-    import core.ml.unlearning  # noqa: F401  (registers the built-in methods)
-
-    return "retrain" in METHODS
-
-
 def _fail_once(
     session: Session, model: LoadedModel, adapters_dir: Path, **overrides: object
 ) -> pipeline.JobOutcome:
@@ -62,8 +55,6 @@ def test_without_fallback_exhausted_requests_fail(
 def test_exhausted_batch_falls_back_to_an_exact_retrain(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
-    if not _retrain_registered():
-        pytest.skip("unlearning method 'retrain' is not registered yet (core/ml/unlearning is in progress)")
     request, _ = erasures.create_erasure_request(session, "u4", None, INTAKE)
     outcome = _fail_once(
         session, tiny_model, adapters_dir, exact_fallback=True, fallback_method_config=RECIPE
@@ -95,10 +86,10 @@ def test_a_failed_fallback_does_not_fall_back_again(
     bad = {"train": {"lora": {"r": 4, "alpha": 8}, "max_steps": 1}}
     outcome = _fail_once(session, tiny_model, adapters_dir, exact_fallback=True, fallback_method_config=bad)
     [fallback_id] = outcome.follow_up_jobs
-    if not _retrain_registered():
-        pytest.skip("unlearning method 'retrain' is not registered yet (core/ml/unlearning is in progress)")
     again = pipeline.run_job(session, fallback_id, runtime(tiny_model, adapters_dir), session.commit)
     assert again.status == "failed" and again.follow_up_jobs == []
+    # refused by the retrain method itself (not "unknown unlearning method 'retrain'")
+    assert "retrain recipe's LoRA (r=4, alpha=8" in (again.reason or "")
     assert erasures.get_erasure_request(session, request.id).status == "failed"
     active = registry.active_adapter(session)
     assert active is not None and active.version_id == v1_id

@@ -96,7 +96,7 @@ def test_erasure_to_new_active_version(
         == "skipped"
     )
     # rollback to the version that predates the completed erasure is refused
-    with pytest.raises(PredatesErasure):
+    with pytest.raises(PredatesErasure, match=r"predates 1 completed erasure\(s\)"):
         registry.promote_version(session, v1_id, active.version_id, active.counter, "admin", kind="rollback")
 
 
@@ -123,7 +123,7 @@ def test_failed_gate_keeps_old_version_and_requeues(
         assert (
             rejected.metrics["child_valid"] and "verification failed" in rejected.metrics["rejection_reason"]
         )
-        with pytest.raises(VersionUnavailable):
+        with pytest.raises(VersionUnavailable, match="is rejected; its weights cannot serve"):
             registry.promote_version(session, rejected.id, v1_id, 1, "admin")
     active = registry.active_adapter(session)
     assert active is not None and active.version_id == v1_id and active.counter == 1
@@ -181,11 +181,11 @@ def test_promotion_is_fenced(session: Session, v1_id: str, adapters_dir: Path) -
     other = adapters_dir / "other"
     other.mkdir()
     registry.register_version(session, "other", None, "tiny", other, "0" * 64, {}, {}, set())
-    with pytest.raises(StalePromotion):
+    with pytest.raises(StalePromotion, match="the active version moved"):
         registry.promote_version(session, "other", v1_id, 7, "admin")  # stale counter
     active = registry.promote_version(session, "other", v1_id, 1, "admin")
     assert active.version_id == "other" and active.counter == 2
-    with pytest.raises(StalePromotion):
+    with pytest.raises(StalePromotion, match="is already active"):
         registry.promote_version(session, v1_id, v1_id, 1, "admin", kind="rollback")  # a second, stale caller
     back = registry.promote_version(session, v1_id, "other", 2, "admin", kind="rollback")
     assert back.counter == 3 and [e.kind for e in registry.activation_events(session)] == [
@@ -198,7 +198,7 @@ def test_promotion_is_fenced(session: Session, v1_id: str, adapters_dir: Path) -
 def test_api_keys(session: Session) -> None:
     plaintext = create_api_key(session, "ops", ["admin", "recommend"])
     assert authenticate(session, plaintext, "admin").name == "ops"
-    with pytest.raises(Forbidden):
+    with pytest.raises(Forbidden, match="lacks the 'erase' scope"):
         authenticate(session, plaintext, "erase")
-    with pytest.raises(Unauthorized):
+    with pytest.raises(Unauthorized, match="unknown or revoked API key"):
         authenticate(session, plaintext + "x")
