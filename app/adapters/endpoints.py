@@ -13,12 +13,11 @@ from app.adapters.schemas import (
     AdapterVersionList,
     AdapterVersionPublic,
     PromoteRequest,
-    VersionStatus,
 )
 from app.deps import AdminKey, RuntimeDep, SessionDep, actor, after_commit
 from app.errors import error_responses
 from app.runtime import Runtime
-from core.db.models import AdapterVersion
+from core.db.models import AdapterVersion, VersionStatus
 from core.events import EventPublisher, promotion_event
 from core.services import registry as service
 from core.services.errors import Conflict

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from app.deps import AdminKey, PageDep, RuntimeDep, SessionDep, after_commit
 from app.errors import error_responses
-from app.jobs.schemas import JobList, JobPublic, JobStatus, TriggerResult
-from core.db.models import UnlearningJob
+from app.jobs.schemas import JobList, JobPublic, TriggerResult
+from core.db.models import JobStatus, UnlearningJob
 from core.services import batching as service
 
 router = APIRouter(prefix="/admin/jobs", tags=["admin"])

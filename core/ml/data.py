@@ -336,20 +336,21 @@ def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFr
     records = []
     for _user, group in ordered.groupby("user_id", sort=False):
         past: list[tuple[str, float]] = []
-        for row in group.itertuples(index=False):
+        columns = (group[c].tolist() for c in ("user_id", "item_id", "rating", "timestamp", "split"))
+        for user_id, item_id, rating, timestamp, split_name in zip(*columns, strict=True):
             if len(past) >= config.min_history:
                 records.append(
                     (
-                        row.user_id,
-                        row.item_id,
-                        float(row.rating),
-                        int(row.timestamp),
-                        int(row.rating > config.like_threshold),
+                        user_id,
+                        item_id,
+                        float(rating),
+                        int(timestamp),
+                        int(rating > config.like_threshold),
                         encode_history(past[-config.history_len :]),
-                        row.split,
+                        split_name,
                     )
                 )
-            past.append((row.item_id, float(row.rating)))
+            past.append((str(item_id), float(rating)))
     samples = pd.DataFrame.from_records(records, columns=SAMPLE_COLUMNS)
     return samples.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
 

@@ -3,7 +3,7 @@ erasure scope is never returned (``usable_interactions``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,10 +273,7 @@ def bulk_import(session: Session, items: pd.DataFrame, users: pd.DataFrame, samp
     """Insert a prepared data set (``core.ml.data.PreparedData`` frames) in bulk."""
     session.execute(
         Item.__table__.insert(),  # type: ignore[attr-defined]
-        [
-            {"item_id": str(r.item_id), "title": str(r.title), "genres": str(r.genres)}
-            for r in items.itertuples()
-        ],
+        [{"item_id": str(r.item_id), "title": str(r.title), "genres": str(r.genres)} for r in _rows(items)],
     )
     if not users.empty:
         session.execute(
@@ -288,7 +285,7 @@ def bulk_import(session: Session, items: pd.DataFrame, users: pd.DataFrame, samp
                     "gender": str(r.gender),
                     "occupation": str(r.occupation),
                 }
-                for r in users.itertuples()
+                for r in _rows(users)
             ],
         )
     records = [
@@ -301,7 +298,7 @@ def bulk_import(session: Session, items: pd.DataFrame, users: pd.DataFrame, samp
             "history": str(r.history),
             "split": str(r.split),
         }
-        for r in samples.itertuples()
+        for r in _rows(samples)
     ]
     for start in range(0, len(records), 5000):
         session.execute(Interaction.__table__.insert(), records[start : start + 5000])  # type: ignore[attr-defined]
@@ -331,3 +328,8 @@ def delete_profile(session: Session, user_id: str) -> bool:
     deleted = session.execute(delete(UserProfile).where(UserProfile.user_id == user_id)).rowcount  # type: ignore[attr-defined]
     session.flush()
     return bool(deleted)
+
+
+def _rows(frame: pd.DataFrame) -> Iterator[Any]:
+    """A frame's rows as named tuples; typed ``Any`` since each column's type is converted where used."""
+    return frame.itertuples()
