@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # the Ed25519 private key that signs certificates (PKCS#8 PEM, e.g. `openssl genpkey -algorithm
     # ed25519`); required in production; development: ``home/keys/signing-key.pem``, created on first use
     signing_key_file: Path | None = None
-    retired_keys_dir: Path | None = None  # public JWKs of retired keys (*.jwk.json); default home/keys/retired
+    retired_keys_dir: Path | None = None  # retired public JWKs (*.jwk.json); default home/keys/retired
     certificate_salt: str = DEV_CERTIFICATE_SALT  # salts the user-id hash written into certificates
 
     @property

@@ -136,7 +136,7 @@ class SigningKey:
 
 
 def _write_private(path: Path, key: SigningKey, replace: bool) -> None:
-    """Write ``key`` to ``path`` (mode 0600) atomically; with ``replace`` False, only if ``path`` is absent."""
+    """Write ``key`` to ``path`` (mode 0600) atomically; unless ``replace``, only if ``path`` is absent."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.touch(0o600)
     tmp.chmod(0o600)

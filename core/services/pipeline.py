@@ -74,9 +74,9 @@ class PipelineRuntime:
     """What a worker process brings: the cached base model and where adapters live.
 
     ``loaded``: the base model (adapters are loaded beside it for a job and freed after);
-    ``lease_seconds``: how long a heartbeat keeps the job ours; ``signing_key``: the Ed25519 key that signs certificates;
-    ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared`` output) that the purge
-    phase rewrites without the erased scope (None: there is none to purge).
+    ``lease_seconds``: how long a heartbeat keeps the job ours; ``signing_key``: the Ed25519 key that
+    signs certificates; ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared``
+    output) that the purge phase rewrites without the erased scope (None: there is none to purge).
     """
 
     loaded: LoadedModel

@@ -39,7 +39,7 @@ def worker_env(tmp_path: Path, db_url: str) -> dict[str, str]:
         "E2U_RESULT_BACKEND": REDIS,
         "E2U_REDIS_URL": REDIS,
         "E2U_BASE_MODEL": "tiny",
-        "E2U_SIGNING_KEY": "worker-test-key",
+        "E2U_ENVIRONMENT": "development",  # the worker creates its signing key under E2U_HOME/keys
         "E2U_UNLEARNING_METHOD": "test-nudge",
         "E2U_UTILITY_MARGIN": "1.0",
         "E2U_MIA_MARGIN": "0.5",
@@ -69,13 +69,14 @@ def test_worker_runs_one_job(
     worker: subprocess.Popen[bytes],
     tmp_path: Path,
 ) -> None:
-    settings = Settings(home=tmp_path, broker_url=REDIS, result_backend=REDIS)
+    settings = Settings(environment="development", home=tmp_path, broker_url=REDIS, result_backend=REDIS)
     request, _ = erasures.create_erasure_request(session, "u8", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
         session,
         batching.job_settings_from(
             Settings(
                 _env_file=None,
+                environment="development",
                 **{
                     "unlearning_method": "test-nudge",
                     "utility_margin": 1.0,

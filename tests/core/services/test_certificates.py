@@ -49,7 +49,9 @@ def _with_statement(envelope: dict[str, Any], change: dict[str, Any]) -> dict[st
     return {**envelope, "payload": base64.b64encode(payload).decode()}
 
 
-def _external(verifier: str, tmp_path: Path, envelope: dict, key_set: dict) -> subprocess.CompletedProcess[str]:
+def _external(
+    verifier: str, tmp_path: Path, envelope: dict, key_set: dict
+) -> subprocess.CompletedProcess[str]:
     certificate, keys = tmp_path / "certificate.json", tmp_path / "jwks.json"
     certificate.write_text(json.dumps(envelope))
     keys.write_text(json.dumps(key_set))

@@ -17,7 +17,6 @@ from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
 from core.services.batching import JobSettings
 from core.services.certificates import PREDICATE_TYPE, verify_certificate
-from core.signing import SignatureError, SigningKey, jwks
 from core.services.errors import (
     Forbidden,
     PredatesErasure,
@@ -25,6 +24,7 @@ from core.services.errors import (
     Unauthorized,
     VersionUnavailable,
 )
+from core.signing import SignatureError, SigningKey, jwks
 
 INTAKE = erasures.IntakeConfig(salt="salt")
 LENIENT = Thresholds(utility_margin=1.0, mia_margin=0.5, gold_margin=1.0)
