@@ -18,7 +18,6 @@ from core.queue_contract import RUN_JOB_TASK
 from core.services import batching, erasures, registry
 from core.settings import Settings
 from tests.conftest import MODELS_DIR
-from worker.celery_app import make_celery
 
 REDIS = "redis://127.0.0.1:6379/11"
 # the worker imports the stand-in method, then runs as usual
@@ -68,7 +67,12 @@ def test_worker_runs_one_job(
     worker_env: dict[str, str],
     worker: subprocess.Popen[bytes],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # importing the worker module builds its Celery app from the settings: production would refuse
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")
+    from worker.celery_app import make_celery
+
     settings = Settings(environment="development", home=tmp_path, broker_url=REDIS, result_backend=REDIS)
     request, _ = erasures.create_erasure_request(session, "u8", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
