@@ -1,6 +1,6 @@
-"""Starting the service: first-start preparation (migrations, data, model, adapter v1, bootstrap, a
-development API key) and the embedded mode that runs the API and a real Celery worker (with beat) as two
-processes of one command."""
+"""Starting the service: first-start preparation (migrations, data, model, adapter v1, bootstrap; in
+development a signing key and an API key, written to files) and the embedded mode that runs the API and a
+real Celery worker (with beat) as two processes of one command."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ ALL_SCOPES = ["admin", "erase", "recommend"]
 class InitReport:
     active_version: str | None
     imported_interactions: int
-    dev_api_key: str | None  # created now (development, no key existed); shown once
+    signing_key_id: str  # the kid of the key that signs certificates (published at /.well-known/jwks.json)
+    dev_api_key_file: Path | None  # an all-scope key created now (development, no key existed), mode 0600
 
 
 def initialise(
@@ -42,8 +43,9 @@ def initialise(
     create_dev_key: bool = True,
 ) -> InitReport:
     """Migrate the database; on an empty registry prepare the data and train adapter v1 (the callbacks,
-    each skipped when its output exists) and register both; in development create an admin key if none
-    exists.  Idempotent: later starts only migrate."""
+    each skipped when its output exists) and register both.  In development, create the signing key under
+    ``home/keys`` and, if no API key exists, an all-scope key written to ``settings.dev_key_path`` (mode
+    0600; never printed).  Idempotent: later starts only migrate."""
     url = settings.database_url_resolved
     upgrade(url)
     sessions = session_factory(url)
@@ -61,15 +63,27 @@ def initialise(
             report = bootstrap(session, settings.data_dir, v1, settings.base_model)
             session.commit()
         imported = report.imported_interactions
-    key = None
+    signing_key = settings.signing_keys.active()  # created here on a development first start
+    key_file = None
     if create_dev_key and settings.environment == "development" and settings.dev_bootstrap_key:
         with sessions() as session:
             if not audit_repo.list_keys(session):
                 key = api_key_service.create_api_key(session, "dev-admin", ALL_SCOPES)
+                key_file = _write_secret(settings.dev_key_path, key)
                 session.commit()
     with sessions() as session:
         active = registry_service.active_adapter(session)
-    return InitReport(active.version_id if active else None, imported, key)
+    return InitReport(active.version_id if active else None, imported, signing_key.kid, key_file)
+
+
+def _write_secret(path: Path, secret: str) -> Path:
+    """Write ``secret`` to ``path`` readable by its owner only (created 0600, never wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secret + "\n")
+    return path
 
 
 def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
@@ -87,7 +101,9 @@ def start_worker(
     """Start the worker in its own session (a terminal's Ctrl-C reaches only the launcher, which then stops
     the worker cleanly).  Its output goes to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"E2U_HOME": str(settings.home.resolve())} | (extra_env or {})
+    # the worker runs in the launcher's environment (development unless E2U_ENVIRONMENT says otherwise)
+    own = {"E2U_HOME": str(settings.home.resolve()), "E2U_ENVIRONMENT": settings.environment}
+    env = os.environ | own | (extra_env or {})
     with log_file.open("ab") as out:
         return subprocess.Popen(
             worker_command(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True

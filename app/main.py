@@ -14,6 +14,7 @@ from app.erasures.endpoints import router as erasures_router
 from app.errors import install_error_handler
 from app.imports.endpoints import router as imports_router
 from app.jobs.endpoints import router as jobs_router
+from app.keys.endpoints import router as keys_router
 from app.recommendations.endpoints import router as recommendations_router
 from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
@@ -71,6 +72,7 @@ def create_app(
     v1.include_router(imports_router)
     app.include_router(v1)
     app.include_router(system_router)
+    app.include_router(keys_router)
 
     @app.middleware("http")
     async def count(request, call_next):  # type: ignore[no-untyped-def]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 from core.settings import Settings
 
@@ -14,10 +16,21 @@ class ApiSettings(Settings):
     inference_batch_size: int = 16  # samples per forward pass when scoring pairs
     max_candidates: int = 1000  # the most candidates one recommendation request may rank
     max_import_bytes: int = 200 * 2**20  # the largest CSV file one import may upload
-    dev_bootstrap_key: bool = (
-        True  # development only: `e2u serve` creates and prints an admin key if none exist
-    )
+    # development only: `e2u serve` creates an all-scope key if none exist and writes it to
+    # ``dev_key_path`` (mode 0600); the key itself is never printed
+    dev_bootstrap_key: bool = True
     # Where the worker writes adapters must be readable here too (a shared volume in docker-compose).
+
+    @property
+    def dev_key_path(self) -> Path:
+        return self.home / "dev-admin-key"
+
+
+class EmbeddedSettings(ApiSettings):
+    """The settings of the embedded launcher (`e2u serve`, `e2u init`), the one place that asks for
+    development by default; E2U_ENVIRONMENT (or .env) still wins, as for every other setting."""
+
+    environment: Literal["development", "production"] = "development"
 
 
 @lru_cache(maxsize=1)

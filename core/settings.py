@@ -4,19 +4,22 @@ values they need as explicit arguments."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
+from core.signing import KeyStore, SignatureError, SigningKey
+
 DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="E2U_", env_file=".env", extra="ignore")
 
-    environment: str = "development"  # "development" or "production"
+    # production unless the embedded launcher (`e2u serve`, `e2u init`) asks for development: production
+    # refuses to start without a signing key file and a real certificate salt
+    environment: Literal["development", "production"] = "production"
     home: Path = Path("var")  # prepared data, converted models, adapter store, embedded database
     base_model: str = "smollm2"  # "smollm2", "tiny", or a local model folder / hub id on disk
     history_len: int = 5
@@ -33,8 +36,21 @@ class Settings(BaseSettings):
     def adapters_dir(self) -> Path:
         return self.home / "adapters"
 
-    signing_key: str = DEV_SIGNING_KEY
+    # the Ed25519 private key that signs certificates (PKCS#8 PEM, e.g. `openssl genpkey -algorithm
+    # ed25519`); required in production; development: ``home/keys/signing-key.pem``, created on first use
+    signing_key_file: Path | None = None
+    retired_keys_dir: Path | None = None  # retired public JWKs (*.jwk.json); default home/keys/retired
     certificate_salt: str = DEV_CERTIFICATE_SALT  # salts the user-id hash written into certificates
+
+    @property
+    def signing_keys(self) -> KeyStore:
+        """The active signing key and the retired public keys (created on first use in development)."""
+        keys = self.home / "keys"
+        return KeyStore(
+            active_path=self.signing_key_file or keys / "signing-key.pem",
+            retired_dir=self.retired_keys_dir or keys / "retired",
+            create_missing=self.environment == "development",
+        )
 
     # ------------------------------------------------------------------ persistence and queue
     # Empty strings mean "the embedded default under ``home``" (SQLite file, kombu filesystem broker).
@@ -79,9 +95,20 @@ class Settings(BaseSettings):
         return self.result_backend or f"file://{(self.home / 'celery' / 'results').resolve()}"
 
     @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> Settings:
-        if self.environment != "development" and self.signing_key == DEV_SIGNING_KEY:
-            raise ValueError("E2U_SIGNING_KEY must be set outside development")
-        if self.environment != "development" and self.certificate_salt == DEV_CERTIFICATE_SALT:
-            raise ValueError("E2U_CERTIFICATE_SALT must be set outside development")
+    def _refuse_missing_secrets(self) -> Settings:
+        if not self.certificate_salt.strip():
+            raise ValueError("E2U_CERTIFICATE_SALT must not be empty")
+        if self.environment == "development":
+            return self
+        if self.certificate_salt == DEV_CERTIFICATE_SALT:
+            raise ValueError("E2U_CERTIFICATE_SALT must be set to a secret of your own in production")
+        if self.signing_key_file is None:
+            raise ValueError(
+                "E2U_SIGNING_KEY_FILE must name the Ed25519 signing key (PKCS#8 PEM) in production; "
+                "make one with `openssl genpkey -algorithm ed25519 -out signing-key.pem`"
+            )
+        try:
+            SigningKey.load(self.signing_key_file)
+        except SignatureError as error:
+            raise ValueError(f"E2U_SIGNING_KEY_FILE: {error}") from None
         return self

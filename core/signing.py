@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,17 +94,23 @@ class SigningKey:
         return cls(key)
 
     @classmethod
-    def load_or_create(cls, path: Path) -> SigningKey:
-        """The key stored at ``path`` (PKCS#8 PEM); a new one is written there, mode 0600, if none exists."""
-        if path.exists():
+    def load(cls, path: Path) -> SigningKey:
+        """The key stored at ``path`` (PKCS#8 PEM); ``SignatureError`` naming the file if it cannot be."""
+        try:
             return cls.from_pem(path.read_bytes())
-        key = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(key.to_pem())
-        tmp.chmod(0o600)
-        tmp.replace(path)
-        return key
+        except (OSError, ValueError, TypeError) as error:
+            raise SignatureError(f"cannot read the Ed25519 signing key {path}: {error}") from error
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> SigningKey:
+        """The key stored at ``path`` (PKCS#8 PEM); a new one is written there, mode 0600, if none exists.
+        Safe when two processes start at once: the file is linked into place only if still absent, and
+        whoever loses the race reads the winner's key (so nothing is ever signed by an unpublished key)."""
+        if not path.exists():
+            key = cls.generate()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_private(path, key, replace=False)
+        return cls.load(path)
 
     def to_pem(self) -> bytes:
         return self.private.private_bytes(
@@ -125,6 +133,23 @@ class SigningKey:
         return self.public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+
+
+def _write_private(path: Path, key: SigningKey, replace: bool) -> None:
+    """Write ``key`` to ``path`` (mode 0600) atomically; unless ``replace``, only if ``path`` is absent."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.touch(0o600)
+    tmp.chmod(0o600)
+    tmp.write_bytes(key.to_pem())
+    try:
+        if replace:
+            tmp.replace(path)
+        else:
+            os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def statement(subjects: list[dict[str, Any]], predicate_type: str, predicate: dict[str, Any]) -> bytes:
@@ -204,3 +229,50 @@ def jwks(active: SigningKey, retired_public_jwks: Sequence[dict[str, Any]] = ())
             seen.add(jwk["kid"])
             keys.append({k: v for k, v in jwk.items() if k != "d"})  # a private member is never published
     return {"keys": keys}
+
+
+@dataclass(frozen=True)
+class KeyStore:
+    """Where the signing keys live: the active private key (``active_path``, PKCS#8 PEM) and the public
+    halves of retired keys (``retired_dir/<kid>.jwk.json``), which are published for ever.
+
+    ``create_missing``: create the active key on first use (development only; production refuses to start
+    without a key file, see ``core.settings``)."""
+
+    active_path: Path
+    retired_dir: Path
+    create_missing: bool = False
+
+    def active(self) -> SigningKey:
+        """The key that signs now."""
+        if self.create_missing:
+            return SigningKey.load_or_create(self.active_path)
+        return SigningKey.load(self.active_path)
+
+    def retired(self) -> list[dict[str, Any]]:
+        """The retired public keys, oldest file name first (each file one public JWK)."""
+        if not self.retired_dir.is_dir():
+            return []
+        keys = []
+        for path in sorted(self.retired_dir.glob("*.jwk.json")):
+            jwk = json.loads(path.read_text())
+            key_from_jwk(jwk)  # a malformed file fails here, not in a verifier years later
+            keys.append(jwk)
+        return keys
+
+    def jwks(self) -> dict[str, Any]:
+        """The published key set: the active key and every retired one."""
+        return jwks(self.active(), self.retired())
+
+    def rotate(self) -> tuple[str, str]:
+        """Make a new key active; the old key's public half moves to the retired folder first (so that
+        at every moment each key that may have signed is published).  Returns (old kid, new kid)."""
+        old = self.active()
+        self.retired_dir.mkdir(parents=True, exist_ok=True)
+        retired = self.retired_dir / f"{old.kid}.jwk.json"
+        tmp = retired.with_name(f".{retired.name}.tmp")
+        tmp.write_text(json.dumps(old.jwk, indent=2, sort_keys=True) + "\n")
+        tmp.replace(retired)
+        new = SigningKey.generate()
+        _write_private(self.active_path, new, replace=True)
+        return old.kid, new.kid

@@ -75,7 +75,7 @@ def run_job(job_id: int) -> dict[str, Any]:
         loaded=base_model(),
         adapters_dir=current.adapters_dir.resolve(),
         worker_id=worker_id(),
-        signing_key=current.signing_key,
+        signing_key=current.signing_keys.active(),
         lease_seconds=current.lease_seconds,
         publisher=EventPublisher(current.redis_url),
         prepared_data_dir=current.data_dir.resolve(),

@@ -1,5 +1,6 @@
 """The ``e2u`` command line, one module per area: ``data``, ``model`` (train, evaluate, recommend),
-``service`` (init, serve), ``api_keys``, ``certificates``; ``bench`` is mounted from ``benchmarks.cli``.
+``service`` (init, serve), ``api_keys``, ``certificates`` (and ``keys``); ``bench`` is mounted from
+``benchmarks.cli``.
 An edge: it reads settings and calls core."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import typer
 
 from app.cli import model, service
 from app.cli.api_keys import apikey_app
-from app.cli.certificates import certificate_app
+from app.cli.certificates import certificate_app, keys_app
 from app.cli.data import data_app
 from benchmarks.cli import bench_app
 
@@ -19,6 +20,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(certificate_app, name="certificate")
+app.add_typer(keys_app, name="keys")
 app.command()(model.train)
 app.command()(model.evaluate)
 app.command("recommend")(model.recommend_cmd)

@@ -1,37 +1,75 @@
-"""``e2u certificate``: check an unlearning certificate's signature offline."""
+"""``e2u certificate verify``: check an unlearning certificate against the published keys; ``e2u keys``:
+the signing keys (rotate, print the JWKS)."""
 
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from app.settings import ApiSettings
 from core.services.certificates import verify_certificate
+from core.signing import SignatureError
 
 certificate_app = typer.Typer(help="Unlearning certificates.", no_args_is_help=True)
+keys_app = typer.Typer(help="The keys that sign certificates.", no_args_is_help=True)
+
+
+def _read_json(source: str) -> Any:
+    """A JSON document from a file or an http(s) URL."""
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=30) as answer:
+            return json.load(answer)
+    return json.loads(Path(source).read_text())
 
 
 @certificate_app.command("verify")
 def certificate_verify(
     file: Annotated[Path, typer.Argument(help="a certificate (GET /v1/erasure-requests/{id}/certificate)")],
-    key: Annotated[str | None, typer.Option(help="signing key (default: E2U_SIGNING_KEY)")] = None,
+    jwks: Annotated[
+        str | None,
+        typer.Option(help="published keys: a file or URL (…/.well-known/jwks.json); default: this service's"),
+    ] = None,
 ) -> None:
-    """Check a certificate's signature; exit 0 if it is valid, 1 if not, 2 if the file cannot be read."""
+    """Check a certificate's signature and predicate type; exit 0 if valid, 1 if not, 2 if unreadable."""
     try:
-        document = json.loads(file.read_text())
+        envelope = json.loads(file.read_text())
     except (OSError, ValueError) as error:
         typer.echo(f"error: cannot read {file}: {error}", err=True)
         raise typer.Exit(2) from None
-    if not isinstance(document, dict):
+    if not isinstance(envelope, dict):
         typer.echo(f"error: {file} is not a JSON object", err=True)
         raise typer.Exit(2)
-    if not verify_certificate(document, key or ApiSettings().signing_key):
-        typer.echo(f"INVALID: {file} was altered or signed with another key")
-        raise typer.Exit(1)
-    child = document.get("child_adapter") or {}
-    destroyed = (document.get("timestamps") or {}).get("old_weights_destroyed_at")
-    typer.echo(f"valid: request {document.get('request_id')}, served by adapter {child.get('id')}")
-    typer.echo(f"old weights destroyed at {destroyed}")
+    try:  # a settings error (production without a key file) is a ValueError too, and names the setting
+        key_set = _read_json(jwks) if jwks else ApiSettings().signing_keys.jwks()
+    except (OSError, ValueError, SignatureError) as error:
+        typer.echo(f"error: cannot read the published keys {jwks or ''}: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        statement = verify_certificate(envelope, key_set)
+    except SignatureError as error:
+        typer.echo(f"INVALID: {file}: {error}")
+        raise typer.Exit(1) from None
+    predicate = statement["predicate"]
+    child = predicate.get("child_adapter") or {}
+    destroyed = (predicate.get("timestamps") or {}).get("old_weights_destroyed_at")
+    typer.echo(f"valid (key {envelope['signatures'][0]['keyid']}): request {predicate.get('request_id')}")
+    typer.echo(f"served by adapter {child.get('id')}; old weights destroyed at {destroyed}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new signing key active; the old public key moves to the retired folder and stays published
+    (certificates it signed keep verifying).  Workers read the key file for each job: no restart needed."""
+    keys = ApiSettings().signing_keys
+    old, new = keys.rotate()
+    typer.echo(f"active key: {new}\nretired key: {old} ({keys.retired_dir / (old + '.jwk.json')})")
+
+
+@keys_app.command("jwks")
+def keys_jwks() -> None:
+    """Print the published key set (what GET /.well-known/jwks.json answers)."""
+    typer.echo(json.dumps(ApiSettings().signing_keys.jwks(), indent=2))

@@ -12,7 +12,7 @@ from app.cli.model import train_v1
 from app.launcher import initialise, start_worker, stop_process, wait_for_worker
 from app.main import create_app
 from app.runtime import Runtime
-from app.settings import ApiSettings
+from app.settings import ApiSettings, EmbeddedSettings
 from core.ml.training import TrainConfig
 
 QuickStepsOpt = Annotated[int, typer.Option(help="training steps of the quick-start adapter v1")]
@@ -28,17 +28,19 @@ def _initialise(settings: ApiSettings, quick_steps: int) -> None:
     if report.imported_interactions:
         typer.echo(f"imported {report.imported_interactions} interactions")
     typer.echo(f"active adapter version: {report.active_version}")
-    if report.dev_api_key:
+    typer.echo(f"environment: {settings.environment}; certificates signed by key {report.signing_key_id}")
+    if report.dev_api_key_file:
         typer.echo(
-            "\ndevelopment API key (all scopes; shown once, only its hash is stored):\n"
-            f"    {report.dev_api_key}\n"
+            f"\ndevelopment API key (all scopes) written to {report.dev_api_key_file} (mode 0600):\n"
+            f"    KEY=$(cat {report.dev_api_key_file})\n"
             "create more with `e2u apikey create --name NAME --scopes recommend,erase,admin`\n"
         )
 
 
 def init(quick_steps: QuickStepsOpt = 60) -> None:
-    """Migrate the database; on first start prepare data, model and adapter v1 and register them."""
-    _initialise(ApiSettings(), quick_steps)
+    """Migrate the database; on first start prepare data, model and adapter v1 and register them
+    (development unless E2U_ENVIRONMENT=production)."""
+    _initialise(EmbeddedSettings(), quick_steps)
 
 
 def serve(
@@ -48,8 +50,9 @@ def serve(
     worker: Annotated[bool, typer.Option(help="also run a Celery worker (+ beat), a second process")] = True,
     prepare: Annotated[bool, typer.Option(help="run `e2u init` first")] = True,
 ) -> None:
-    """Run the service: prepare what is missing, then the API and a real Celery worker; Ctrl-C stops both."""
-    settings = ApiSettings()
+    """Run the service: prepare what is missing, then the API and a real Celery worker; Ctrl-C stops both.
+    Development unless E2U_ENVIRONMENT=production."""
+    settings = EmbeddedSettings()
     host, port = host or settings.host, port or settings.port
     if prepare:
         _initialise(settings, quick_steps)

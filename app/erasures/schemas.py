@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,19 +64,27 @@ class ErasureRequestList(BaseModel):
     requests: list[ErasureRequestPublic]
 
 
+class CertificateSignature(BaseModel):
+    keyid: str = Field(description="the signing key's JWK thumbprint (see /.well-known/jwks.json)")
+    sig: str = Field(description="base64 Ed25519 signature over the DSSE PAE of the payload")
+
+
 class CertificatePublic(BaseModel):
-    """The signed certificate document, as issued (verify it with `e2u certificate verify FILE`)."""
+    """The certificate as issued: a DSSE envelope over an in-toto Statement v1 (predicate type
+    https://e2u.invalid/unlearning-certificate/v1), verifiable with the keys at /.well-known/jwks.json
+    (`e2u certificate verify FILE --jwks URL`, or `node scripts/verify-certificate.mjs FILE JWKS`)."""
 
     model_config = ConfigDict(
-        extra="allow",
         json_schema_extra={
             "examples": [
                 {
-                    "type": "e2u.unlearning-certificate",
-                    "request_id": "0b6f6f4e-3c1a-4d7e-9d0e-6a2f0f1b2c3d",
-                    "signature": {"algorithm": "HMAC-SHA256", "value": "9f1c..."},
+                    "payloadType": "application/vnd.in-toto+json",
+                    "payload": "eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjEiLC4uLn0=",
+                    "signatures": [{"keyid": "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k", "sig": "..."}],
                 }
             ]
         },
     )
-    signature: dict[str, Any]
+    payloadType: str = Field(description="application/vnd.in-toto+json")
+    payload: str = Field(description="base64 of the in-toto Statement (JSON)")
+    signatures: list[CertificateSignature]

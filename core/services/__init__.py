@@ -16,7 +16,7 @@ erasures
     get_erasure_request(s, request_id) -> ErasureRequest;  erasure_scope_items(s, request_id) -> [item]
     list_erasure_requests(s, status=None, limit, offset) -> [ErasureRequest]
     cancel_erasure_request(s, request_id) -> ErasureRequest     only while received/queued (NotCancellable)
-    get_certificate(s, request_id) -> dict                      signed JSON document
+    get_certificate(s, request_id) -> dict                      DSSE envelope (stored as issued)
 recommendations  (all reads exclude data under a live erasure scope)
     user_history(s, user_id, history_len) -> [(item_id, rating)]   NotFound for unknown/erased users
     candidate_items(s, user_id, limit) -> [item_id]                popular unseen items
@@ -42,8 +42,9 @@ registry
         -> ActiveAdapter   PredatesErasure / VersionUnavailable / StalePromotion; then publish
         core.events.promotion_event(...) with core.events.EventPublisher(redis_url) after commit
 certificates
-    certificate_document(request, scope_items, job, parent, child, issued_at) -> document (unsigned)
-    sign_certificate(document, key) -> document;  verify_certificate(document, key) -> bool
+    certificate_document(request, scope_items, job, parent, child, issued_at) -> predicate (unsigned)
+    sign_certificate(document, parent, child, SigningKey) -> DSSE envelope (in-toto Statement, PREDICATE_TYPE)
+    verify_certificate(envelope, jwks) -> statement   raises core.signing.SignatureError
 api_keys
     create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None) -> ApiKey
     revoke_api_key(s, key_id)

@@ -1,18 +1,20 @@
-"""Unlearning certificates: a JSON document per completed request, signed with HMAC-SHA256 over its
-canonical JSON (sorted keys, no spaces, UTF-8), the ``signature`` member left out."""
+"""Unlearning certificates: per completed request, a DSSE envelope (Ed25519, key id = JWK thumbprint)
+over an in-toto Statement v1 whose subjects are the adapter now serving and the destroyed parent adapter
+(by the sha256 the registry stores for their weights), whose predicate type is ``PREDICATE_TYPE`` and
+whose predicate is ``certificate_document``.  Anyone holding the published JWKS can check one
+(``core.signing.verify_envelope``, or ``scripts/verify-certificate.mjs`` / ``-openssl.sh``)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from datetime import datetime
 from typing import Any
 
 from core.db.models import AdapterVersion, ErasureRequest, UnlearningJob
 from core.serialization import json_safe
+from core.signing import SigningKey, sign_envelope, statement, verify_envelope
 
-ALGORITHM = "HMAC-SHA256"
+# versioned: a change of the predicate's meaning gets a new version, old certificates keep theirs
+PREDICATE_TYPE = "https://e2u.invalid/unlearning-certificate/v1"
 DOCUMENT_TYPE = "e2u.unlearning-certificate"
 DOCUMENT_VERSION = 1
 
@@ -27,7 +29,8 @@ def certificate_document(
 ) -> dict[str, Any]:
     """The unsigned certificate of ``request``, completed by ``job`` (which made ``child`` from
     ``parent``; the same version when nothing was trained on the data).  ``scope_items``: how many items
-    a partial request named (0 for a whole user).  JSON-safe; sign it with ``sign_certificate``."""
+    a partial request named (0 for a whole user).  JSON-safe; sign it with ``sign_certificate``.  Names
+    no other request: the job's per-request accounts stay out of the verification figures."""
     prepared = job.metrics.get("prepared_data") or {}
     document = {
         "type": DOCUMENT_TYPE,
@@ -44,7 +47,12 @@ def certificate_document(
         "job_id": job.id,
         "parent_adapter": {"id": parent.id, "sha256": parent.sha256},
         "child_adapter": {"id": child.id, "sha256": child.sha256},
-        "verification": {"verdict": job.verdict, "metrics": job.metrics, "thresholds": job.thresholds},
+        "verification": {
+            "verdict": job.verdict,
+            # prepared_data counts samples per request of the whole batch: this request's share is above
+            "metrics": {k: v for k, v in job.metrics.items() if k != "prepared_data"},
+            "thresholds": job.thresholds,
+        },
         "timestamps": {
             "received_at": _stamp(request.created_at),
             "deadline_at": _stamp(request.deadline_at),
@@ -76,26 +84,23 @@ def _prepared_data_record(record: dict[str, Any], request_id: str) -> dict[str, 
     }
 
 
-def canonical_json(document: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in document.items() if k != "signature"}
-    return json.dumps(
-        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+def certificate_subjects(parent: AdapterVersion, child: AdapterVersion) -> list[dict[str, Any]]:
+    """The in-toto subjects: the adapter serving after the erasure, then the destroyed parent (one subject
+    when nothing was trained on the data and the parent serves on).  Name: the registry's content id."""
+    versions = [child] if parent.id == child.id else [child, parent]
+    return [{"name": f"adapter:{v.id}", "digest": {"sha256": v.sha256}} for v in versions]
 
 
-def sign_certificate(document: dict[str, Any], key: str) -> dict[str, Any]:
-    """A copy of ``document`` with ``signature`` = {algorithm, value: hex HMAC of its canonical JSON}."""
-    digest = hmac.new(key.encode(), canonical_json(document), hashlib.sha256).hexdigest()
-    return {**document, "signature": {"algorithm": ALGORITHM, "value": digest}}
+def sign_certificate(
+    document: dict[str, Any], parent: AdapterVersion, child: AdapterVersion, key: SigningKey
+) -> dict[str, Any]:
+    """The certificate: a DSSE envelope over the Statement (subjects of ``parent`` and ``child``,
+    ``PREDICATE_TYPE``, predicate ``document``) signed by ``key``."""
+    payload = statement(certificate_subjects(parent, child), PREDICATE_TYPE, document)
+    return sign_envelope(payload, key)
 
 
-def verify_certificate(document: dict[str, Any], key: str) -> bool:
-    """True iff ``document`` carries a valid signature made with ``key`` (any change to it breaks it)."""
-    signature = document.get("signature")
-    if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:
-        return False
-    try:
-        expected = hmac.new(key.encode(), canonical_json(document), hashlib.sha256).hexdigest()
-    except (TypeError, ValueError):
-        return False
-    return hmac.compare_digest(expected, str(signature.get("value", "")))
+def verify_certificate(envelope: dict[str, Any], jwks: dict[str, Any]) -> dict[str, Any]:
+    """The verified Statement of ``envelope`` (``subject``, ``predicate``), checked against the published
+    key set ``jwks`` (retired keys included); ``core.signing.SignatureError`` says why when it is not."""
+    return verify_envelope(envelope, jwks, predicate_type=PREDICATE_TYPE)

@@ -50,6 +50,7 @@ from core.services.certificates import certificate_document, sign_certificate
 from core.services.errors import LeaseLost, StalePromotion
 from core.services.job_config import JobConfig
 from core.services.prepared_data import ScopeToPurge, purge_prepared
+from core.signing import SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,15 @@ class PipelineRuntime:
     """What a worker process brings: the cached base model and where adapters live.
 
     ``loaded``: the base model (adapters are loaded beside it for a job and freed after);
-    ``lease_seconds``: how long a heartbeat keeps the job ours; ``signing_key``: certificate HMAC key;
-    ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared`` output) that the purge
-    phase rewrites without the erased scope (None: there is none to purge).
+    ``lease_seconds``: how long a heartbeat keeps the job ours; ``signing_key``: the Ed25519 key that
+    signs certificates; ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared``
+    output) that the purge phase rewrites without the erased scope (None: there is none to purge).
     """
 
     loaded: LoadedModel
     adapters_dir: Path
     worker_id: str
-    signing_key: str
+    signing_key: SigningKey
     lease_seconds: float = 120.0
     publisher: EventPublisher | None = None
     score_batch_size: int = 16
@@ -366,7 +367,7 @@ def _certify(run: _Attempt) -> JobOutcome:
         if erasure_repo.certificate(session, request.id) is None:
             items = len(erasure_repo.scope_items(session, request.id))
             document = certificate_document(request, items, job, parent, child, now)
-            signed = sign_certificate(document, run.rt.signing_key)
+            signed = sign_certificate(document, parent, child, run.rt.signing_key)
             erasure_repo.add_certificate(
                 session, Certificate(request_id=request.id, document=signed, issued_at=now)
             )

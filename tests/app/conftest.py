@@ -68,7 +68,12 @@ def api_env(tmp_path: Path, tiny_config: ModelConfig, small_data: PreparedData) 
         session.commit()
     assert v1 is not None
     settings = ApiSettings(
-        home=tmp_path, database_url=url, base_model="tiny", adapter_poll_seconds=0.5, history_len=3
+        environment="development",
+        home=tmp_path,
+        database_url=url,
+        base_model="tiny",
+        adapter_poll_seconds=0.5,
+        history_len=3,
     )
     server = ModelServer(load_base(tiny_config), Catalog(titles={}, profiles={}), batch_size=8)
     app = create_app(settings, model_server=server)

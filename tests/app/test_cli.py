@@ -30,6 +30,7 @@ from tests.adapters import register_placeholder_version
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_data: PreparedData) -> Path:
     """E2U_HOME with a migrated SQLite registry holding the synthetic data set and a registered v1."""
     monkeypatch.setenv("E2U_HOME", str(tmp_path))
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")  # production needs a signing key file and salt
     monkeypatch.delenv("E2U_DATABASE_URL", raising=False)
     url = f"sqlite:///{(tmp_path / 'e2u.sqlite').resolve()}"
     upgrade(url)
@@ -123,7 +124,7 @@ def test_init_prepares_and_trains_through_the_workflows(
     def fake_initialise(settings: Any, prepare_data: Any, train_v1: Any) -> InitReport:
         prepare_data()
         train_v1()
-        return InitReport(active_version="v1-x", imported_interactions=0, dev_api_key=None)
+        return InitReport("v1-x", imported_interactions=0, signing_key_id="k", dev_api_key_file=None)
 
     def fake_prepare(folder: Path, config: Any, *csvs: Any) -> tuple[PreparedData, str]:
         calls["prepare"] = (folder, config.history_len, csvs)

@@ -11,6 +11,7 @@ rollback to v1 is refused.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -38,12 +39,12 @@ from core.ml.training import TrainConfig
 from core.ml.workflows import train_first_adapter
 from core.services.api_keys import create_api_key
 from core.services.certificates import verify_certificate
+from core.signing import SigningKey
 from tests.conftest import MODELS_DIR, synthetic_dataset
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_DB = 12  # tests/worker uses 11
-SIGNING_KEY = "e2e-signing-key"
 
 
 @dataclass
@@ -77,7 +78,10 @@ def _environment(backend: str, home: Path, url: str) -> dict[str, str]:
         "E2U_DATABASE_URL": url,
         "E2U_BASE_MODEL": TINY,
         "E2U_HISTORY_LEN": "3",
-        "E2U_SIGNING_KEY": SIGNING_KEY,
+        # the production shape: a real signing key file and salt (the API and the worker refuse to start
+        # without them)
+        "E2U_ENVIRONMENT": "production",
+        "E2U_SIGNING_KEY_FILE": str(home / "secrets" / "signing-key.pem"),
         "E2U_CERTIFICATE_SALT": "e2e-salt",
         # the beat runs (orphaned jobs) but never forms a batch by itself: the test triggers each job
         "E2U_BATCH_SIZE": "1000",
@@ -122,6 +126,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     home = tmp_path / "home"
     home.mkdir()
     (home / "models").symlink_to(MODELS_DIR)  # the tiny model is built once per machine
+    (home / "secrets").mkdir()
+    (home / "secrets" / "signing-key.pem").write_bytes(SigningKey.generate().to_pem())
     for url in _database(request.param, home):
         for name, value in _environment(request.param, home, url).items():
             monkeypatch.setenv(name, value)
@@ -241,18 +247,27 @@ def test_erasure_end_to_end(stack: Stack, tmp_path: Path) -> None:
     assert _rows_naming(stack.sessions, "u2") == [] and _rows_naming(stack.sessions, "u3") == []
     assert _recommend(stack, "u2").status_code == 404
 
-    # the certificate verifies (in core and through `e2u certificate verify`), and a tampered one does not
+    # the certificate verifies against the published keys (fetched with no API key), in core and through
+    # `e2u certificate verify --jwks`; a tampered one does not
     certificate = client.get(f"/v1/erasure-requests/{second['id']}/certificate", headers=headers).json()
-    assert verify_certificate(certificate, SIGNING_KEY)
-    path = tmp_path / "certificate.json"
+    published = client.get("/.well-known/jwks.json")
+    assert published.status_code == 200 and "public" in published.headers["cache-control"]
+    signed = verify_certificate(certificate, published.json())
+    assert signed["predicate"]["request_id"] == second["id"]
+    assert signed["subject"][0]["name"] == f"adapter:{new}"
+    path, keys = tmp_path / "certificate.json", tmp_path / "jwks.json"
     path.write_text(json.dumps(certificate))
+    keys.write_text(published.text)
     runner = CliRunner()
-    result = runner.invoke(cli, ["certificate", "verify", str(path)], env={"E2U_SIGNING_KEY": SIGNING_KEY})
+    result = runner.invoke(cli, ["certificate", "verify", str(path), "--jwks", str(keys)])
     assert result.exit_code == 0, result.output
-    assert f"valid: request {second['id']}" in result.output
-    path.write_text(json.dumps(certificate | {"request_id": "someone-else"}))
-    tampered = runner.invoke(cli, ["certificate", "verify", str(path)], env={"E2U_SIGNING_KEY": SIGNING_KEY})
-    assert tampered.exit_code == 1 and f"INVALID: {path} was altered" in tampered.output, tampered.output
+    assert f"request {second['id']}" in result.output
+    forged = json.loads(base64.b64decode(certificate["payload"]))
+    forged["predicate"]["request_id"] = "someone-else"
+    forged_payload = base64.b64encode(json.dumps(forged).encode()).decode()
+    path.write_text(json.dumps(certificate | {"payload": forged_payload}))
+    tampered = runner.invoke(cli, ["certificate", "verify", str(path), "--jwks", str(keys)])
+    assert tampered.exit_code == 1 and f"INVALID: {path}" in tampered.output, tampered.output
 
     # rolling back to v1 would serve erased data again: refused
     refused = client.post(f"/v1/admin/adapters/{stack.v1}/rollback", headers=headers)

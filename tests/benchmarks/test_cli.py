@@ -28,6 +28,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     )
     (tmp_path / "models").symlink_to(MODELS_DIR)  # converted models are shared, not rebuilt
     monkeypatch.setenv("E2U_HOME", str(tmp_path))
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")  # production needs a signing key file and salt
     threads = torch.get_num_threads()  # --threads sets it for the whole process
     yield tmp_path
     torch.set_num_threads(threads)

@@ -18,7 +18,6 @@ from core.queue_contract import RUN_JOB_TASK
 from core.services import batching, erasures, registry
 from core.settings import Settings
 from tests.conftest import MODELS_DIR
-from worker.celery_app import make_celery
 
 REDIS = "redis://127.0.0.1:6379/11"
 # the worker imports the stand-in method, then runs as usual
@@ -39,7 +38,7 @@ def worker_env(tmp_path: Path, db_url: str) -> dict[str, str]:
         "E2U_RESULT_BACKEND": REDIS,
         "E2U_REDIS_URL": REDIS,
         "E2U_BASE_MODEL": "tiny",
-        "E2U_SIGNING_KEY": "worker-test-key",
+        "E2U_ENVIRONMENT": "development",  # the worker creates its signing key under E2U_HOME/keys
         "E2U_UNLEARNING_METHOD": "test-nudge",
         "E2U_UTILITY_MARGIN": "1.0",
         "E2U_MIA_MARGIN": "0.5",
@@ -68,14 +67,20 @@ def test_worker_runs_one_job(
     worker_env: dict[str, str],
     worker: subprocess.Popen[bytes],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = Settings(home=tmp_path, broker_url=REDIS, result_backend=REDIS)
+    # importing the worker module builds its Celery app from the settings: production would refuse
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")
+    from worker.celery_app import make_celery
+
+    settings = Settings(environment="development", home=tmp_path, broker_url=REDIS, result_backend=REDIS)
     request, _ = erasures.create_erasure_request(session, "u8", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
         session,
         batching.job_settings_from(
             Settings(
                 _env_file=None,
+                environment="development",
                 **{
                     "unlearning_method": "test-nudge",
                     "utility_margin": 1.0,

@@ -13,7 +13,7 @@ from core.ml.unlearning.base import METHODS, UnlearningError, UnlearningMethod, 
 from core.services import batching, erasures, pipeline, registry
 from core.services.certificates import verify_certificate
 from tests.core.conftest import NudgeConfig
-from tests.core.services.test_pipeline import INTAKE, KEY, runtime, settings
+from tests.core.services.test_pipeline import INTAKE, JWKS, runtime, settings
 
 # v1 of the fixtures is LoRA r=2, alpha=4 on the default targets; a short recipe for the tiny model
 RECIPE = {"train": {"lora": {"r": 2, "alpha": 4}, "max_steps": 4, "eval_every": 2, "valid_samples": 8}}
@@ -74,8 +74,8 @@ def test_exhausted_batch_falls_back_to_an_exact_retrain(
     assert registry.lineage(session, active.version_id) == [active.version_id, v1_id]
     assert registry.get_version(session, active.version_id).config["method"] == "retrain"
     assert registry.get_version(session, v1_id).status == "destroyed"
-    certificate = erasures.get_certificate(session, request.id)
-    assert verify_certificate(certificate, KEY) and certificate["child_adapter"]["id"] == active.version_id
+    certificate = verify_certificate(erasures.get_certificate(session, request.id), JWKS)["predicate"]
+    assert certificate["child_adapter"]["id"] == active.version_id
 
 
 def test_a_failed_fallback_does_not_fall_back_again(

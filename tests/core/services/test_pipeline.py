@@ -16,7 +16,7 @@ from core.ml.verification import Thresholds
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
 from core.services.batching import JobSettings
-from core.services.certificates import verify_certificate
+from core.services.certificates import PREDICATE_TYPE, verify_certificate
 from core.services.errors import (
     Forbidden,
     PredatesErasure,
@@ -24,11 +24,13 @@ from core.services.errors import (
     Unauthorized,
     VersionUnavailable,
 )
+from core.signing import SignatureError, SigningKey, jwks
 
 INTAKE = erasures.IntakeConfig(salt="salt")
 LENIENT = Thresholds(utility_margin=1.0, mia_margin=0.5, gold_margin=1.0)
 IMPOSSIBLE = Thresholds(utility_margin=-1.0, mia_margin=-1.0, gold_margin=-1.0)
-KEY = "signing-key"
+KEY = SigningKey.generate()
+JWKS = jwks(KEY)
 
 
 def settings(thresholds: Thresholds = LENIENT, **overrides: object) -> JobSettings:
@@ -84,12 +86,19 @@ def test_erasure_to_new_active_version(
     assert session.get(UserProfile, "u5") is None
     done = erasures.get_erasure_request(session, request.id)
     assert done.status == "completed" and done.user_id is None and done.rows_deleted and done.forget_samples
-    certificate = erasures.get_certificate(session, request.id)
-    assert verify_certificate(certificate, KEY) and not verify_certificate(certificate, "other")
+    envelope = erasures.get_certificate(session, request.id)
+    signed = verify_certificate(envelope, JWKS)
+    with pytest.raises(SignatureError, match="no signature verifies"):
+        verify_certificate(envelope, jwks(SigningKey.generate()))
+    certificate = signed["predicate"]
+    assert signed["predicateType"] == PREDICATE_TYPE and certificate["request_id"] == request.id
     assert certificate["child_adapter"]["id"] == active.version_id
     assert certificate["timestamps"]["old_weights_destroyed_at"] is not None
-    tampered = {**certificate, "erased": {**certificate["erased"], "rows_deleted": 0}}
-    assert not verify_certificate(tampered, KEY)
+    parent = registry.get_version(session, v1_id)
+    assert signed["subject"] == [
+        {"name": f"adapter:{active.version_id}", "digest": {"sha256": active.sha256}},
+        {"name": f"adapter:{v1_id}", "digest": {"sha256": parent.sha256}},
+    ]
     # a duplicate delivery of the same job does nothing
     assert (
         pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit).status

@@ -3,6 +3,7 @@ only the database.  Tiny untrained model, stand-in unlearning method: behaviour 
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ from core.ml.model import LoadedModel
 from core.services import batching, erasures, pipeline
 from core.services.certificates import verify_certificate
 from core.services.prepared_data import ScopeToPurge, purge_prepared
-from tests.core.services.test_pipeline import INTAKE, KEY, settings
+from tests.core.services.test_pipeline import INTAKE, JWKS, KEY, settings
 
 
 def _partial_pair(data: PreparedData, user: str) -> str:
@@ -93,8 +94,10 @@ def test_job_purges_prepared_files_and_certifies_it(
     record = batching.get_job(session, job_id).metrics["prepared_data"]
     assert record["sha256_after"] == on_disk.content_hash() and record["purged_at"]
     for request, expected in ((whole, (seeded.samples["user_id"] == "u2").sum()), (partial, 1)):
-        certificate = erasures.get_certificate(session, request.id)
-        assert verify_certificate(certificate, KEY)
+        envelope = erasures.get_certificate(session, request.id)
+        certificate = verify_certificate(envelope, JWKS)["predicate"]
+        other = partial if request is whole else whole  # the batch's other request is not named
+        assert other.id not in base64.b64decode(envelope["payload"]).decode()
         assert certificate["erased"]["prepared_data"]["samples_removed"] == expected
         assert certificate["erased"]["prepared_data"]["sha256_after"] == on_disk.content_hash()
         assert certificate["timestamps"]["prepared_data_purged_at"] == record["purged_at"]

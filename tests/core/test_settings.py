@@ -1,0 +1,75 @@
+"""Settings fail closed: production is the default, and it refuses to start without a signing key file
+and a certificate salt of its own; development (asked for by the embedded launcher only) makes its key on
+first use; an empty salt passes nowhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import ApiSettings, EmbeddedSettings
+from core.settings import DEV_CERTIFICATE_SALT, Settings
+from core.signing import SigningKey
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("E2U_ENVIRONMENT", "E2U_SIGNING_KEY_FILE", "E2U_CERTIFICATE_SALT", "E2U_RETIRED_KEYS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env file
+    monkeypatch.setenv("E2U_HOME", str(tmp_path / "home"))
+
+
+def _key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "signing-key.pem"
+    path.write_bytes(SigningKey.generate().to_pem())
+    return path
+
+
+def test_production_is_the_default_and_refuses_missing_secrets(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="E2U_CERTIFICATE_SALT must be set"):
+        Settings()
+    assert Settings.model_fields["environment"].default == "production"
+    with pytest.raises(ValidationError, match="E2U_SIGNING_KEY_FILE must name"):
+        Settings(certificate_salt="pepper")
+    with pytest.raises(ValidationError, match="E2U_SIGNING_KEY_FILE: cannot read"):
+        Settings(certificate_salt="pepper", signing_key_file=tmp_path / "missing.pem")
+    (tmp_path / "not-a-key.pem").write_text("dev-only-signing-key-change-me")
+    with pytest.raises(ValidationError, match="E2U_SIGNING_KEY_FILE: cannot read"):
+        Settings(certificate_salt="pepper", signing_key_file=tmp_path / "not-a-key.pem")
+    with pytest.raises(ValidationError, match="E2U_CERTIFICATE_SALT must be set"):
+        Settings(certificate_salt=DEV_CERTIFICATE_SALT, signing_key_file=_key_file(tmp_path))
+
+
+def test_an_empty_salt_passes_nowhere(tmp_path: Path) -> None:
+    for environment in ("development", "production"):
+        with pytest.raises(ValidationError, match="E2U_CERTIFICATE_SALT must not be empty"):
+            Settings(environment=environment, certificate_salt="  ", signing_key_file=_key_file(tmp_path))
+
+
+def test_production_with_its_own_secrets_starts_and_never_creates_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = _key_file(tmp_path)
+    monkeypatch.setenv("E2U_SIGNING_KEY_FILE", str(key))
+    monkeypatch.setenv("E2U_CERTIFICATE_SALT", "pepper")
+    settings = ApiSettings()
+    assert settings.environment == "production"
+    assert settings.signing_keys.active().kid == SigningKey.load(key).kid
+    assert not settings.signing_keys.create_missing
+    # the embedded launcher's default yields to an explicit production
+    monkeypatch.setenv("E2U_ENVIRONMENT", "production")
+    assert EmbeddedSettings().environment == "production"
+
+
+def test_development_is_what_the_embedded_launcher_asks_for(tmp_path: Path) -> None:
+    settings = EmbeddedSettings()
+    assert settings.environment == "development"
+    path = tmp_path / "home" / "keys" / "signing-key.pem"
+    assert not path.exists()
+    kid = settings.signing_keys.active().kid  # a key of its own, made on first use, never a published one
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert EmbeddedSettings().signing_keys.active().kid == kid
+    assert SigningKey.load(path).kid == kid
