@@ -209,6 +209,7 @@ def test_infrastructure_errors_retry_with_backoff_without_spending_the_gate_budg
     assert gave_up.status == "failed" and "gave up after 2 attempts" in (gave_up.reason or "")
     assert gave_up.follow_up_jobs  # the exact fallback (on by default) takes the batch
     assert erasures.get_erasure_request(session, request.id).retry_count == 1
+    assert [pipeline.RetryPolicy(6, 30, 100).delay(n) for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
 
 
 def test_jobs_formed_together_each_start_from_the_active_version(
