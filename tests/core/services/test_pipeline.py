@@ -198,10 +198,12 @@ def test_infrastructure_errors_retry_with_backoff_without_spending_the_gate_budg
     state = erasures.get_erasure_request(session, request.id)
     assert (state.status, state.retry_count, state.user_id) == ("unlearning", 0, "u3")  # budget untouched
     # the job keeps its lease for the back-off: nobody takes it up before, the beat re-sends it after
-    assert batching.jobs_needing_worker(session, started + timedelta(seconds=9)) == []
-    assert batching.jobs_needing_worker(session, started + timedelta(seconds=11)) == [job_id]
+    held_until = batching.get_job(session, job_id).lease_expires_at
+    assert held_until is not None and timedelta(seconds=10) <= held_until - started < timedelta(seconds=60)
+    assert batching.jobs_needing_worker(session, held_until - timedelta(seconds=1)) == []
+    assert batching.jobs_needing_worker(session, held_until + timedelta(seconds=1)) == [job_id]
     later = runtime(tiny_model, adapters_dir, "w2")
-    later.retry, later.clock = first.retry, lambda: utcnow() + timedelta(seconds=11)
+    later.retry, later.clock = first.retry, lambda: held_until + timedelta(seconds=1)
     other = runtime(tiny_model, adapters_dir, "w3")
     assert pipeline.run_job(session, job_id, other, session.commit).status == "skipped"  # still held
     # the second try meets the error again: out of attempts, it fails like a gate and the data goes
