@@ -11,7 +11,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from app.deps import AdminKey, EraseKey, PageDep, RuntimeDep, SessionDep, SettingsDep, actor, after_commit
+from app.deps import (
+    AdminKey,
+    EraseKey,
+    Page,
+    PageDep,
+    RuntimeDep,
+    SessionDep,
+    SettingsDep,
+    actor,
+    after_commit,
+)
 from app.erasures.schemas import (
     CertificatePublic,
     ErasureRequestCreate,
@@ -56,6 +66,19 @@ def _public(
         public.certificate_url = f"/v1/erasure-requests/{request.id}/certificate"
     public.deadline_at_risk = service.deadline_at_risk(request, utcnow(), settings.deadline_risk_fraction)
     return public
+
+
+def _listing(
+    session: SessionDep,
+    settings: ApiSettings,
+    key: ApiKey,
+    page: Page,
+    status_: ErasureStatus | None,
+    everyone: bool,
+) -> ErasureRequestList:
+    caller = _caller(key)
+    rows = service.list_erasure_requests(session, status_, page.limit, page.offset, caller, everyone)
+    return ErasureRequestList(requests=[_public(session, settings, r, caller) for r in rows])
 
 
 @router.post(
@@ -105,9 +128,7 @@ def list_erasure_requests(
     status_: ErasureStatusFilter = None,
 ) -> ErasureRequestList:
     """The requests this key filed, newest first (every owner's: `GET /v1/admin/erasure-requests`)."""
-    caller = _caller(key)
-    rows = service.list_erasure_requests(session, status_, page.limit, page.offset, caller)
-    return ErasureRequestList(requests=[_public(session, settings, r, caller) for r in rows])
+    return _listing(session, settings, key, page, status_, everyone=False)
 
 
 @router.get(
@@ -165,9 +186,7 @@ def list_all_erasure_requests(
     status_: ErasureStatusFilter = None,
 ) -> ErasureRequestList:
     """Newest first; user ids of requests other keys filed are not shown (their salted hash is)."""
-    caller = _caller(key)
-    rows = service.list_erasure_requests(session, status_, page.limit, page.offset, caller, everyone=True)
-    return ErasureRequestList(requests=[_public(session, settings, r, caller) for r in rows])
+    return _listing(session, settings, key, page, status_, everyone=True)
 
 
 @admin_router.post(
