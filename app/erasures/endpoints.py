@@ -45,7 +45,8 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=200,
-        description="a retry with the same key returns the first request instead of filing a new one",
+        description="a retry with the same key (by the same API key) returns the first request instead of "
+        "filing a new one; stored only as a salted hash",
     ),
 ]
 
