@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.adapters.endpoints import router as adapters_router
 from app.api_keys.endpoints import router as api_keys_router
+from app.erasures.endpoints import admin_router as erasures_admin_router
 from app.erasures.endpoints import router as erasures_router
 from app.errors import install_error_handler
 from app.imports.endpoints import router as imports_router
@@ -66,6 +67,7 @@ def create_app(
     v1 = APIRouter(prefix="/v1")
     v1.include_router(recommendations_router)
     v1.include_router(erasures_router)
+    v1.include_router(erasures_admin_router)
     v1.include_router(jobs_router)
     v1.include_router(adapters_router)
     v1.include_router(api_keys_router)

@@ -9,6 +9,7 @@ from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from core.services.erasures import ErasureBacklog
 from core.serving import ModelServer
 
 
@@ -36,6 +37,46 @@ class ApiMetrics:
             ["version"],
             registry=self.registry,
         )
+
+        self.erasures_open = Gauge(
+            "e2u_erasure_requests_open",
+            "erasure requests still to be carried out (received, queued, unlearning, verifying)",
+            registry=self.registry,
+        )
+        self.erasure_oldest_age = Gauge(
+            "e2u_erasure_oldest_open_age_seconds",
+            "age of the oldest open erasure request",
+            registry=self.registry,
+        )
+        self.erasure_oldest_fraction = Gauge(
+            "e2u_erasure_oldest_open_deadline_fraction",
+            "share of its time to the deadline the oldest open erasure request has used (1: deadline)",
+            registry=self.registry,
+        )
+        self.erasures_at_risk = Gauge(
+            "e2u_erasure_requests_deadline_at_risk",
+            "open erasure requests past E2U_DEADLINE_RISK_FRACTION of their time to the deadline",
+            registry=self.registry,
+        )
+        self.erasures_overdue = Gauge(
+            "e2u_erasure_requests_overdue",
+            "open erasure requests past their deadline",
+            registry=self.registry,
+        )
+        self.erasures_not_unlearned = Gauge(
+            "e2u_erasure_requests_not_unlearned",
+            "requests whose data is deleted but no adapter free of it could be made (re-queue them)",
+            registry=self.registry,
+        )
+
+    def observe_erasures(self, backlog: ErasureBacklog) -> None:
+        """Copy the erasure backlog into gauges (called at scrape time)."""
+        self.erasures_open.set(backlog.open)
+        self.erasure_oldest_age.set(backlog.oldest_age_seconds)
+        self.erasure_oldest_fraction.set(backlog.oldest_deadline_fraction)
+        self.erasures_at_risk.set(backlog.at_risk)
+        self.erasures_overdue.set(backlog.overdue)
+        self.erasures_not_unlearned.set(backlog.not_unlearned)
 
     def observe_server(self, server: ModelServer | None) -> None:
         """Copy the model server's state into gauges (called at scrape time)."""

@@ -62,18 +62,28 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------------ erasure requests and batching
     erasure_deadline_days: int = 30
+    # a request still open past this fraction of the time from filing to its deadline is "at risk"
+    # (flag on the request, count in /metrics)
+    deadline_risk_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
     batch_size: int = 8  # a batch forms when this many requests wait ...
     batch_max_wait_seconds: float = 300.0  # ... or the oldest has waited this long
     batch_poll_seconds: float = 15.0  # how often the beat task looks for batches and expired leases
     lease_seconds: float = 120.0  # a job whose lease is not renewed for this long is taken up again
-    max_retries: int = 3  # failed gates before the requests are marked failed
+    max_retries: int = 3  # failed gates before the batch goes to the exact fallback
+    # infrastructure errors (database unreachable, disk full) retry the job without spending the gate
+    # budget: after job_retry_delay_seconds, doubling up to job_retry_max_delay_seconds, at most
+    # job_max_attempts tries of one job; then it fails like a failed gate
+    job_max_attempts: int = Field(default=6, ge=1)
+    job_retry_delay_seconds: float = Field(default=30.0, ge=0.0)
+    job_retry_max_delay_seconds: float = Field(default=900.0, ge=0.0)
 
     # ------------------------------------------------------------------ unlearning and verification
     unlearning_method: str = "e2urec"
     unlearning_config: dict[str, Any] = Field(default_factory=dict)  # the method's hyper-parameters (JSON)
     # DESIGN "The method" step 6: when a batch has used up its retries, retrain an adapter from the base on
-    # all training data not erased (method "retrain"), verify and promote it like any other child
-    exact_fallback: bool = False
+    # all training data not erased (method "retrain"), verify and promote it like any other child.  If that
+    # fails too, the data is deleted all the same and the request ends "not_unlearned".
+    exact_fallback: bool = True
     exact_fallback_config: dict[str, Any] = Field(default_factory=dict)  # RetrainConfig JSON; "train"
     # defaults to the recipe adapter v1 was trained with
     verify_valid_samples: int = 256  # fixed held-out validation subset for the utility gate

@@ -43,6 +43,15 @@ def base_model() -> LoadedModel:
     return load_base(ModelConfig(base=current.base_model, cache_dir=str(current.models_dir)))
 
 
+def retry_policy(current: Settings) -> pipeline.RetryPolicy:
+    """How jobs are tried again after infrastructure errors (``E2U_JOB_*`` settings)."""
+    return pipeline.RetryPolicy(
+        max_attempts=current.job_max_attempts,
+        delay_seconds=current.job_retry_delay_seconds,
+        max_delay_seconds=current.job_retry_max_delay_seconds,
+    )
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -79,10 +88,16 @@ def run_job(job_id: int) -> dict[str, Any]:
         lease_seconds=current.lease_seconds,
         publisher=EventPublisher(current.redis_url),
         prepared_data_dir=current.data_dir.resolve(),
+        retry=retry_policy(current),
     )
     with session_factory(current.database_url_resolved)() as session:
         outcome = pipeline.run_job(session, job_id, runtime, session.commit)
         session.commit()
     enqueue_jobs(outcome.follow_up_jobs)  # the exact fallback, created and committed by the job
+    if outcome.status == "retry" and outcome.retry_in_seconds is not None:
+        # the job holds its lease until then; the beat would also send it once the lease runs out
+        celery_app.send_task(
+            RUN_JOB_TASK, args=[job_id], queue=UNLEARNING_QUEUE, countdown=outcome.retry_in_seconds + 1
+        )
     log.info("job %s: %s %s", job_id, outcome.status, outcome.reason or "")
     return {"job_id": outcome.job_id, "status": outcome.status, "reason": outcome.reason}

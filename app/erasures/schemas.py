@@ -39,7 +39,9 @@ class ErasureRequestPublic(BaseModel):
         }
     )
     id: str
-    user_id: str | None = Field(description="redacted (null) once the erasure completes")
+    user_id: str | None = Field(
+        description="shown to the key that filed the request only; redacted (null) once the data is deleted"
+    )
     user_hash: str = Field(description="salted hash of the user id, as written in the certificate")
     scope: Literal["user", "items"]
     items: list[str] = Field(default_factory=list, description="the items of a partial request")
@@ -58,6 +60,11 @@ class ErasureRequestPublic(BaseModel):
     forget_samples: int | None = Field(None, description="training samples in scope (the forget set)")
     rows_deleted: int | None = None
     certificate_url: str | None = Field(None, description="where the signed certificate is, once completed")
+    deadline_at_risk: bool = Field(
+        False,
+        description="still open and past the configured fraction (E2U_DEADLINE_RISK_FRACTION) of the time "
+        "from filing to the deadline",
+    )
 
 
 class ErasureRequestList(BaseModel):
@@ -67,6 +74,11 @@ class ErasureRequestList(BaseModel):
 class CertificateSignature(BaseModel):
     keyid: str = Field(description="the signing key's JWK thumbprint (see /.well-known/jwks.json)")
     sig: str = Field(description="base64 Ed25519 signature over the DSSE PAE of the payload")
+
+
+class RequeueResult(BaseModel):
+    request_id: str
+    job_id: int = Field(description="the exact-retrain job the request is now in")
 
 
 class CertificatePublic(BaseModel):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.deps import RuntimeDep
 from app.system.schemas import Health, Readiness
+from core.services import erasures as erasure_service
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["system"])
 
@@ -45,4 +50,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(runtime: RuntimeDep) -> Response:
     runtime.metrics.observe_server(runtime.model_server)
+    try:
+        with runtime.sessions() as session:
+            backlog = erasure_service.erasure_backlog(session, runtime.settings.deadline_risk_fraction)
+        runtime.metrics.observe_erasures(backlog)
+    except Exception:  # the database away: the process's own figures still answer; the backlog's keep
+        log.exception("could not read the erasure backlog for /metrics")
     return runtime.metrics.render()

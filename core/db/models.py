@@ -62,24 +62,22 @@ class ErasureStatus(StrEnum):
     UNLEARNING = "unlearning"  # claimed into a job
     VERIFYING = "verifying"  # its job checks the unlearned candidate
     COMPLETED = "completed"  # certified; rows deleted, user id redacted
-    FAILED = "failed"  # retries used up
+    # Terminal: unlearning and the exact fallback both failed for good, so no adapter free of the data
+    # exists; the rows, the profile and the prepared copies were deleted all the same and the user id
+    # redacted.  An operator re-queues it (``core.services.erasures.requeue_erasure_request``).
+    NOT_UNLEARNED = "not_unlearned"
     CANCELLED = "cancelled"
 
 
 # Not yet in a job: may be cancelled.
 CANCELLABLE_ERASURE_STATUSES = frozenset({ErasureStatus.RECEIVED, ErasureStatus.QUEUED})
-# Scope excluded from every prompt and every training run.  A failed request stays excluded (the user asked
-# for erasure; failing to unlearn does not make the data usable again).  Completed requests need no
-# exclusion: their rows are deleted and histories rewritten in the same transaction.
-EXCLUDING_ERASURE_STATUSES = frozenset(
-    {
-        ErasureStatus.RECEIVED,
-        ErasureStatus.QUEUED,
-        ErasureStatus.UNLEARNING,
-        ErasureStatus.VERIFYING,
-        ErasureStatus.FAILED,
-    }
+# Still to be carried out: counted in the backlog metrics and watched against the deadline.
+OPEN_ERASURE_STATUSES = frozenset(
+    {ErasureStatus.RECEIVED, ErasureStatus.QUEUED, ErasureStatus.UNLEARNING, ErasureStatus.VERIFYING}
 )
+# Scope excluded from every prompt and every training run.  Completed and not-unlearned requests need no
+# exclusion: their rows are deleted and histories rewritten in the same transaction.
+EXCLUDING_ERASURE_STATUSES = OPEN_ERASURE_STATUSES
 
 
 class JobStatus(StrEnum):
@@ -183,13 +181,20 @@ class Interaction(Base):
 
 
 class ErasureRequest(Base):
+    """``owner``: who filed it and alone may read or cancel it (admins aside): ``api_key:<id>`` for an API
+    key, ``operator`` for the CLI and in-process callers.  ``idempotency_key_hash``: HMAC of the client's
+    Idempotency-Key (the raw key is never stored), unique per owner."""
+
     __tablename__ = "erasure_requests"
     __table_args__ = (
         Index("ix_erasure_requests_status_queued", "status", "queued_at"),
         Index("ix_erasure_requests_user_status", "user_id", "status"),
+        Index("ix_erasure_requests_owner_created", "owner", "created_at"),
+        UniqueConstraint("owner", "idempotency_key_hash", name="uq_erasure_requests_owner_idempotency"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    idempotency_key_hash: Mapped[str | None] = mapped_column(String(64))
     user_id: Mapped[str | None] = mapped_column(String(64))  # redacted (NULL) once completed
     user_hash: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256(salt, user_id), kept for certificates
     scope: Mapped[str] = mapped_column(String(8))  # "user" or "items"

@@ -9,14 +9,17 @@ Sessions: ``core.db.engine.session_factory(url)``; schema: ``core.db.migrate.upg
 vocabularies (``ErasureStatus``, ``JobStatus``, ``JobPhase``, ``Verdict``, ``VersionStatus``) and their named
 subsets are StrEnums beside the models in ``core.db.models``; ``status=`` filters take their values.
 
-erasures
-    create_erasure_request(s, user_id, items|None, IntakeConfig(salt, deadline_days), idempotency_key=None)
-        -> (ErasureRequest, created: bool)     whole user when items is None; same key -> same request
-        status "received"; the batcher's next pass makes it "queued" (see core.services.erasures)
-    get_erasure_request(s, request_id) -> ErasureRequest;  erasure_scope_items(s, request_id) -> [item]
-    list_erasure_requests(s, status=None, limit, offset) -> [ErasureRequest]
-    cancel_erasure_request(s, request_id) -> ErasureRequest     only while received/queued (NotCancellable)
-    get_certificate(s, request_id) -> dict                      DSSE envelope (stored as issued)
+erasures  (caller=Caller(owner, admin): a caller reaches its own requests only (NotFound otherwise);
+           the default, OPERATOR, is the CLI's and in-process callers', and reaches all)
+    create_erasure_request(s, user_id, items|None, IntakeConfig(salt, deadline_days), idempotency_key=None,
+        caller=...) -> (ErasureRequest, created: bool)   whole user when items is None; same owner and
+        key -> same request, also under concurrency; status "received", "queued" at the batcher's pass
+    get_erasure_request(s, request_id, caller) -> ErasureRequest;  erasure_scope_items(s, request_id)
+    list_erasure_requests(s, status=None, limit, offset, caller, everyone=False) -> [ErasureRequest]
+    cancel_erasure_request(s, request_id, caller=...) -> ErasureRequest   only while received/queued
+    get_certificate(s, request_id, caller) -> dict                      DSSE envelope (stored as issued)
+    requeue_erasure_request(s, request_id) -> job_id     a not_unlearned request to an exact retrain
+    deadline_at_risk(request, now, fraction) -> bool;  erasure_backlog(s, fraction) -> ErasureBacklog
 recommendations  (all reads exclude data under a live erasure scope)
     user_history(s, user_id, history_len) -> [(item_id, rating)]   NotFound for unknown/erased users
     candidate_items(s, user_id, limit) -> [item_id]                popular unseen items
@@ -33,7 +36,8 @@ batching  (task names for send_task are in core.queue_contract: RUN_JOB_TASK "e2
 pipeline
     run_job(s, job_id, PipelineRuntime(loaded, adapters_dir, worker_id, signing_key, ...), checkpoint)
         -> JobOutcome      (worker only; checkpoint = the task's session.commit); its model work is
-        core.ml.unlearning_job.unlearn_and_verify, its gates core.ml.verification
+        core.ml.unlearning_job.unlearn_and_verify, its gates core.ml.verification; outcome "retry"
+        (an infrastructure error, RetryPolicy): send the job again after retry_in_seconds
 registry
     active_adapter(s) -> ActiveAdapter(version_id, counter, artifact_path, sha256, base_model) | None
     list_versions(s, status=None) -> [AdapterVersion];  get_version(s, id);  lineage(s, id) -> [id]

@@ -37,7 +37,7 @@ class JobSettings:
     valid_samples: int = 256
     max_verify_samples: int = 512
     seed: int = 0
-    exact_fallback: bool = False
+    exact_fallback: bool = True
     fallback_method_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

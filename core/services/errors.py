@@ -43,6 +43,12 @@ class NotCancellable(Conflict):
     code = "not_cancellable"
 
 
+class NotRequeueable(Conflict):
+    """Only a request that could not be unlearned (``not_unlearned``) can be re-queued."""
+
+    code = "not_requeueable"
+
+
 class StalePromotion(Conflict):
     """The active alias moved since the caller read it (compare-and-swap failed)."""
 

@@ -35,8 +35,8 @@ from core.services.erasures import user_hash
 from core.services.errors import Conflict, ImportRefused, InvalidInput
 from core.services.recommendations import NewRating, new_interaction_rows
 
-# Erasure statuses whose scope an import may not bring back: the live ones and completed.
-REFUSING_STATUSES = EXCLUDING_ERASURE_STATUSES | {ErasureStatus.COMPLETED}
+# Erasure statuses whose scope an import may not bring back: the live ones and those whose data is deleted.
+REFUSING_STATUSES = EXCLUDING_ERASURE_STATUSES | {ErasureStatus.COMPLETED, ErasureStatus.NOT_UNLEARNED}
 MAX_LINES_LISTED = 100  # refused lines named in an error's details
 
 

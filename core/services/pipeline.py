@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.db.models import (
@@ -67,6 +68,25 @@ PROGRESS = {
 }
 UNLEARN_SPAN = (0.1, 0.65)
 HEARTBEAT_EVERY_SECONDS = 2.0
+# Errors of the infrastructure, not of unlearning (the database unreachable, a full disk): the job is tried
+# again later without spending the batch's gate budget.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a job is tried again after an infrastructure error: after ``delay_seconds``, doubling with each
+    attempt up to ``max_delay_seconds``; a job not yet promoted gives up after ``max_attempts`` tries (its
+    lease counts them) and then fails like a failed gate.  A promoted job never gives up: its purge and
+    certificates must happen."""
+
+    max_attempts: int = 6
+    delay_seconds: float = 30.0
+    max_delay_seconds: float = 900.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after the ``attempt``-th try (1-based)."""
+        return min(self.delay_seconds * 2 ** max(attempt - 1, 0), self.max_delay_seconds)
 
 
 @dataclass
@@ -88,10 +108,12 @@ class PipelineRuntime:
     score_batch_size: int = 16
     clock: Callable[[], datetime] = field(default=utcnow)
     prepared_data_dir: Path | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-# skipped: someone else holds the job, or it is finished; lease_lost: taken over while running
-OutcomeStatus = Literal["succeeded", "failed", "skipped", "lease_lost"]
+# skipped: someone else holds the job, or it is finished; lease_lost: taken over while running;
+# retry: an infrastructure error, the job keeps its lease until ``retry_in_seconds`` from now
+OutcomeStatus = Literal["succeeded", "failed", "skipped", "lease_lost", "retry"]
 
 
 @dataclass
@@ -100,6 +122,7 @@ class JobOutcome:
     status: OutcomeStatus
     reason: str | None = None
     follow_up_jobs: list[int] = field(default_factory=list)  # the edge enqueues these after its commit
+    retry_in_seconds: float | None = None  # with "retry": when the edge sends the job again
 
 
 class _Attempt:
@@ -237,6 +260,10 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
         return _fail(run, reason, count_retry=True)
     data = _collect(run)
     if data.forget.empty:
+        if any(r.rows_deleted is not None for r in run.requests()):
+            # the data went after a failed unlearning (``_fail``): the parent may still carry what no
+            # forget set can show any more; only an exact retrain (no forget set needed) removes it
+            return _fail(run, "the data in scope is already deleted; nothing left to unlearn from", True)
         _nothing_to_unlearn(run, parent)
         return None
     made_by = {"method": config.method, "method_config": config.method_config, "job_id": job.id}
@@ -320,33 +347,43 @@ def _promote(run: _Attempt) -> JobOutcome | None:
     return None
 
 
-def _purge_prepared_files(run: _Attempt, now: datetime) -> dict[str, Any] | None:
-    """Rewrite the prepared data folder without the batch's scopes; the record goes on the job's
+def _purge_prepared_files(
+    run: _Attempt, requests: list[ErasureRequest], now: datetime
+) -> dict[str, Any] | None:
+    """Rewrite the prepared data folder without the ``requests``' scopes; the record goes on the job's
     metrics (and from there into the certificates).  Skipped when already recorded (a resumed job)."""
     folder = run.rt.prepared_data_dir
     if folder is None or "prepared_data" in run.job.metrics:
         return None
-    scopes = [
-        ScopeToPurge(r.id, r.user_id, run.scope_items(r)) for r in run.requests() if r.user_id is not None
-    ]
+    scopes = [ScopeToPurge(r.id, r.user_id, run.scope_items(r)) for r in requests if r.user_id is not None]
     result = purge_prepared(folder, scopes)
     if result is None:
         return {"folder": str(folder), "present": False}
     return {"folder": str(folder), "present": True, **result.to_dict(), "purged_at": now.isoformat()}
 
 
+def _delete_stored_data(
+    run: _Attempt, requests: list[ErasureRequest], now: datetime
+) -> dict[str, Any] | None:
+    """Delete the ``requests``' rows (and whole users' profiles) and their copies in the prepared files;
+    returns the prepared files' record (None: none to make)."""
+    prepared = _purge_prepared_files(run, requests, now)
+    for request in requests:
+        if request.rows_deleted is None and request.user_id is not None:
+            items = run.scope_items(request)
+            request.rows_deleted = catalog_repo.delete_scope_rows(run.session, request.user_id, items)
+            request.profile_deleted = (
+                catalog_repo.delete_profile(run.session, request.user_id) if items is None else False
+            )
+    run.session.flush()
+    return prepared
+
+
 def _purge(run: _Attempt) -> None:
     """Delete the batch's rows (and whole users' profiles), the prepared files' copies, and the weights of
     every version that may carry the batch's data."""
     session, now = run.session, run.rt.clock()
-    prepared = _purge_prepared_files(run, now)
-    for request in run.requests():
-        if request.rows_deleted is None and request.user_id is not None:
-            items = run.scope_items(request)
-            request.rows_deleted = catalog_repo.delete_scope_rows(session, request.user_id, items)
-            request.profile_deleted = (
-                catalog_repo.delete_profile(session, request.user_id) if items is None else False
-            )
+    prepared = _delete_stored_data(run, run.requests(), now)
     if run.job.verdict != Verdict.NOT_NEEDED:
         for version in registry.versions_carrying(session, set(run.request_ids)):
             registry.delete_artifact(version.artifact_path)
@@ -387,9 +424,10 @@ def _certify(run: _Attempt) -> JobOutcome:
 
 def _fail(run: _Attempt, reason: str, count_retry: bool) -> JobOutcome:
     """Fail the job for ``reason``: each request goes back to the queue (its retry counted if
-    ``count_retry``), or once past ``max_retries`` fails, or is held for an exact-fallback job."""
+    ``count_retry``), or once past ``max_retries`` is held for an exact-fallback job, or, when there is
+    none to go to, has its data deleted all the same and ends ``not_unlearned``."""
     session, job, config, now = run.session, run.job, run.config, run.rt.clock()
-    to_retrain = []
+    to_retrain, to_close = [], []
     for request in run.requests():
         retries = request.retry_count + (1 if count_retry else 0)
         values: dict[str, Any] = {"retry_count": retries, "failure_reason": reason}
@@ -399,8 +437,28 @@ def _fail(run: _Attempt, reason: str, count_retry: bool) -> JobOutcome:
             erasure_repo.set_status(session, [request.id], ErasureStatus.QUEUED, now, **values)
             to_retrain.append(request.id)
         else:
-            erasure_repo.set_status(session, [request.id], ErasureStatus.FAILED, now, failed_at=now, **values)
-    run.finish(JobStatus.FAILED, now, failure_reason=reason)
+            request.retry_count, request.failure_reason = retries, reason
+            to_close.append(request)
+    metrics = dict(job.metrics)
+    if to_close:  # a request never ends holding data
+        prepared = _delete_stored_data(run, to_close, now)
+        if prepared is not None:
+            metrics["prepared_data"] = prepared
+        for request in to_close:
+            erasure_repo.set_status(
+                session, [request.id], ErasureStatus.NOT_UNLEARNED, now, failed_at=now, user_id=None
+            )
+            audit_repo.record(
+                session,
+                now,
+                run.actor,
+                "erasure.not_unlearned",
+                "erasure_request",
+                request.id,
+                rows_deleted=request.rows_deleted,
+                profile_deleted=request.profile_deleted,
+            )
+    run.finish(JobStatus.FAILED, now, failure_reason=reason, metrics=metrics)
     audit_repo.record(session, now, run.actor, "job.failed", "unlearning_job", str(job.id), reason=reason)
     follow_up = [batching.create_fallback_job(session, to_retrain, job, now)] if to_retrain else []
     run.checkpoint()
@@ -439,6 +497,8 @@ def run_job(
     except LeaseLost as error:
         session.rollback()
         return JobOutcome(job_id, "lease_lost", str(error))
+    except INFRASTRUCTURE_ERRORS as error:
+        return _retry_later(run, error, may_give_up=True)
     except Exception as error:
         log.exception("job %s failed before promotion", job_id)
         session.rollback()
@@ -455,3 +515,28 @@ def run_job(
     except LeaseLost as error:
         session.rollback()
         return JobOutcome(job_id, "lease_lost", str(error))
+    except INFRASTRUCTURE_ERRORS as error:
+        return _retry_later(run, error, may_give_up=False)
+
+
+def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobOutcome:
+    """After an infrastructure error: keep the lease for the policy's delay (so that no worker, nor the
+    beat, takes the job up before), without spending the gate budget; past the policy's attempts, a job
+    that ``may_give_up`` fails like a failed gate.  The reason names the error's class only: its text can
+    carry SQL parameters or paths."""
+    session, job, policy = run.session, run.job, run.rt.retry
+    log.warning("job %s: infrastructure error in phase %s", job.id, job.phase, exc_info=error)
+    session.rollback()
+    reason = f"infrastructure error in phase {job.phase}: {type(error).__name__}"
+    try:
+        session.refresh(job)
+        if may_give_up and job.attempts >= policy.max_attempts:
+            return _fail(run, f"{reason} (gave up after {job.attempts} attempts)", count_retry=True)
+        delay = policy.delay(job.attempts)
+        job_repo.heartbeat(session, job.id, run.rt.worker_id, run.rt.clock(), delay, failure_reason=reason)
+        run.checkpoint()
+    except INFRASTRUCTURE_ERRORS:  # still down: the lease runs out on its own and the beat re-sends
+        session.rollback()
+        log.warning("job %s: could not record the retry; the lease will expire", job.id)
+        delay = run.rt.lease_seconds
+    return JobOutcome(job.id, "retry", reason, retry_in_seconds=delay)

@@ -19,6 +19,7 @@ EXPECTED: list[tuple[Exception, int, str]] = [
     (service_errors.Conflict("no"), 409, "conflict"),
     (service_errors.IdempotencyKeyReused("no"), 409, "idempotency_key_reused"),
     (service_errors.NotCancellable("no"), 409, "not_cancellable"),
+    (service_errors.NotRequeueable("no"), 409, "not_requeueable"),
     (service_errors.StalePromotion("no"), 409, "stale_promotion"),
     (service_errors.PredatesErasure("no"), 409, "predates_erasure"),
     (service_errors.VersionUnavailable("no"), 409, "version_unavailable"),

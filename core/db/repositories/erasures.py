@@ -5,19 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.db.engine import is_sqlite
-from core.db.models import Certificate, ErasureRequest, ErasureScopeItem, ErasureStatus
+from core.db.models import (
+    OPEN_ERASURE_STATUSES,
+    Certificate,
+    ErasureRequest,
+    ErasureScopeItem,
+    ErasureStatus,
+)
 
 
 def get(session: Session, request_id: str) -> ErasureRequest | None:
     return session.get(ErasureRequest, request_id)
 
 
-def by_idempotency_key(session: Session, key: str) -> ErasureRequest | None:
-    return session.scalars(select(ErasureRequest).where(ErasureRequest.idempotency_key == key)).first()
+def by_idempotency_key(session: Session, owner: str, key_hash: str) -> ErasureRequest | None:
+    query = select(ErasureRequest).where(
+        ErasureRequest.owner == owner, ErasureRequest.idempotency_key_hash == key_hash
+    )
+    return session.scalars(query).first()
 
 
 def add(session: Session, request: ErasureRequest, item_ids: Sequence[str]) -> None:
@@ -38,12 +47,32 @@ def scope_items(session: Session, request_id: str) -> list[str]:
 
 
 def list_requests(
-    session: Session, status: ErasureStatus | None = None, limit: int = 100, offset: int = 0
+    session: Session,
+    status: ErasureStatus | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    owner: str | None = None,
 ) -> list[ErasureRequest]:
+    """Newest first; only ``owner``'s when given."""
     query = select(ErasureRequest).order_by(ErasureRequest.created_at.desc(), ErasureRequest.id)
     if status is not None:
         query = query.where(ErasureRequest.status == status)
+    if owner is not None:
+        query = query.where(ErasureRequest.owner == owner)
     return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def open_requests_summary(session: Session) -> list[tuple[datetime, datetime]]:
+    """(created_at, deadline_at) of every request still to be carried out."""
+    query = select(ErasureRequest.created_at, ErasureRequest.deadline_at).where(
+        ErasureRequest.status.in_(sorted(OPEN_ERASURE_STATUSES))
+    )
+    return [(created, deadline) for created, deadline in session.execute(query)]
+
+
+def count_in_status(session: Session, status: ErasureStatus) -> int:
+    query = select(func.count()).select_from(ErasureRequest).where(ErasureRequest.status == status)
+    return int(session.scalar(query) or 0)
 
 
 def admit_received(session: Session, now: datetime) -> int:

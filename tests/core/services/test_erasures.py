@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import utcnow
 from core.db.repositories import catalog as catalog_repo
 from core.ml.data import PreparedData
 from core.services import batching, erasures, recommendations
 from core.services.batching import JobSettings
-from core.services.errors import Conflict, IdempotencyKeyReused, InvalidInput, NotCancellable, NotFound
+from core.services.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotCancellable,
+    NotFound,
+)
 from core.services.recommendations import NewRating
 
 INTAKE = erasures.IntakeConfig(salt="test-salt", deadline_days=30)
@@ -84,3 +94,67 @@ def test_received_becomes_queued_at_the_batchers_pass(session: Session, seeded: 
     queued = erasures.get_erasure_request(session, request.id)
     assert queued.status == "queued" and queued.queued_at == now
     assert erasures.cancel_erasure_request(session, request.id).status == "cancelled"
+
+
+ALICE = erasures.Caller("api_key:1")
+BOB = erasures.Caller("api_key:2")
+ADMIN = erasures.Caller("api_key:3", admin=True)
+
+
+def test_a_request_is_seen_and_cancelled_by_its_owner_only(session: Session, seeded: PreparedData) -> None:
+    mine, _ = erasures.create_erasure_request(session, "u1", None, INTAKE, caller=ALICE)
+    session.commit()
+    assert mine.owner == "api_key:1"
+    for call in (
+        lambda: erasures.get_erasure_request(session, mine.id, BOB),
+        lambda: erasures.cancel_erasure_request(session, mine.id, caller=BOB),
+        lambda: erasures.get_certificate(session, mine.id, BOB),
+    ):  # the same answer as for an id that does not exist: ids reveal nothing
+        with pytest.raises(NotFound, match=f"no erasure request '{mine.id}'"):
+            call()
+    assert erasures.list_erasure_requests(session, caller=BOB) == []
+    with pytest.raises(Forbidden, match="takes the admin scope"):
+        erasures.list_erasure_requests(session, caller=BOB, everyone=True)
+    assert [r.id for r in erasures.list_erasure_requests(session, caller=ALICE)] == [mine.id]
+    assert [r.id for r in erasures.list_erasure_requests(session, caller=ADMIN, everyone=True)] == [mine.id]
+    assert erasures.get_erasure_request(session, mine.id, ADMIN).id == mine.id
+    assert ALICE.shows_user_id(mine) and not ADMIN.shows_user_id(mine) and not BOB.may_see(mine)
+    assert erasures.cancel_erasure_request(session, mine.id, caller=ALICE).status == "cancelled"
+
+
+def test_idempotency_keys_are_per_owner_and_stored_hashed(session: Session, seeded: PreparedData) -> None:
+    alices, _ = erasures.create_erasure_request(session, "u1", None, INTAKE, "shared-key", caller=ALICE)
+    session.commit()
+    # another owner's identical key files its own request and learns nothing of Alice's
+    bobs, created = erasures.create_erasure_request(session, "u2", None, INTAKE, "shared-key", caller=BOB)
+    assert created and bobs.id != alices.id
+    session.commit()
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        erasures.create_erasure_request(session, "u3", None, INTAKE, "shared-key", caller=BOB)
+    assert refused.value.details == {"request_id": bobs.id}  # the caller's own request, never Alice's
+    stored = {r.idempotency_key_hash for r in erasures.list_erasure_requests(session, everyone=True)}
+    assert stored == {erasures.idempotency_key_hash("test-salt", "shared-key")}
+    assert "shared-key" not in str(stored)
+
+
+def _file_concurrently(sessions: sessionmaker[Session], callers: int) -> list[str]:
+    """``callers`` threads, each with its own session, file the same request with one Idempotency-Key."""
+    barrier = threading.Barrier(callers)
+
+    def file() -> str:
+        with sessions() as own:
+            barrier.wait()
+            request, _ = erasures.create_erasure_request(own, "u5", None, INTAKE, "burst", caller=ALICE)
+            own.commit()
+            return request.id
+
+    with ThreadPoolExecutor(callers) as pool:
+        return list(pool.map(lambda _: file(), range(callers)))
+
+
+def test_concurrent_requests_with_one_key_all_get_the_same_request(
+    session_factory: sessionmaker[Session], session: Session, seeded: PreparedData
+) -> None:
+    ids = _file_concurrently(session_factory, 15)  # raised IntegrityError for most of them before
+    assert len(ids) == 15 and len(set(ids)) == 1
+    assert [r.id for r in erasures.list_erasure_requests(session, everyone=True)] == ids[:1]

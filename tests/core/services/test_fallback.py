@@ -1,17 +1,21 @@
-"""The optional exact fallback (DESIGN "The method", step 6): when a batch has used up its retries, an
-adapter retrained from the base on all data not erased is verified and promoted the same fenced way.
-Tiny untrained model: behaviour only (statuses, versions, lineage, certificate), never quality."""
+"""The exact fallback (DESIGN "The method", step 6; on by default): when a batch has used up its retries, an
+adapter retrained from the base on all data not erased is verified and promoted the same fenced way; when
+there is no fallback left, the data is deleted all the same.  Tiny untrained model: behaviour only
+(statuses, versions, lineage, certificate), never quality."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db.models import Interaction, UserProfile
 from core.ml.model import LoadedModel
 from core.ml.unlearning.base import METHODS, UnlearningError, UnlearningMethod, register
 from core.services import batching, erasures, pipeline, registry
 from core.services.certificates import verify_certificate
+from core.settings import Settings
 from tests.core.conftest import NudgeConfig
 from tests.core.services.test_pipeline import INTAKE, JWKS, runtime, settings
 
@@ -43,22 +47,32 @@ def _fail_once(
     return outcome
 
 
-def test_without_fallback_exhausted_requests_fail(
+def _rows(session: Session, user: str) -> int:
+    return len(session.scalars(select(Interaction).where(Interaction.user_id == user)).all())
+
+
+def test_without_fallback_exhausted_requests_end_not_unlearned_with_their_data_deleted(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
     request, _ = erasures.create_erasure_request(session, "u4", None, INTAKE)
-    outcome = _fail_once(session, tiny_model, adapters_dir)
+    assert _rows(session, "u4") > 0
+    outcome = _fail_once(session, tiny_model, adapters_dir, exact_fallback=False)
     assert outcome.follow_up_jobs == []
-    assert erasures.get_erasure_request(session, request.id).status == "failed"
+    ended = erasures.get_erasure_request(session, request.id)
+    assert (ended.status, ended.user_id, ended.profile_deleted) == ("not_unlearned", None, True)
+    assert _rows(session, "u4") == 0 and session.get(UserProfile, "u4") is None
+
+
+def test_the_exact_fallback_is_on_by_default() -> None:
+    assert Settings.model_fields["exact_fallback"].default is True
+    assert batching.JobSettings().exact_fallback and batching.JobSettings().job_config(0).falls_back
 
 
 def test_exhausted_batch_falls_back_to_an_exact_retrain(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
     request, _ = erasures.create_erasure_request(session, "u4", None, INTAKE)
-    outcome = _fail_once(
-        session, tiny_model, adapters_dir, exact_fallback=True, fallback_method_config=RECIPE
-    )
+    outcome = _fail_once(session, tiny_model, adapters_dir, fallback_method_config=RECIPE)  # default: on
     [fallback_id] = outcome.follow_up_jobs
     waiting = erasures.get_erasure_request(session, request.id)
     assert (waiting.status, waiting.job_id, waiting.retry_count) == ("unlearning", fallback_id, 1)
@@ -90,6 +104,8 @@ def test_a_failed_fallback_does_not_fall_back_again(
     assert again.status == "failed" and again.follow_up_jobs == []
     # refused by the retrain method itself (not "unknown unlearning method 'retrain'")
     assert "retrain recipe's LoRA (r=4, alpha=8" in (again.reason or "")
-    assert erasures.get_erasure_request(session, request.id).status == "failed"
+    # out of every way to unlearn: the data goes all the same, the request says the model kept it
+    assert erasures.get_erasure_request(session, request.id).status == "not_unlearned"
+    assert _rows(session, "u4") == 0 and session.get(UserProfile, "u4") is None
     active = registry.active_adapter(session)
     assert active is not None and active.version_id == v1_id

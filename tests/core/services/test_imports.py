@@ -127,3 +127,21 @@ def test_an_uninitialised_registry_refuses_imports(session: Session, seeded: Pre
     ratings = CsvSource("r.csv", "user,item,rating,timestamp\nx1,n1,5,10\n")
     with pytest.raises(Conflict, match="e2u data prepare"):
         import_data(session, ratings, ITEMS, None, CONFIG)
+
+
+def test_ratings_of_a_user_whose_data_went_without_unlearning_are_refused(registry_ready: Session) -> None:
+    session = registry_ready
+    request, _ = create_erasure_request(session, "u3", None, IntakeConfig(salt=SALT))
+    # unlearning failed for good: the data was deleted all the same (core.services.pipeline._fail)
+    catalog_repo.delete_scope_rows(session, "u3", None)
+    erasure_repo.set_status(
+        session, [request.id], "not_unlearned", utcnow(), failed_at=utcnow(), user_id=None
+    )
+    session.commit()
+    before = _counts(session)
+    with pytest.raises(ImportRefused):
+        import_data(
+            session, CsvSource("r.csv", "user,item,rating,timestamp\nu3,n1,5,10\n"), ITEMS, None, CONFIG
+        )
+    session.rollback()
+    assert _counts(session) == before

@@ -68,7 +68,7 @@ def test_thresholds_round_trip_and_refuse_bad_values() -> None:
 
 
 def test_status_filters_take_the_vocabularies(session: Session) -> None:
-    assert erasures.list_erasure_requests(session, ErasureStatus.FAILED) == []
+    assert erasures.list_erasure_requests(session, ErasureStatus.NOT_UNLEARNED) == []
     assert batching.list_jobs(session, "running") == []
     assert registry.list_versions(session, VersionStatus.REJECTED) == []
     for listing in (erasures.list_erasure_requests, batching.list_jobs, registry.list_versions):

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core.db.models import AdapterVersion, Interaction, UserProfile, utcnow
 from core.ml.model import LoadedModel
+from core.ml.unlearning.base import METHODS, UnlearningMethod, register
 from core.ml.verification import Thresholds
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
@@ -19,12 +21,14 @@ from core.services.batching import JobSettings
 from core.services.certificates import PREDICATE_TYPE, verify_certificate
 from core.services.errors import (
     Forbidden,
+    NotRequeueable,
     PredatesErasure,
     StalePromotion,
     Unauthorized,
     VersionUnavailable,
 )
 from core.signing import SignatureError, SigningKey, jwks
+from tests.core.conftest import NudgeConfig
 
 INTAKE = erasures.IntakeConfig(salt="salt")
 LENIENT = Thresholds(utility_margin=1.0, mia_margin=0.5, gold_margin=1.0)
@@ -109,12 +113,19 @@ def test_erasure_to_new_active_version(
         registry.promote_version(session, v1_id, active.version_id, active.counter, "admin", kind="rollback")
 
 
-def test_failed_gate_keeps_old_version_and_requeues(
+def _stored(session: Session, user: str) -> tuple[int, bool]:
+    """(rating rows, profile present) of ``user``."""
+    rows = session.scalars(select(Interaction).where(Interaction.user_id == user)).all()
+    return len(rows), session.get(UserProfile, user) is not None
+
+
+def test_failed_gates_keep_the_old_version_and_still_delete_the_data(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
     request, _ = erasures.create_erasure_request(session, "u6", None, INTAKE)
     session.commit()
-    strict = settings(IMPOSSIBLE)
+    stored_rows, _ = _stored(session, "u6")
+    strict = settings(IMPOSSIBLE, exact_fallback=False)
     for attempt in (1, 2):
         [job_id] = batching.trigger_batch_now(session, strict)
         session.commit()
@@ -124,7 +135,8 @@ def test_failed_gate_keeps_old_version_and_requeues(
         assert job.verdict == "failed" and job.metrics["child_valid"] and job.thresholds["mia_margin"] == -1.0
         state = erasures.get_erasure_request(session, request.id)
         assert state.retry_count == attempt
-        assert state.status == ("queued" if attempt == 1 else "failed")  # max_retries = 1
+        # max_retries = 1: queued again with the data kept for the next try, then no try left
+        assert state.status == ("queued" if attempt == 1 else "not_unlearned")
         # the child that failed the gates is listed as rejected, with its figures and reason, weights gone
         rejected = registry.get_version(session, job.child_version_id or "")
         assert rejected.status == "rejected" and rejected.parent_id == v1_id and rejected.job_id == job_id
@@ -134,13 +146,81 @@ def test_failed_gate_keeps_old_version_and_requeues(
         )
         with pytest.raises(VersionUnavailable, match="is rejected; its weights cannot serve"):
             registry.promote_version(session, rejected.id, v1_id, 1, "admin")
+        if attempt == 1:
+            assert _stored(session, "u6") == (stored_rows, True)
     active = registry.active_adapter(session)
     assert active is not None and active.version_id == v1_id and active.counter == 1
     assert Path(active.artifact_path).exists()
-    assert session.scalars(select(Interaction).where(Interaction.user_id == "u6")).first() is not None
+    # a request never ends holding data: unlearning failed for good, the rows and the profile went anyway
+    assert _stored(session, "u6") == (0, False)
+    state = erasures.get_erasure_request(session, request.id)
+    assert state.user_id is None and state.rows_deleted == stored_rows and state.profile_deleted
+    assert state.failed_at is not None and "verification failed" in (state.failure_reason or "")
     statuses = sorted(v.status for v in session.scalars(select(AdapterVersion)))
     assert statuses == ["active", "rejected", "rejected"]
     assert [p.name for p in adapters_dir.iterdir()] == ["v1"]  # no weights of rejected children left
+    # the operator can send it to an exact retrain; nothing else can be re-queued
+    job_id = erasures.requeue_erasure_request(session, request.id, actor="ops")
+    retrain = batching.get_job(session, job_id)
+    assert retrain.config["method"] == "retrain" and retrain.config["fallback"]
+    assert erasures.get_erasure_request(session, request.id).status == "unlearning"
+    with pytest.raises(NotRequeueable, match="only a not_unlearned one can be re-queued"):
+        erasures.requeue_erasure_request(session, request.id)
+
+
+class DiskFull(UnlearningMethod):
+    """A stand-in method that meets an infrastructure error (a full disk, a database gone)."""
+
+    name = "test-disk-full"
+    config_class = NudgeConfig
+    error: BaseException = OSError(28, "No space left on device")
+
+    def run(self, inputs, config, child_name, on_progress=None, progress_bar=False):  # type: ignore[no-untyped-def]
+        raise DiskFull.error
+
+
+if DiskFull.name not in METHODS:
+    register(DiskFull)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")),
+    ],
+    ids=["disk-full", "database-gone"],
+)
+def test_infrastructure_errors_retry_with_backoff_without_spending_the_gate_budget(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path, error: BaseException
+) -> None:
+    DiskFull.error = error
+    request, _ = erasures.create_erasure_request(session, "u3", None, INTAKE)
+    [job_id] = batching.trigger_batch_now(session, settings(method="test-disk-full", max_retries=0))
+    session.commit()
+    first = runtime(tiny_model, adapters_dir)
+    first.retry = pipeline.RetryPolicy(max_attempts=2, delay_seconds=10, max_delay_seconds=60)
+    started = utcnow()
+    outcome = pipeline.run_job(session, job_id, first, session.commit)
+    assert (outcome.status, outcome.retry_in_seconds) == ("retry", 10)
+    assert outcome.reason == f"infrastructure error in phase unlearn: {type(error).__name__}"
+    state = erasures.get_erasure_request(session, request.id)
+    assert (state.status, state.retry_count, state.user_id) == ("unlearning", 0, "u3")  # budget untouched
+    # the job keeps its lease for the back-off: nobody takes it up before, the beat re-sends it after
+    held_until = batching.get_job(session, job_id).lease_expires_at
+    assert held_until is not None and timedelta(seconds=10) <= held_until - started < timedelta(seconds=60)
+    assert batching.jobs_needing_worker(session, held_until - timedelta(seconds=1)) == []
+    assert batching.jobs_needing_worker(session, held_until + timedelta(seconds=1)) == [job_id]
+    later = runtime(tiny_model, adapters_dir, "w2")
+    later.retry, later.clock = first.retry, lambda: held_until + timedelta(seconds=1)
+    other = runtime(tiny_model, adapters_dir, "w3")
+    assert pipeline.run_job(session, job_id, other, session.commit).status == "skipped"  # still held
+    # the second try meets the error again: out of attempts, it fails like a gate and the data goes
+    gave_up = pipeline.run_job(session, job_id, later, session.commit)
+    assert gave_up.status == "failed" and "gave up after 2 attempts" in (gave_up.reason or "")
+    assert gave_up.follow_up_jobs  # the exact fallback (on by default) takes the batch
+    assert erasures.get_erasure_request(session, request.id).retry_count == 1
+    assert [pipeline.RetryPolicy(6, 30, 100).delay(n) for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
 
 
 def test_jobs_formed_together_each_start_from_the_active_version(
