@@ -93,7 +93,7 @@ def unlearn_and_verify(
     the child's cached scores (``ScoreCache``) are read from and written beside their weights."""
     valid = utility_subset(data.valid, plan.sizes)
     parent_cache = ScoreCache(parent_folder / SCORES_FILE)
-    child_cache = ScoreCache(None, base_from=parent_cache)
+    child_cache = ScoreCache(None)
     scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, data.catalog), batch_size=score_batch_size)
     parent_name, child_name = f"{name}_parent", f"{name}_child"
     try:

@@ -139,7 +139,7 @@ class ScoreCache:
 
     SECTIONS = ("adapter", "base")
 
-    def __init__(self, path: Path | None, base_from: ScoreCache | None = None) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         raw: dict[str, Any] = {}
         if path is not None and path.exists():
@@ -148,8 +148,6 @@ class ScoreCache:
             except (OSError, ValueError):
                 raw = {}  # an unreadable cache is recomputed, never trusted
         self.scores: dict[str, dict[str, float]] = {s: dict(raw.get(s) or {}) for s in self.SECTIONS}
-        if base_from is not None:
-            self.scores["base"].update(base_from.scores["base"])
         self.used: dict[str, set[str]] = {s: set() for s in self.SECTIONS}
         self.computed = dict.fromkeys(self.SECTIONS, 0)
         self.reused = dict.fromkeys(self.SECTIONS, 0)
@@ -167,6 +165,11 @@ class ScoreCache:
         self.computed[section] += len(missing)
         self.reused[section] += len(keys) - len(missing)
         return np.array([known[key] for key in keys], dtype=np.float64)
+
+    def carry_base(self, parent: ScoreCache) -> None:
+        """Take the base model's scores that ``parent`` used (the base model is the same for both)."""
+        self.scores["base"].update({k: parent.scores["base"][k] for k in parent.used["base"]})
+        self.used["base"].update(parent.used["base"])
 
     def save(self) -> None:
         if self.path is None or not self.path.parent.is_dir():
@@ -225,14 +228,14 @@ def verify_candidate(
     ``forget``: F (non-empty; capped by ``forget_subset``); ``holdout``: samples of users held out of
     training (``reference_sample`` draws from them); ``valid``: the valid split (``utility_subset`` draws
     the fixed utility set).  ``parent_cache``/``child_cache``: the versions' ``ScoreCache`` (the child's
-    takes the parent's base-model scores); not saved here.  A failed verdict when there is no
+    takes the base model's scores from the parent's); not saved here.  A failed verdict when there is no
     calibration (fewer than two held-out users with samples, or an utility set with one label only).
     Leaves ``child_name`` as the active adapter.
     """
     if forget.empty:
         raise ValueError("verify_candidate needs a non-empty forget set (see never_trained_on)")
     parent_cache = parent_cache or ScoreCache(None)
-    child_cache = child_cache or ScoreCache(None, base_from=parent_cache)
+    child_cache = child_cache or ScoreCache(None)
     started = time.perf_counter()
     f_frame = forget_subset(forget, sizes)
     h_frame = reference_sample(holdout, sizes)
@@ -243,7 +246,7 @@ def verify_candidate(
     parent_h = parent_cache.score(scorer, parent_name, h_frame)
     parent_v = parent_cache.score(scorer, parent_name, v_frame)
     child_v = child_cache.score(scorer, child_name, v_frame)
-    child_cache.used["base"].update(parent_cache.used["base"])  # carried forward for the child's jobs
+    child_cache.carry_base(parent_cache)  # for the child's own jobs as a parent
     scorer.loaded.model.set_adapter(child_name)
     figures: dict[str, Any] = {
         "samples": {
@@ -279,7 +282,7 @@ def verify_candidate(
             config=config,
         )
     except ValueError as error:
-        reason = f"cannot verify: {error} (held-out users need split 'holdout', see SampleConfig)"
+        reason = f"cannot verify: {error}"  # no calibration (held-out users) or no usable utility set
         figures["seconds"] = time.perf_counter() - started
         return VerificationResult(Verdict.FAILED, (reason,), _finish(figures, Verdict.FAILED, [reason]))
     figures["evidence"] = found.to_dict()
