@@ -70,18 +70,13 @@ def test_worker_runs_one_job(
     tmp_path: Path,
 ) -> None:
     settings = Settings(home=tmp_path, broker_url=REDIS, result_backend=REDIS)
-    request, _ = erasures.create_erasure_request(session, "u8", None, erasures.IntakeConfig(salt="s"))
+    request, _ = erasures.create_erasure_request(session, "u9", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
         session,
         batching.job_settings_from(
             Settings(
                 _env_file=None,
-                **{
-                    "unlearning_method": "test-nudge",
-                    "utility_margin": 1.0,
-                    "mia_margin": 0.5,
-                    "gold_margin": 1.0,
-                },
+                **{"unlearning_method": "test-nudge"},  # the verifier's real thresholds
             )
         ),
     )
