@@ -89,6 +89,17 @@ def test_erasure_to_new_active_version(
     certificate = erasures.get_certificate(session, request.id)
     assert verify_certificate(certificate, KEY) and not verify_certificate(certificate, "other")
     assert certificate["child_adapter"]["id"] == active.version_id
+    # the certificate states the verdict class it rests on, why, and each figure with interval and MDE
+    verification = certificate["verification"]
+    assert verification["verdict_class"] == "no_prior_signal" == job.metrics["verdict"]
+    assert verification["reasons"] == job.metrics["reasons"]
+    figures = verification["figures"]
+    for memorisation in (figures["parent_memorisation"], figures["child_memorisation"]):
+        assert {"value", "low", "high"} == set(memorisation["excess"]) and memorisation["mde"] > 0
+        assert 0 <= memorisation["p_value"] <= 1 and memorisation["reference_users"] == 2
+    assert figures["forget_change"]["n"] == done.forget_samples and "low" in figures["forget_change"]["mean"]
+    assert set(figures["utility_auc"]["difference"]) == {"value", "low", "high"}
+    assert (figures["alpha"], figures["power"]) == (0.05, 0.8)
     assert certificate["timestamps"]["old_weights_destroyed_at"] is not None
     tampered = {**certificate, "erased": {**certificate["erased"], "rows_deleted": 0}}
     assert not verify_certificate(tampered, KEY)
