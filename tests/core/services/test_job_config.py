@@ -42,7 +42,8 @@ def test_job_config_round_trips_json_and_reads_the_json_of_before() -> None:
     assert plain.to_dict() == NOW_STORED and plain.falls_back
     assert JobConfig.from_dict(STORED) == plain  # the sizes of before the held-out users: the defaults
     sizes = plain.verification_sizes()
-    assert (sizes.valid_samples, sizes.max_forget_samples, sizes.reference_users, sizes.seed) == (256, 512, 40, 1)
+    assert (sizes.valid_samples, sizes.max_forget_samples, sizes.reference_users) == (256, 512, 40)
+    assert (sizes.reference_samples, sizes.seed) == (20, 1)
     fallback = JobConfig(method="retrain", exact_fallback=True, fallback=True, fallback_of_job=7)
     stored = json.loads(json.dumps(fallback.to_dict()))
     assert stored["fallback"] is True and stored["fallback_of_job"] == 7

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.db.models import AdapterVersion, Interaction, UserProfile, utcnow
-from core.ml.model import LoadedModel
+from core.db.models import AdapterVersion, ErasureRequest, Interaction, UserProfile, utcnow
 from core.ml.evidence import EvidenceConfig
+from core.ml.model import LoadedModel
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
 from core.services.batching import JobSettings
@@ -45,6 +45,19 @@ def runtime(model: LoadedModel, adapters_dir: Path, worker: str = "w1") -> pipel
     return pipeline.PipelineRuntime(model, adapters_dir, worker, KEY, lease_seconds=60, score_batch_size=8)
 
 
+def erase_and_run(
+    session: Session, user: str, model: LoadedModel, adapters_dir: Path
+) -> tuple[ErasureRequest, int]:
+    """Erase ``user`` through one job run to success; the request and the job's id."""
+    request, _ = erasures.create_erasure_request(session, user, None, INTAKE)
+    session.commit()
+    [job_id] = batching.trigger_batch_now(session, settings())
+    session.commit()
+    outcome = pipeline.run_job(session, job_id, runtime(model, adapters_dir), session.commit)
+    assert outcome.status == "succeeded", outcome.reason
+    return request, job_id
+
+
 def test_batches_form_on_size_or_wait(session: Session, v1_id: str) -> None:
     now = utcnow()
     erasures.create_erasure_request(session, "u1", None, INTAKE, now=now)
@@ -66,12 +79,7 @@ def test_erasure_to_new_active_version(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
     v1_path = Path(registry.get_version(session, v1_id).artifact_path)
-    request, _ = erasures.create_erasure_request(session, "u5", None, INTAKE)
-    session.commit()
-    [job_id] = batching.trigger_batch_now(session, settings())
-    session.commit()
-    outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
-    assert outcome.status == "succeeded", outcome.reason
+    request, job_id = erase_and_run(session, "u5", tiny_model, adapters_dir)
     job = batching.get_job(session, job_id)
     assert (job.phase, job.progress, job.verdict) == ("done", 1.0, "passed")
     assert {"verdict", "reasons", "evidence", "unlearning", "seconds"} <= set(job.metrics)
@@ -187,12 +195,7 @@ def test_erasure_of_a_user_held_out_of_training_completes_as_never_trained_on(
     assert {r.split for r in session.scalars(select(Interaction).where(Interaction.user_id == "u1"))} == {
         "holdout"
     }
-    request, _ = erasures.create_erasure_request(session, "u1", None, INTAKE)
-    session.commit()
-    [job_id] = batching.trigger_batch_now(session, settings())
-    session.commit()
-    outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
-    assert outcome.status == "succeeded", outcome.reason
+    request, job_id = erase_and_run(session, "u1", tiny_model, adapters_dir)
     job = batching.get_job(session, job_id)
     assert job.metrics["verdict"] == "no_prior_signal" and "never trained on" in job.metrics["reasons"][0]
     active = registry.active_adapter(session)
