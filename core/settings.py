@@ -86,11 +86,15 @@ class Settings(BaseSettings):
     exact_fallback: bool = True
     exact_fallback_config: dict[str, Any] = Field(default_factory=dict)  # RetrainConfig JSON; "train"
     # defaults to the recipe adapter v1 was trained with
-    verify_valid_samples: int = 256  # fixed held-out validation subset for the utility gate
-    verify_max_samples: int = 512  # cap on |F| and on the unseen sample for the forgetting gates
-    utility_margin: float = 0.02  # child valid AUC may fall at most this far below the parent's
-    mia_margin: float = 0.1  # |membership-inference AUC - 0.5| at most this
-    gold_margin: float = 0.05  # mean gold-label P on F at most this above unseen data
+    # verification on evidence (core.ml.evidence.EvidenceConfig, core.ml.verification.VerificationSizes)
+    verify_valid_samples: int = 256  # fixed held-out validation subset for the utility check
+    verify_max_samples: int = 512  # cap on the forget samples scored
+    verify_reference_users: int = 40  # users held out of training that calibrate the memorisation test
+    verify_reference_samples: int = 20  # ... with at most this many samples each
+    verify_alpha: float = 0.05  # level of every test; intervals at 1 - alpha
+    verify_power: float = 0.8  # power at which minimum detectable effects are stated
+    verify_effect_of_interest: float = 0.1  # memorisation (nats) the verifier promises to see
+    utility_margin: float = 0.02  # AUC the child may lose against the parent (interval's lower bound)
 
     @property
     def database_url_resolved(self) -> str:

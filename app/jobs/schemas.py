@@ -21,7 +21,7 @@ class JobPublic(BaseModel):
             "created_at": "2026-01-05T10:05:00Z",
             "attempts": 1,
             "config": {"method": "e2urec", "method_config": {"alpha": 2.0, "w": 0.6}},
-            "thresholds": {"utility_margin": 0.02, "mia_margin": 0.1, "gold_margin": 0.05},
+            "thresholds": {"alpha": 0.05, "power": 0.8, "effect_of_interest": 0.1, "utility_margin": 0.02},
             "metrics": {},
             "parent_version_id": "v1-3f2a9c1e",
             "request_ids": ["0b6f6f4e-3c1a-4d7e-9d0e-6a2f0f1b2c3d"],

@@ -20,7 +20,7 @@ import pandas as pd
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 SAMPLE_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "label", "history", "split"]
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "valid", "test", "holdout")  # holdout: users held out of training entirely
 
 
 class DataError(ValueError):
@@ -45,7 +45,13 @@ class Dataset:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """How samples are built and split.  ``history_len`` is K; fractions are of interactions."""
+    """How samples are built and split.  ``history_len`` is K; valid/test fractions are of interactions.
+
+    ``holdout_user_fraction``: the fraction of users held out of training entirely (``holdout_users``):
+    all their samples get split "holdout", never trained on by any adapter version, and calibrate the
+    verifier's memorisation test (``core.ml.evidence.reference_null``).  The chronological train / valid /
+    test boundaries are computed over the other users.
+    """
 
     history_len: int = 5
     # 0: a user's first rating is a sample too (with an empty history), so every rating is kept and
@@ -54,6 +60,7 @@ class SampleConfig:
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     like_threshold: float = 3.0
+    holdout_user_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if self.history_len < 1:
@@ -64,6 +71,16 @@ class SampleConfig:
             raise ValueError("valid_fraction and test_fraction must be in (0, 1)")
         if self.valid_fraction + self.test_fraction >= 1:
             raise ValueError("valid_fraction + test_fraction must be < 1")
+        if not 0 <= self.holdout_user_fraction < 1:
+            raise ValueError(f"holdout_user_fraction must be in [0, 1), got {self.holdout_user_fraction}")
+
+    def hashed_fields(self) -> dict[str, object]:
+        """The fields that enter a content hash: ``holdout_user_fraction`` only when > 0, so that data
+        prepared before the field existed (fraction 0) keeps its hash."""
+        values: dict[str, object] = asdict(self)
+        if not self.holdout_user_fraction:
+            del values["holdout_user_fraction"]
+        return values
 
 
 @dataclass
@@ -81,7 +98,7 @@ class PreparedData:
         return self.samples[self.samples["split"] == name].reset_index(drop=True)
 
     def content_hash(self) -> str:
-        return frame_hash(self.samples, self.items, self.users, extra=json.dumps(asdict(self.config)))
+        return frame_hash(self.samples, self.items, self.users, extra=json.dumps(self.config.hashed_fields()))
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -318,20 +335,41 @@ def decode_history(text: str) -> list[tuple[str, float]]:
     return out
 
 
+MIN_USERS_FOR_HOLDOUT = 10  # from this many users on, a fraction > 0 holds out at least two
+
+
+def holdout_users(user_ids: Iterable[str], fraction: float) -> set[str]:
+    """The users held out of training: the ``round(fraction * users)`` users with the smallest
+    ``sha256("holdout:" + user_id)`` (deterministic, independent of the order and of the other users'
+    data), at least two when ``fraction > 0`` and there are ``MIN_USERS_FOR_HOLDOUT`` users or more, and
+    never all of them."""
+    users = sorted(set(user_ids))
+    if fraction <= 0 or not users:
+        return set()
+    count = round(fraction * len(users))
+    if len(users) >= MIN_USERS_FOR_HOLDOUT:
+        count = max(2, count)
+    ranked = sorted(users, key=lambda user: hashlib.sha256(f"holdout:{user}".encode()).hexdigest())
+    return set(ranked[: min(count, len(users) - 1)])
+
+
 def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFrame:
     """One sample per interaction that has at least ``min_history`` earlier ratings by the same user.
 
-    Ties in time are broken by item id so that the result is deterministic.  The split is global and
+    Ties in time are broken by item id so that the result is deterministic.  Every interaction of a
+    ``holdout_users`` user is split "holdout"; over the other users the split is global and
     chronological: the earliest interactions train, the next validate, the latest test.
     """
     ordered = interactions.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(
         drop=True
     )
-    n = len(ordered)
+    held_out = ordered["user_id"].isin(holdout_users(ordered["user_id"], config.holdout_user_fraction))
+    n = int((~held_out).sum())
     train_end = round(n * (1 - config.valid_fraction - config.test_fraction))
     valid_end = round(n * (1 - config.test_fraction))
     split = ["train"] * train_end + ["valid"] * (valid_end - train_end) + ["test"] * (n - valid_end)
-    ordered["split"] = split
+    ordered["split"] = "holdout"
+    ordered.loc[~held_out, "split"] = split
 
     records = []
     for _user, group in ordered.groupby("user_id", sort=False):
@@ -418,7 +456,9 @@ def load_prepared(folder: Path) -> PreparedData:
     samples["label"] = samples["label"].astype("int64")
     items = pd.read_csv(folder / "items.csv", **read)  # type: ignore[call-overload]
     users = pd.read_csv(folder / "users.csv", **read)  # type: ignore[call-overload]
-    data = PreparedData(samples, items, users, SampleConfig(**manifest["config"]))
+    # data prepared before users were held out carries no holdout_user_fraction: it held out none
+    config = SampleConfig(**{"holdout_user_fraction": 0.0, **manifest["config"]})
+    data = PreparedData(samples, items, users, config)
     if data.content_hash() != manifest["sha256"]:
         raise DataError(f"{folder}: content does not match the sha256 in manifest.json")
     return data

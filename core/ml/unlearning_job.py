@@ -6,6 +6,7 @@ records the outcome after (``core.services.pipeline``)."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,19 @@ from typing import Any, Protocol
 import pandas as pd
 
 from core.ml.data import SAMPLE_COLUMNS
+from core.ml.evidence import EvidenceConfig
 from core.ml.model import LoadedModel, load_adapter, save_adapter, unload_adapter
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
-from core.ml.unlearning.base import UnlearningInputs, UnlearningReport, run_unlearning
+from core.ml.unlearning.base import UnlearningInputs, run_unlearning
 from core.ml.unlearning.progress import Progress
-from core.ml.verification import Thresholds, VerificationResult, equal_size, verify_candidate
+from core.ml.verification import (
+    SCORES_FILE,
+    ScoreCache,
+    VerificationSizes,
+    utility_subset,
+    verify_candidate,
+)
 from core.serialization import json_safe
 
 
@@ -29,31 +37,30 @@ class JobData:
 
     forget: pd.DataFrame  # training samples in the batch's scopes: what the child must forget (F)
     retain: pd.DataFrame  # the usable training samples
-    valid: pd.DataFrame  # usable validation samples; the utility gate draws a fixed subset
-    unseen: pd.DataFrame  # usable test samples: the non-members the forgetting gates compare F with
+    valid: pd.DataFrame  # usable validation samples; the utility check draws a fixed subset
+    holdout: pd.DataFrame  # usable samples of users held out of training: the memorisation test's null
     catalog: Catalog  # titles and usable profiles, for the prompts
 
 
 @dataclass(frozen=True)
 class UnlearningPlan:
-    """How to unlearn and verify: the method (registered name and JSON config), the gates, the sizes of
-    the verification samples and the seed of their draws."""
+    """How to unlearn and verify: the method (registered name and JSON config), the verifier's
+    statistics and the sizes (and seed) of its samples."""
 
     method: str
     method_config: Mapping[str, Any]
-    thresholds: Thresholds
-    valid_samples: int  # the fixed validation subset of the utility gate
-    max_verify_samples: int  # cap on the equal-size forget and unseen samples of the forgetting gates
-    seed: int
+    evidence: EvidenceConfig
+    sizes: VerificationSizes
 
 
 @dataclass(frozen=True)
 class Candidate:
     """The child adapter: its verdict and figures, and where its weights were saved."""
 
-    passed: bool
-    reasons: tuple[str, ...]  # why it failed the gates (empty when it passed)
-    figures: dict[str, Any]  # JSON-safe: the gates' metrics, sample counts, the method's report
+    passed: bool  # the verdict allows promotion (any class but failed)
+    verdict: str  # core.ml.evidence.Verdict
+    reasons: tuple[str, ...]  # why this verdict
+    figures: dict[str, Any]  # JSON-safe: the evidence, sample counts, timings, the method's report
     folder: Path
     sha256: str  # of the weights (the version's content id)
 
@@ -82,15 +89,17 @@ def unlearn_and_verify(
     """Unlearn ``data.forget`` from the adapter in ``parent_folder`` with ``plan``'s method, verify the
     child, and save it (weights plus ``metadata`` as ``e2u.json``) into ``child_folder``, which is
     replaced.  ``data.forget`` must not be empty.  Both adapters (loaded as ``{name}_parent`` and
-    ``{name}_child``) are freed whatever happens; ``loaded`` is left as it was found."""
-    valid = data.valid.sample(n=min(plan.valid_samples, len(data.valid)), random_state=plan.seed).reset_index(
-        drop=True
-    )
+    ``{name}_child``) are freed whatever happens; ``loaded`` is left as it was found.  The parent's and
+    the child's cached scores (``ScoreCache``) are read from and written beside their weights."""
+    valid = utility_subset(data.valid, plan.sizes)
+    parent_cache = ScoreCache(parent_folder / SCORES_FILE)
+    child_cache = ScoreCache(None)
     scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, data.catalog), batch_size=score_batch_size)
     parent_name, child_name = f"{name}_parent", f"{name}_child"
     try:
         load_adapter(loaded, parent_folder, parent_name)
         progress.unlearning_started()
+        unlearn_started = time.perf_counter()
         inputs = UnlearningInputs(
             scorer,
             parent_name,
@@ -105,35 +114,36 @@ def unlearn_and_verify(
             child_name,
             progress=Progress(lambda _phase, done, total: progress.unlearning_step(done, total)),
         )
+        unlearn_seconds = time.perf_counter() - unlearn_started
         progress.verification_started()
-        result = _verify(scorer, parent_name, child_name, data, valid, plan, report)
+        result = verify_candidate(
+            scorer,
+            parent_name,
+            child_name,
+            data.forget,
+            data.holdout,
+            valid,
+            plan.evidence,
+            plan.sizes,
+            parent_cache,
+            child_cache,
+            report.details.get("teacher_divergence"),
+        )
         shutil.rmtree(child_folder, ignore_errors=True)
         sha256 = save_adapter(loaded, child_name, child_folder, dict(metadata))
+        parent_cache.save()
+        child_cache.path = child_folder / SCORES_FILE
+        child_cache.save()
     finally:
         unload_adapter(loaded, child_name)
         unload_adapter(loaded, parent_name)
     figures = json_safe(
         {
-            **result.metrics,
+            **result.figures,
             "forget_samples": len(data.forget),
             "retain_samples": len(data.retain),
             "unlearning": report.to_dict(),
+            "seconds": {"unlearn": unlearn_seconds, "verify": result.figures.get("seconds")},
         }
     )
-    return Candidate(result.passed, tuple(result.reasons), figures, child_folder, sha256)
-
-
-def _verify(
-    scorer: Scorer,
-    parent_name: str,
-    child_name: str,
-    data: JobData,
-    valid: pd.DataFrame,
-    plan: UnlearningPlan,
-    report: UnlearningReport,
-) -> VerificationResult:
-    forget, unseen = equal_size(data.forget, data.unseen, plan.max_verify_samples, plan.seed)
-    teacher_divergence = report.details.get("teacher_divergence")
-    return verify_candidate(
-        scorer, parent_name, child_name, forget, unseen, valid, plan.thresholds, teacher_divergence
-    )
+    return Candidate(result.passed, str(result.verdict), result.reasons, figures, child_folder, sha256)

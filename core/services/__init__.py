@@ -36,8 +36,8 @@ batching  (task names for send_task are in core.queue_contract: RUN_JOB_TASK "e2
 pipeline
     run_job(s, job_id, PipelineRuntime(loaded, adapters_dir, worker_id, signing_key, ...), checkpoint)
         -> JobOutcome      (worker only; checkpoint = the task's session.commit); its model work is
-        core.ml.unlearning_job.unlearn_and_verify, its gates core.ml.verification; outcome "retry"
-        (an infrastructure error, RetryPolicy): send the job again after retry_in_seconds
+        core.ml.unlearning_job.unlearn_and_verify, its verdict core.ml.verification (on core.ml.evidence);
+        outcome "retry" (an infrastructure error, RetryPolicy): send the job again after retry_in_seconds
 registry
     active_adapter(s) -> ActiveAdapter(version_id, counter, artifact_path, sha256, base_model) | None
     list_versions(s, status=None) -> [AdapterVersion];  get_version(s, id);  lineage(s, id) -> [id]

@@ -18,10 +18,10 @@ from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import erasures as erasure_repo
 from core.db.repositories import jobs as job_repo
-from core.ml.verification import Thresholds
+from core.ml.evidence import EvidenceConfig
 from core.services import registry
 from core.services.errors import NotFound, parse_status
-from core.services.job_config import JobConfig
+from core.services.job_config import JobConfig, stored_evidence_config
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,11 @@ class JobSettings:
     max_retries: int = 3
     method: str = "e2urec"
     method_config: dict[str, Any] = field(default_factory=dict)
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    thresholds: EvidenceConfig = field(default_factory=EvidenceConfig)  # the verifier's statistics
     valid_samples: int = 256
     max_verify_samples: int = 512
+    reference_users: int = 40
+    reference_samples: int = 20
     seed: int = 0
     exact_fallback: bool = True
     fallback_method_config: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +56,8 @@ class JobSettings:
             method_config=method_config,
             valid_samples=self.valid_samples,
             max_verify_samples=self.max_verify_samples,
+            reference_users=self.reference_users,
+            reference_samples=self.reference_samples,
             max_retries=self.max_retries,
             seed=self.seed,
             exact_fallback=self.exact_fallback,
@@ -68,7 +72,7 @@ def _new_job(
     session: Session,
     request_ids: list[str],
     config: JobConfig,
-    thresholds: Thresholds,
+    thresholds: EvidenceConfig,
     now: datetime,
 ) -> UnlearningJob:
     alias = adapter_repo.alias(session)
@@ -149,7 +153,7 @@ def create_fallback_job(
         fallback=True,
         fallback_of_job=failed_job.id,
     )
-    thresholds = Thresholds.from_dict(failed_job.thresholds)
+    thresholds = stored_evidence_config(failed_job.thresholds)
     job = _new_job(session, request_ids, config, thresholds, when)
     audit_repo.record(
         session, when, f"job:{failed_job.id}", "job.exact_fallback", "unlearning_job", str(job.id)
@@ -196,9 +200,16 @@ def job_settings_from(settings: Any) -> JobSettings:
         max_retries=settings.max_retries,
         method=settings.unlearning_method,
         method_config=dict(settings.unlearning_config),
-        thresholds=Thresholds(settings.utility_margin, settings.mia_margin, settings.gold_margin),
+        thresholds=EvidenceConfig(
+            alpha=settings.verify_alpha,
+            power=settings.verify_power,
+            effect_of_interest=settings.verify_effect_of_interest,
+            utility_margin=settings.utility_margin,
+        ),
         valid_samples=settings.verify_valid_samples,
         max_verify_samples=settings.verify_max_samples,
+        reference_users=settings.verify_reference_users,
+        reference_samples=settings.verify_reference_samples,
         exact_fallback=settings.exact_fallback,
         fallback_method_config=dict(settings.exact_fallback_config),
     )

@@ -49,6 +49,9 @@ def certificate_document(
         "child_adapter": {"id": child.id, "sha256": child.sha256},
         "verification": {
             "verdict": job.verdict,
+            "verdict_class": job.metrics.get("verdict"),
+            "reasons": job.metrics.get("reasons"),
+            "figures": _evidence_figures(job.metrics.get("evidence")),
             # prepared_data counts samples per request of the whole batch: this request's share is above
             "metrics": {k: v for k, v in job.metrics.items() if k != "prepared_data"},
             "thresholds": job.thresholds,
@@ -67,6 +70,30 @@ def certificate_document(
 
 def _stamp(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+def _evidence_figures(evidence: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the verdict class rests on (``core.ml.evidence.Evidence.to_dict``), figure by figure: each
+    estimate with its interval, its p-value and the smallest effect its test could detect (MDE) at the
+    stated power; None when nothing was verified (no training sample in scope)."""
+    if not evidence:
+        return None
+
+    def memorisation(test: dict[str, Any]) -> dict[str, Any]:
+        keys = ("n", "excess", "p_value", "p_value_lower", "mde", "reference_users", "reference_samples")
+        return {k: test[k] for k in keys}
+
+    change, utility, config = evidence["forget_change"], evidence["utility"], evidence["config"]
+    return {
+        "parent_memorisation": memorisation(evidence["parent"]),
+        "child_memorisation": memorisation(evidence["child"]),
+        "forget_change": {k: change[k] for k in ("n", "mean", "p_value", "mde")},
+        "utility_auc": {k: utility[k] for k in ("n", "parent_auc", "child_auc", "difference", "mde")},
+        "alpha": config["alpha"],
+        "power": config["power"],
+        "effect_of_interest": config["effect_of_interest"],
+        "units": "memorisation and forget change in nats of gold-label log-probability; utility in AUC",
+    }
 
 
 def _prepared_data_record(record: dict[str, Any], request_id: str) -> dict[str, Any] | None:

@@ -45,11 +45,11 @@ from core.events import EventPublisher, promotion_event
 from core.ml.model import LoadedModel
 from core.ml.prompts import Catalog
 from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
-from core.ml.verification import Thresholds
+from core.ml.verification import never_trained_on
 from core.services import batching, registry
 from core.services.certificates import certificate_document, sign_certificate
 from core.services.errors import LeaseLost, StalePromotion
-from core.services.job_config import JobConfig
+from core.services.job_config import JobConfig, stored_evidence_config
 from core.services.prepared_data import ScopeToPurge, purge_prepared
 from core.signing import SigningKey
 
@@ -230,7 +230,7 @@ def _collect(run: _Attempt) -> JobData:
         forget=forget.drop_duplicates("id").reset_index(drop=True),
         retain=catalog_repo.usable_interactions(session, splits=["train"]),
         valid=catalog_repo.usable_interactions(session, splits=["valid"]),
-        unseen=catalog_repo.usable_interactions(session, splits=["test"]),
+        holdout=catalog_repo.usable_interactions(session, splits=["holdout"]),
         catalog=Catalog(catalog_repo.titles(session), catalog_repo.profiles(session, usable_only=False)),
     )
     run.beat(progress=PROGRESS[JobPhase.UNLEARN])
@@ -245,7 +245,7 @@ def _nothing_to_unlearn(run: _Attempt, parent: AdapterVersion) -> None:
         JobPhase.PURGE,
         child_version_id=parent.id,
         verdict=Verdict.NOT_NEEDED,
-        metrics={"forget_samples": 0, "note": "no training sample in scope; no adapter trained on it"},
+        metrics=never_trained_on(),
     )
 
 
@@ -271,7 +271,7 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
         run.rt.loaded,
         Path(parent.artifact_path),
         data,
-        config.unlearning_plan(Thresholds.from_dict(job.thresholds)),
+        config.unlearning_plan(stored_evidence_config(job.thresholds)),
         run.rt.adapters_dir / f".job{job.id}-{run.rt.worker_id}.tmp",
         {"kind": "unlearn", "parent": parent.id, **made_by},
         progress=run,
@@ -303,7 +303,7 @@ def _register(
         parent_id=parent.id,
         base_model=run.rt.loaded.config.base,
         config=made_by,
-        metrics={k: figures.get(k) for k in ("child_valid", "child_forget", "forget_samples")},
+        metrics={k: figures.get(k) for k in ("verdict", "reasons", "forget_samples")},
         job_id=run.job.id,
     )
     return registry.register_candidate(

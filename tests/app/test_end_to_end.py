@@ -186,9 +186,11 @@ def test_erasure_end_to_end(stack: Stack, tmp_path: Path) -> None:
     client, headers, runtime = stack.client, stack.headers, stack.app.state.runtime
     assert _recommend(stack, "u1").json()["adapter_version"] == stack.v1
 
-    # 1. a gate that cannot pass: v1 stays active and the request is queued again
+    # 1. a verification that cannot pass: v1 stays active and the request is queued again.  Forced
+    # through an explicit configuration (a utility set of one sample has one label, so no AUC and no
+    # evidence that utility held): the real thresholds fail it, with the reason "cannot verify"
     first = client.post("/v1/erasure-requests", json={"user_id": "u3"}, headers=headers).json()
-    runtime.settings = stack.settings.model_copy(update={"utility_margin": -1.0, "mia_margin": -1.0})
+    runtime.settings = stack.settings.model_copy(update={"verify_valid_samples": 1})
     [failing_job] = client.post("/v1/admin/jobs/trigger", headers=headers).json()["job_ids"]
     runtime.settings = stack.settings
     job = _wait(
@@ -199,7 +201,7 @@ def test_erasure_end_to_end(stack: Stack, tmp_path: Path) -> None:
         ),
         stack.worker_log,
     )
-    assert job["verdict"] == "failed" and "verification failed" in job["failure_reason"]
+    assert job["verdict"] == "failed" and "verification failed: cannot verify" in job["failure_reason"]
     request = client.get(f"/v1/erasure-requests/{first['id']}", headers=headers).json()
     assert request["status"] == "queued" and request["retry_count"] == 1
     adapters = client.get("/v1/admin/adapters", headers=headers).json()

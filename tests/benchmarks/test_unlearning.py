@@ -31,7 +31,10 @@ KEY = ["user_id", "item_id", "timestamp"]
 
 @pytest.fixture(scope="module")
 def data():
-    return prepare(synthetic_dataset(users=20, items=20, per_user=10), SampleConfig(history_len=3))
+    # no user held out of training: the benchmark draws its unseen samples from valid/test, and the
+    # sizes asserted below are those of 20 users' splits
+    config = SampleConfig(history_len=3, holdout_user_fraction=0.0)
+    return prepare(synthetic_dataset(users=20, items=20, per_user=10), config)
 
 
 def config(tiny_config, **values) -> BenchConfig:

@@ -88,7 +88,7 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 @dataclass(frozen=True)
 class NudgeConfig(MethodConfig):
-    scale: float = 0.05
+    scale: float = 1e-4  # the child differs from the parent (a new version) but scores the same
 
 
 class Nudge(UnlearningMethod):

@@ -74,19 +74,14 @@ def test_worker_runs_one_job(
     from worker.celery_app import make_celery
 
     settings = Settings(environment="development", home=tmp_path, broker_url=REDIS, result_backend=REDIS)
-    request, _ = erasures.create_erasure_request(session, "u8", None, erasures.IntakeConfig(salt="s"))
+    request, _ = erasures.create_erasure_request(session, "u9", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
         session,
         batching.job_settings_from(
             Settings(
                 _env_file=None,
                 environment="development",
-                **{
-                    "unlearning_method": "test-nudge",
-                    "utility_margin": 1.0,
-                    "mia_margin": 0.5,
-                    "gold_margin": 1.0,
-                },
+                **{"unlearning_method": "test-nudge"},  # the verifier's real thresholds
             )
         ),
     )

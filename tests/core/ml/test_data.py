@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,10 @@ from core.ml.data import (
     CsvSource,
     DataError,
     SampleConfig,
+    build_samples,
     decode_history,
+    frame_hash,
+    holdout_users,
     import_csv,
     load_movielens,
     load_prepared,
@@ -48,8 +52,8 @@ def test_split_is_chronological_and_history_is_earlier() -> None:
 
 def test_forget_selection_by_user_and_by_pair(small_data) -> None:
     train = small_data.split("train")
-    forget, retain = select_forget(train, users=["u1"])
-    assert set(forget.user_id) == {"u1"} and "u1" not in set(retain.user_id)
+    forget, retain = select_forget(train, users=["u2"])
+    assert set(forget.user_id) == {"u2"} and "u2" not in set(retain.user_id)
     assert len(forget) + len(retain) == len(train)
     row = train.iloc[0]
     forget, retain = select_forget(train, pairs=[(row.user_id, row.item_id)])
@@ -67,6 +71,48 @@ def test_prepared_round_trip_and_tamper_detection(small_data, tmp_path: Path) ->
     (tmp_path / "samples.csv").write_text(text)
     with pytest.raises(DataError, match="sha256"):
         load_prepared(tmp_path)
+
+
+def test_users_held_out_of_training_are_whole_users_and_splits_go_on_over_the_others() -> None:
+    ds = synthetic_dataset(users=30, per_user=10)
+    data = prepare(ds, SampleConfig(history_len=4))  # default fraction 0.1
+    s = data.samples
+    held = set(s[s.split == "holdout"].user_id)
+    assert held == holdout_users(ds.interactions.user_id, 0.1) and len(held) == 3
+    assert held.isdisjoint(s[s.split != "holdout"].user_id)  # every sample of a held-out user
+    assert len(s) == len(ds.interactions)
+    # the chronological train / valid / test boundaries are those of the other users alone
+    others = ds.interactions[~ds.interactions.user_id.isin(held)]
+    plain = build_samples(others, SampleConfig(history_len=4, holdout_user_fraction=0.0))
+    assert (s[s.split != "holdout"].split.value_counts() == plain.split.value_counts()).all()
+    # deterministic, order-free, at least two from ten users on, never everyone
+    users = [f"x{k}" for k in range(10)]
+    assert (
+        holdout_users(users, 0.1) == holdout_users(reversed(users), 0.1)
+        and len(holdout_users(users, 0.1)) == 2
+    )
+    assert len(holdout_users(users[:9], 0.1)) == 1 and holdout_users(users, 0.0) == set()
+    assert len(holdout_users(["a", "b"], 0.9)) == 1
+    with pytest.raises(ValueError, match="holdout_user_fraction must be in"):
+        SampleConfig(holdout_user_fraction=1.0)
+
+
+def test_prepared_data_of_before_held_out_users_still_loads_with_its_hash(tmp_path: Path) -> None:
+    ds = synthetic_dataset()
+    old = prepare(ds, SampleConfig(history_len=3, holdout_user_fraction=0.0))
+    sha = save_prepared(old, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["config"]["holdout_user_fraction"]  # the manifest as written before the field existed
+    manifest["counts"].pop("holdout")
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = load_prepared(tmp_path)
+    assert loaded.config.holdout_user_fraction == 0.0 and loaded.content_hash() == sha
+    assert "holdout" not in set(loaded.samples.split)
+    # the hash of before: the config's JSON without the new field
+    before = frame_hash(old.samples, old.items, old.users, extra=json.dumps(manifest["config"]))
+    assert sha == before
+    # data with held-out users hashes its fraction too
+    assert prepare(ds, SampleConfig(history_len=3)).content_hash() != sha
 
 
 def _write(path: Path, text: str) -> Path:

@@ -28,7 +28,7 @@ def test_registry_initialised_blocks_a_second_bootstrap(
     v1_folder = Path(registry.get_version(session, v1_id).artifact_path)
     kept_copy = tmp_path / "v1-copy"
     shutil.copytree(v1_folder, kept_copy)
-    erasures.create_erasure_request(session, "u1", None, INTAKE)
+    erasures.create_erasure_request(session, "u2", None, INTAKE)  # (u1 is held out: never trained on)
     [job_id] = batching.trigger_batch_now(session, settings())
     session.commit()
     assert (

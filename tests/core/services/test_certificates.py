@@ -30,7 +30,7 @@ VERIFIERS = {
 
 def _issue(session: Session, tiny_model: LoadedModel, adapters_dir: Path, keys: KeyStore) -> list[Any]:
     """File two erasures, run their one job signing with ``keys``; their two envelopes, as served."""
-    requests = [erasures.create_erasure_request(session, user, None, INTAKE)[0] for user in ("u7", "u8")]
+    requests = [erasures.create_erasure_request(session, user, None, INTAKE)[0] for user in ("u7", "u9")]
     session.commit()
     [job_id] = batching.trigger_batch_now(session, settings())
     session.commit()

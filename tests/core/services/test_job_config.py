@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy.orm import Session
 
 from core.db.models import ErasureStatus, JobStatus, VersionStatus
-from core.ml.verification import Thresholds
+from core.ml.evidence import EvidenceConfig
 from core.services import batching, erasures, registry
 from core.services.batching import JobSettings
 from core.services.errors import InvalidInput
-from core.services.job_config import JobConfig
+from core.services.job_config import JobConfig, stored_evidence_config
 
 # the JSON a job row held before the configuration was typed
 STORED = {
@@ -28,14 +28,22 @@ STORED = {
 }
 
 
-def test_job_settings_make_the_stored_json_of_before() -> None:
+# ... and since the verifier calibrates on held-out users, the size of that sample
+NOW_STORED = {**STORED, "reference_users": 40, "reference_samples": 20}
+
+
+def test_job_settings_make_the_stored_json() -> None:
     settings = JobSettings(method_config={"alpha": 2.0}, seed=1, exact_fallback=True)
-    assert settings.job_config(attempt_seed=2).to_dict() == STORED
+    assert settings.job_config(attempt_seed=2).to_dict() == NOW_STORED
 
 
-def test_job_config_round_trips_json() -> None:
-    plain = JobConfig.from_dict(json.loads(json.dumps(STORED)))
-    assert plain.to_dict() == STORED and plain.falls_back
+def test_job_config_round_trips_json_and_reads_the_json_of_before() -> None:
+    plain = JobConfig.from_dict(json.loads(json.dumps(NOW_STORED)))
+    assert plain.to_dict() == NOW_STORED and plain.falls_back
+    assert JobConfig.from_dict(STORED) == plain  # the sizes of before the held-out users: the defaults
+    sizes = plain.verification_sizes()
+    assert (sizes.valid_samples, sizes.max_forget_samples, sizes.reference_users) == (256, 512, 40)
+    assert (sizes.reference_samples, sizes.seed) == (20, 1)
     fallback = JobConfig(method="retrain", exact_fallback=True, fallback=True, fallback_of_job=7)
     stored = json.loads(json.dumps(fallback.to_dict()))
     assert stored["fallback"] is True and stored["fallback_of_job"] == 7
@@ -58,13 +66,16 @@ def test_job_config_refuses_bad_values(change: dict[str, object], message: str) 
         JobConfig.from_dict({**STORED, **change})
 
 
-def test_thresholds_round_trip_and_refuse_bad_values() -> None:
-    thresholds = Thresholds(utility_margin=1.0, mia_margin=0.5, gold_margin=-1.0)
-    assert Thresholds.from_dict(json.loads(json.dumps(thresholds.to_dict()))) == thresholds
-    with pytest.raises(ValueError, match=r"unknown thresholds \['speed'\]"):
-        Thresholds.from_dict({"speed": 1.0})
-    with pytest.raises(ValueError, match="threshold mia_margin must be a number"):
-        Thresholds(mia_margin=float("nan"))
+def test_stored_evidence_config_round_trips_reads_old_point_gates_and_refuses_bad_values() -> None:
+    config = EvidenceConfig(alpha=0.01, power=0.9, effect_of_interest=0.2, utility_margin=0.05)
+    assert stored_evidence_config(json.loads(json.dumps(config.to_dict()))) == config
+    # a job row of the point-gate verifier: its utility margin stays, the retired margins go
+    old = {"utility_margin": 0.03, "mia_margin": 0.1, "gold_margin": 0.05}
+    assert stored_evidence_config(old) == EvidenceConfig(utility_margin=0.03)
+    with pytest.raises(ValueError, match=r"unknown EvidenceConfig field\(s\): \['speed'\]"):
+        stored_evidence_config({"speed": 1.0})
+    with pytest.raises(ValueError, match="alpha must be in"):
+        stored_evidence_config({"alpha": 0.7})
 
 
 def test_status_filters_take_the_vocabularies(session: Session) -> None:

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from core.db.models import AdapterVersion, Interaction, UserProfile, utcnow
+from core.db.models import AdapterVersion, ErasureRequest, Interaction, UserProfile, utcnow
+from core.ml.evidence import EvidenceConfig
 from core.ml.model import LoadedModel
 from core.ml.unlearning.base import METHODS, UnlearningMethod, register
-from core.ml.verification import Thresholds
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
 from core.services.batching import JobSettings
@@ -31,13 +31,12 @@ from core.signing import SignatureError, SigningKey, jwks
 from tests.core.conftest import NudgeConfig
 
 INTAKE = erasures.IntakeConfig(salt="salt")
-LENIENT = Thresholds(utility_margin=1.0, mia_margin=0.5, gold_margin=1.0)
-IMPOSSIBLE = Thresholds(utility_margin=-1.0, mia_margin=-1.0, gold_margin=-1.0)
+REAL = EvidenceConfig()  # the verifier's defaults: no test forces a verdict
 KEY = SigningKey.generate()
 JWKS = jwks(KEY)
 
 
-def settings(thresholds: Thresholds = LENIENT, **overrides: object) -> JobSettings:
+def settings(thresholds: EvidenceConfig = REAL, **overrides: object) -> JobSettings:
     values: dict[str, object] = {
         "batch_size": 2,
         "batch_max_wait_seconds": 60,
@@ -50,6 +49,19 @@ def settings(thresholds: Thresholds = LENIENT, **overrides: object) -> JobSettin
 
 def runtime(model: LoadedModel, adapters_dir: Path, worker: str = "w1") -> pipeline.PipelineRuntime:
     return pipeline.PipelineRuntime(model, adapters_dir, worker, KEY, lease_seconds=60, score_batch_size=8)
+
+
+def erase_and_run(
+    session: Session, user: str, model: LoadedModel, adapters_dir: Path
+) -> tuple[ErasureRequest, int]:
+    """Erase ``user`` through one job run to success; the request and the job's id."""
+    request, _ = erasures.create_erasure_request(session, user, None, INTAKE)
+    session.commit()
+    [job_id] = batching.trigger_batch_now(session, settings())
+    session.commit()
+    outcome = pipeline.run_job(session, job_id, runtime(model, adapters_dir), session.commit)
+    assert outcome.status == "succeeded", outcome.reason
+    return request, job_id
 
 
 def test_batches_form_on_size_or_wait(session: Session, v1_id: str) -> None:
@@ -66,22 +78,20 @@ def test_batches_form_on_size_or_wait(session: Session, v1_id: str) -> None:
     assert len(batching.trigger_batch_now(session, settings(), now=now)) == 1
     job = batching.get_job(session, jobs[0])
     assert job.parent_version_id == v1_id and job.config["method"] == "test-nudge"
-    assert job.thresholds["utility_margin"] == 1.0
+    assert job.thresholds == REAL.to_dict()
 
 
 def test_erasure_to_new_active_version(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
     v1_path = Path(registry.get_version(session, v1_id).artifact_path)
-    request, _ = erasures.create_erasure_request(session, "u5", None, INTAKE)
-    session.commit()
-    [job_id] = batching.trigger_batch_now(session, settings())
-    session.commit()
-    outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
-    assert outcome.status == "succeeded", outcome.reason
+    request, job_id = erase_and_run(session, "u5", tiny_model, adapters_dir)
     job = batching.get_job(session, job_id)
     assert (job.phase, job.progress, job.verdict) == ("done", 1.0, "passed")
-    assert {"parent_valid", "child_valid", "child_forget", "unlearning"} <= set(job.metrics)
+    assert {"verdict", "reasons", "evidence", "unlearning", "seconds"} <= set(job.metrics)
+    # the untrained parent (LoRA near zero) learned nothing: its log-ratios to the base barely move, so
+    # even 2 held-out users give a small MDE and the real verifier says so (promoted: no failure reason)
+    assert job.metrics["verdict"] == "no_prior_signal", job.metrics["reasons"]
     active = registry.active_adapter(session)
     assert active is not None and active.version_id == job.child_version_id != v1_id and active.counter == 2
     assert not v1_path.exists() and registry.get_version(session, v1_id).status == "destroyed"
@@ -97,6 +107,17 @@ def test_erasure_to_new_active_version(
     certificate = signed["predicate"]
     assert signed["predicateType"] == PREDICATE_TYPE and certificate["request_id"] == request.id
     assert certificate["child_adapter"]["id"] == active.version_id
+    # the certificate states the verdict class it rests on, why, and each figure with interval and MDE
+    verification = certificate["verification"]
+    assert verification["verdict_class"] == "no_prior_signal" == job.metrics["verdict"]
+    assert verification["reasons"] == job.metrics["reasons"]
+    figures = verification["figures"]
+    for memorisation in (figures["parent_memorisation"], figures["child_memorisation"]):
+        assert {"value", "low", "high"} == set(memorisation["excess"]) and memorisation["mde"] > 0
+        assert 0 <= memorisation["p_value"] <= 1 and memorisation["reference_users"] == 2
+    assert figures["forget_change"]["n"] == done.forget_samples and "low" in figures["forget_change"]["mean"]
+    assert set(figures["utility_auc"]["difference"]) == {"value", "low", "high"}
+    assert (figures["alpha"], figures["power"]) == (0.05, 0.8)
     assert certificate["timestamps"]["old_weights_destroyed_at"] is not None
     parent = registry.get_version(session, v1_id)
     assert signed["subject"] == [
@@ -125,14 +146,16 @@ def test_failed_gates_keep_the_old_version_and_still_delete_the_data(
     request, _ = erasures.create_erasure_request(session, "u6", None, INTAKE)
     session.commit()
     stored_rows, _ = _stored(session, "u6")
-    strict = settings(IMPOSSIBLE, exact_fallback=False)
+    # a child wrecked by large noise: the real verifier fails it (no forced threshold)
+    strict = settings(method_config={"scale": 5.0}, exact_fallback=False)
     for attempt in (1, 2):
         [job_id] = batching.trigger_batch_now(session, strict)
         session.commit()
         outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
         assert outcome.status == "failed" and "verification failed" in (outcome.reason or "")
         job = batching.get_job(session, job_id)
-        assert job.verdict == "failed" and job.metrics["child_valid"] and job.thresholds["mia_margin"] == -1.0
+        assert job.verdict == "failed" and job.metrics["verdict"] == "failed" and job.metrics["evidence"]
+        assert job.thresholds == REAL.to_dict()
         state = erasures.get_erasure_request(session, request.id)
         assert state.retry_count == attempt
         # max_retries = 1: queued again with the data kept for the next try, then no try left
@@ -142,7 +165,8 @@ def test_failed_gates_keep_the_old_version_and_still_delete_the_data(
         assert rejected.status == "rejected" and rejected.parent_id == v1_id and rejected.job_id == job_id
         assert rejected.destroyed_at is not None and not Path(rejected.artifact_path).exists()
         assert (
-            rejected.metrics["child_valid"] and "verification failed" in rejected.metrics["rejection_reason"]
+            rejected.metrics["verdict"] == "failed"
+            and "verification failed" in rejected.metrics["rejection_reason"]
         )
         with pytest.raises(VersionUnavailable, match="is rejected; its weights cannot serve"):
             registry.promote_version(session, rejected.id, v1_id, 1, "admin")
@@ -226,7 +250,7 @@ def test_infrastructure_errors_retry_with_backoff_without_spending_the_gate_budg
 def test_jobs_formed_together_each_start_from_the_active_version(
     session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
 ) -> None:
-    for user in ("u8", "u9"):
+    for user in ("u2", "u3"):  # (u1 and u8 are held out of training: see the holdout test below)
         erasures.create_erasure_request(session, user, None, INTAKE)
     session.commit()
     first, second = batching.trigger_batch_now(session, settings(batch_size=1))
@@ -243,6 +267,32 @@ def test_jobs_formed_together_each_start_from_the_active_version(
     active = registry.active_adapter(session)
     assert active is not None and active.counter == 3
     assert active.version_id == batching.get_job(session, second).child_version_id
+    # a version's own figures are computed once: the first job scored v1 and the base model on the
+    # held-out sample and on the utility set; the second reused the base model's held-out scores and
+    # its parent's utility scores (computed as the first job's child) and computed only the parent's
+    # held-out scores, which a version gets at its first job as a parent
+    caches = [batching.get_job(session, j).metrics["scores"]["parent_cache"] for j in (first, second)]
+    samples = batching.get_job(session, second).metrics["samples"]
+    assert caches[0]["reused"] == {"adapter": 0, "base": 0}
+    assert caches[1]["reused"] == {"adapter": samples["valid"], "base": samples["reference_samples"]}
+    assert caches[1]["computed"] == {"adapter": samples["reference_samples"], "base": 0}
+
+
+def test_erasure_of_a_user_held_out_of_training_completes_as_never_trained_on(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    assert {r.split for r in session.scalars(select(Interaction).where(Interaction.user_id == "u1"))} == {
+        "holdout"
+    }
+    request, job_id = erase_and_run(session, "u1", tiny_model, adapters_dir)
+    job = batching.get_job(session, job_id)
+    assert job.metrics["verdict"] == "no_prior_signal" and "never trained on" in job.metrics["reasons"][0]
+    active = registry.active_adapter(session)
+    assert active is not None and active.version_id == v1_id  # nothing to unlearn: the parent stays
+    assert session.scalars(select(Interaction).where(Interaction.user_id == "u1")).first() is None
+    certificate = verify_certificate(erasures.get_certificate(session, request.id), JWKS)["predicate"]
+    assert certificate["verification"]["verdict_class"] == "no_prior_signal"
+    assert "never trained on" in certificate["verification"]["reasons"][0]
 
 
 def test_lease_held_by_a_live_worker_is_respected(
