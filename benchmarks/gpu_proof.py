@@ -80,7 +80,9 @@ def proof_config(
         parent = TrainConfig(
             lora=LoraSpec(), learning_rate=3e-3, batch_size=8, patience=2, valid_samples=64, seed=seed
         )
+        # the tiny random model needs a larger step to move in a few updates; SmolLM2 keeps the defaults
         fast = {m: {"learning_rate": 1e-2} for m in ("e2urec", "neggrad", "label_flip", "npo")}
+        fast = fast if model.base == TINY else {}
         bench = BenchConfig(
             model=model,
             parent=parent,
@@ -334,6 +336,9 @@ def command(
     seeds: Annotated[int | None, typer.Option(help="forget sets per size, time allowing")] = None,
     minutes: Annotated[float | None, typer.Option(help="time box (default 8; smoke 15)")] = None,
     seed: int = 0,
+    users: Annotated[int | None, typer.Option(help="keep this many users (default: all; smoke 60)")] = None,
+    train_per_user: Annotated[int | None, typer.Option(help="each user's most recent N samples")] = None,
+    test_samples: Annotated[int | None, typer.Option(help="a random test subset of N")] = None,
     parent_epochs: Annotated[
         float | None, typer.Option(help="v1's passes over train (default 1; smoke 4)")
     ] = None,
@@ -349,6 +354,10 @@ def command(
     )
     if parent_epochs is not None:
         config = replace(config, bench=replace(config.bench, parent_epochs=parent_epochs))
+    given = {"users": users, "train_per_user": train_per_user, "test_samples": test_samples}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given:
+        config = replace(config, bench=replace(config.bench, sizes=replace(config.bench.sizes, **given)))
     try:
         data = data_mod.prepare(data_mod.load_movielens(movielens), data_mod.SampleConfig())
     except data_mod.DataError as error:
