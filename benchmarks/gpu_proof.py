@@ -37,7 +37,7 @@ from benchmarks.unlearning.data import frames_for, scale_train
 from benchmarks.unlearning.run import parent_recipe, train_parent
 from core.ml import data as data_mod
 from core.ml import metrics
-from core.ml.evaluation import REFERENCES, evaluate_all
+from core.ml.evaluation import REFERENCES, evaluate_all, evaluate_probs
 from core.ml.model import TINY, LoraSpec, ModelConfig, load_base, new_adapter
 from core.ml.training import TrainConfig
 from core.ml.workflows import scorer_for
@@ -158,9 +158,9 @@ def run_proof(
     if bench.sizes.test_samples is not None and bench.sizes.test_samples < len(test):
         test = test.sample(n=bench.sizes.test_samples, random_state=bench.seed)
     clock = time.perf_counter()
-    evaluations = evaluate_all(scorer, train, test, progress=False)
     labels = test["label"].to_numpy()
     adapter_probs = scorer.score(test)
+    evaluations = [evaluate_probs("adapter", labels, adapter_probs), *evaluate_all(None, train, test)]
     score_seconds = time.perf_counter() - clock
     versus = {
         name: paired_auc_difference(
