@@ -54,7 +54,10 @@ class E2URecConfig(OptimConfig):
     twice the student's, so that A over-fits F in few steps).
     ``phase1_epochs`` (>= 0) and ``phase2_epochs`` (> 0): the student's passes over F.
     ``teacher_space``: "logits" applies the formula to the raw label logits (as the paper does); "log_probs"
-    to their 2-way log-softmax, which ignores a shift common to both logits.
+    to their 2-way log-softmax, which ignores a shift common to both logits.  The default stays "logits":
+    in the one comparison run so far (the GPU proof's CPU rehearsal, tiny model, 32 forget users) it was
+    closer to Retrain per user by 0.0027 bits [0.0011, 0.0047]: weak evidence, but none for a change
+    (docs/benchmarks.md, "GPU proof").
     ``augment_margin`` (>= 0): A's mean gold-label probability on F must exceed P's by this much, or by half
     of what P leaves below 1 when that is smaller (a parent already at 0.98 cannot gain 0.05); checked after
     each round of ``augment_epochs``, at most ``augment_max_rounds`` (>= 1) rounds.
