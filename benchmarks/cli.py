@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from benchmarks import ranking, recommender, report, unlearning
+from benchmarks import gpu_proof, ranking, recommender, report, unlearning
 from core.ml import data as data_mod
 from core.ml.model import LoraSpec, ModelConfig
 from core.ml.training import TrainConfig
@@ -161,3 +161,6 @@ def unlearning_command(
     )
     typer.echo(unlearning.format_table(result))
     typer.echo(f"\nwrote {json_path} and {json_path.with_suffix('.png')}")
+
+
+bench_app.command("gpu-proof")(gpu_proof.command)

@@ -90,7 +90,12 @@ def label_matched_sample(pool: pd.DataFrame, like: pd.DataFrame, seed: int) -> p
 
 def bench_data(data: PreparedData, config: BenchConfig) -> BenchData:
     """Scale the splits, pick the forget users, and draw the disjoint test and unseen samples."""
-    train = scale_train(data.split("train"), config.sizes, config.seed)
+    return frames_for(scale_train(data.split("train"), config.sizes, config.seed), data, config)
+
+
+def frames_for(train: pd.DataFrame, data: PreparedData, config: BenchConfig) -> BenchData:
+    """The frames of one forget set drawn (with ``config``'s seed and size) from an already scaled
+    ``train``: several forget sets from one parent share its ``train``."""
     forget_users = choose_forget_users(train, config)
     forget, retain = select_forget(train, users=forget_users)
     valid, test_all = (data.split(s) for s in ("valid", "test"))

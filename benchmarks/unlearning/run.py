@@ -122,16 +122,7 @@ def run_benchmark(
     best = runs[PARENT].details["best_valid_auc"]
     say(f"parent: {runs[PARENT].steps} steps in {runs[PARENT].seconds:.0f} s, best valid AUC {best:.4f}")
 
-    inputs = UnlearningInputs(scorer, PARENT, frames.forget, frames.retain, frames.valid)
-    for name in sorted(config.methods, key=lambda m: m != REFERENCE):  # the reference first
-        say(f"running {name}")
-        runs[name] = run_unlearning(
-            name, inputs, method_config(name, config, recipe), name, Progress(bar=progress)
-        )
-        predictions[name] = predict(scorer, name, frames)
-        activate(loaded.model, PARENT, trainable=False)  # never delete the active adapter
-        unload_adapter(loaded, name)
-        say(f"{name}: {runs[name].steps} steps in {runs[name].seconds:.1f} s")
+    run_methods(scorer, frames, config, recipe, runs, predictions, say, progress)
 
     records = [record_for(name, runs, predictions, frames, config) for name in runs]
     return UnlearningResult(
@@ -144,6 +135,36 @@ def run_benchmark(
         aims=check_aims(records),
         seconds_total=time.perf_counter() - started,
     )
+
+
+def run_methods(
+    scorer: Scorer,
+    frames: BenchData,
+    config: BenchConfig,
+    recipe: TrainConfig,
+    runs: dict[str, UnlearningReport],
+    predictions: dict[str, Predictions],
+    say: Log,
+    progress: bool = False,
+    variants: dict[str, tuple[str, dict[str, Any]]] | None = None,
+) -> None:
+    """Run every method of ``config`` (Retrain first: the reference), then each variant (label: (method,
+    config overrides), e.g. E2URec with another teacher space), from the trained ``PARENT`` adapter on
+    ``frames``' forget set; adds each one's report and predictions under its name or label."""
+    loaded = scorer.loaded
+    inputs = UnlearningInputs(scorer, PARENT, frames.forget, frames.retain, frames.valid)
+    ordered = sorted(config.methods, key=lambda m: m != REFERENCE)  # the reference first
+    plan: list[tuple[str, str, dict[str, Any]]] = [(name, name, {}) for name in ordered] + [
+        (k, m, o) for k, (m, o) in (variants or {}).items()
+    ]
+    for label, name, overrides in plan:
+        say(f"running {label}")
+        settings = {**method_config(name, config, recipe), **overrides}
+        runs[label] = run_unlearning(name, inputs, settings, label, Progress(bar=progress))
+        predictions[label] = predict(scorer, label, frames)
+        activate(loaded.model, PARENT, trainable=False)  # never delete the active adapter
+        unload_adapter(loaded, label)
+        say(f"{label}: {runs[label].steps} steps in {runs[label].seconds:.1f} s")
 
 
 def record_for(

@@ -8,6 +8,7 @@ for one user encodes the user's prefix once and re-uses its KV cache for every c
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -26,6 +27,15 @@ from core.ml.prompts import PromptBuilder
 def _decoder_and_head(model: Any) -> tuple[Any, Any]:
     base: Any = model.get_base_model() if isinstance(model, PeftModel) else model
     return getattr(base, str(base.base_model_prefix)), base.get_output_embeddings()
+
+
+def cache_keyword(decoder: Any) -> str:
+    """The name of the decoder's KV-cache argument: ``cache`` from transformers 5.24 (``past_key_values``
+    deprecated there), ``past_key_values`` before.  Feature-detected rather than pinned, so the code runs on
+    the GPU image's transformers 5.17 too; an older decoder would silently swallow ``cache=`` in its
+    ``**kwargs`` and score every candidate without the user's prefix."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _label_logits(head: Any, hidden: torch.Tensor, label_ids: tuple[int, int]) -> torch.Tensor:
@@ -163,8 +173,8 @@ class Scorer:
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                cache=cache,
                 use_cache=True,
+                **{cache_keyword(decoder): cache},
             )
             last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
             hidden = out.last_hidden_state[torch.arange(len(chunk), device=device), last]

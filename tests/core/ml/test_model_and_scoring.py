@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from peft import PeftModel
 
 from core.ml.data import decode_history
 from core.ml.model import (
@@ -20,7 +22,7 @@ from core.ml.model import (
 )
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.recommender import popular_unseen, recommend, user_history
-from core.ml.scoring import Scorer
+from core.ml.scoring import Scorer, cache_keyword
 
 
 def _randomise_lora(model, name: str, seed: int = 1) -> None:
@@ -72,6 +74,23 @@ def test_prefix_shared_ranking_equals_plain_scoring(tiny_scorer, small_data) -> 
     plain = tiny_scorer.rank("u3", history, candidates, share_prefix=False)
     np.testing.assert_allclose(shared, plain, atol=1e-5)
     assert shared.std() > 0  # the adapter makes candidates differ
+
+
+def test_cache_keyword_follows_the_installed_transformers_signature(tiny_model) -> None:
+    """transformers 5.17 (the GPU image) names the KV-cache argument ``past_key_values``, 5.24+ ``cache``;
+    ``rank`` must pass the one the decoder declares, or 5.17 drops it silently into ``**kwargs``."""
+
+    class Before524:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None, **kwargs): ...
+
+    class From524:
+        def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs): ...
+
+    assert cache_keyword(Before524()) == "past_key_values"
+    assert cache_keyword(From524()) == "cache"
+    base = tiny_model.model.get_base_model() if isinstance(tiny_model.model, PeftModel) else tiny_model.model
+    decoder = getattr(base, base.base_model_prefix)
+    assert cache_keyword(decoder) in inspect.signature(decoder.forward).parameters
 
 
 def test_adapter_save_load_round_trip_gives_identical_scores(tiny_config, small_data, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from core.ml.unlearning import (
     get_method,
     run_unlearning,
 )
-from core.ml.unlearning.e2urec import E2URecConfig, forgetting_teacher
+from core.ml.unlearning.e2urec import E2URecConfig, augment_target_gap, forgetting_teacher
 from core.ml.unlearning.forget_retain import ForgetRetainConfig
 from core.ml.unlearning.npo import NPOConfig
 from core.ml.unlearning.optimisation import Budget, budget
@@ -187,6 +187,8 @@ class TestEveryMethod:
         (E2URecConfig, {"phase2_epochs": 0}, "phase2_epochs must be > 0"),
         (E2URecConfig, {"augment_epochs": -1}, "augment_epochs must be > 0"),
         (E2URecConfig, {"teacher_space": "probs"}, "teacher_space must be one of"),
+        (E2URecConfig, {"augment_margin": -0.1}, "augment_margin must be >= 0"),
+        (E2URecConfig, {"augment_max_rounds": 0}, "augment_max_rounds must be >= 1"),
         (E2URecConfig, {"learning_rate": 0}, "learning_rate must be > 0"),
         (E2URecConfig, {"retain_ratio": 0}, "retain_ratio must be > 0"),
         (E2URecConfig, {"batch_size": 0}, "batch_size must be >= 1"),
@@ -267,6 +269,30 @@ def test_e2urec_fits_the_augmented_model_inside_its_timer_and_frees_it(inputs) -
     assert gold["augmented"] > gold["parent"] > gold["forgetting_teacher"]
     assert details["retain_samples"] == len(inputs.forget)  # retain_ratio 1
     assert set(details["teacher_divergence"]) == set(metrics.DIVERGENCES)
+
+
+def test_augment_target_gap_is_the_margin_or_half_the_room_the_parent_leaves() -> None:
+    assert augment_target_gap(0.6, 0.05) == pytest.approx(0.05)
+    assert augment_target_gap(0.96, 0.05) == pytest.approx(0.02)  # 0.05 above 0.96 is out of reach
+    assert augment_target_gap(0.6, 0.0) == 0.0
+
+
+def test_e2urec_gives_the_augmented_model_more_rounds_until_it_over_fits_f(inputs) -> None:
+    """A that barely moves (a tiny learning rate) is not allowed to define the teacher after one round: it
+    gets up to ``augment_max_rounds`` rounds, and the report says the target gap was not reached."""
+    n, typed = len(inputs.forget), E2URecConfig(**FAST)
+    slow = {**FAST, "augment_learning_rate": 1e-7, "augment_max_rounds": 3, "phase2_epochs": 0.5}
+    report = run_unlearning("e2urec", inputs, slow, "child")
+    augment = report.details["augment"]
+    assert augment["rounds"] == 3 and augment["reached"] is False
+    assert len(augment["gold_prob_gap_per_round"]) == 3
+    assert max(augment["gold_prob_gap_per_round"]) < augment["target_gap"] == pytest.approx(0.05)
+    assert report.details["steps"]["augment"] == 3 * budget(n, typed.augment_epochs, typed).steps
+    inputs.scorer.loaded.model.delete_adapter("child")
+    fast = run_unlearning("e2urec", inputs, {**FAST, "augment_max_rounds": 3, "phase2_epochs": 0.5}, "child")
+    reached = fast.details["augment"]
+    assert reached["reached"] is True and reached["rounds"] < 3
+    assert reached["gold_prob_gap_per_round"][-1] >= reached["target_gap"]
 
 
 def test_a_method_run_directly_refuses_another_method_s_config(inputs) -> None:
