@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.ml.model import ModelError
@@ -25,6 +26,8 @@ from core.services import errors as service_errors
 from core.serving import NoActiveAdapter
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2  # the Retry-After of every 503: a dependency away or the service at capacity
 
 
 class PayloadTooLarge(service_errors.ServiceError):
@@ -50,6 +53,15 @@ HTTP_STATUS: dict[type[Exception], int] = {
     InvalidRequest: 422,
     ModelError: 422,
     NoActiveAdapter: 503,
+    # the database pool exhausted past its timeout, or the database unreachable or locked: transient
+    sql_errors.TimeoutError: 503,
+    sql_errors.OperationalError: 503,
+}
+
+# their own text carries SQL and its parameters: answered with a fixed code and message
+_TRANSIENT_DATABASE = {
+    sql_errors.TimeoutError: ("database_busy", "no database connection free in time; retry later"),
+    sql_errors.OperationalError: ("database_unavailable", "the database is unavailable; retry later"),
 }
 
 
@@ -75,7 +87,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Refused in the current state",
         413: "Too large",
         422: "Validation error",
-        503: "Not ready",
+        503: "Not ready, or at capacity (see Retry-After)",
     }
     return {s: {"model": ErrorResponse, "description": text.get(s, "Error")} for s in statuses}
 
@@ -95,10 +107,17 @@ def _code_of(error: BaseException) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
-def _json(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error in the common shape; a 401 names the scheme, a 503 says when to retry."""
     body = {"error": {"code": code, "message": message, "details": details}}
-    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "ApiKey"
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _clean_validation(errors: Any) -> list[dict[str, Any]]:
@@ -112,15 +131,22 @@ def _clean_validation(errors: Any) -> list[dict[str, Any]]:
 async def render_error(request: Request, error: Exception) -> JSONResponse:
     """The single error handler: every exception that reaches the edge passes through here."""
     if isinstance(error, RequestValidationError):
-        return _json(422, "validation_error", "the request is not valid", _clean_validation(error.errors()))
+        return error_response(
+            422, "validation_error", "the request is not valid", _clean_validation(error.errors())
+        )
     if isinstance(error, StarletteHTTPException):  # unknown route, wrong method
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return _json(error.status_code, code, str(error.detail))
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        code = codes.get(error.status_code, "http_error")
+        return error_response(error.status_code, code, str(error.detail), headers=error.headers)  # 405: Allow
     status = _status_of(error)
+    for klass, (code, message) in _TRANSIENT_DATABASE.items():
+        if isinstance(error, klass):
+            log.warning("%s on %s %s", code, request.method, request.url.path)
+            return error_response(503, code, message)
     if status is not None:  # expected refusals carry their details (ids, file/line/column) as a dict
-        return _json(status, _code_of(error), str(error), getattr(error, "details", None) or None)
+        return error_response(status, _code_of(error), str(error), getattr(error, "details", None) or None)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
-    return _json(500, "internal_error", "internal error (logged)")
+    return error_response(500, "internal_error", "internal error (logged)")
 
 
 def install_error_handler(app: FastAPI) -> None:

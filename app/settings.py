@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
+
 from core.settings import Settings
 
 
@@ -14,6 +16,14 @@ class ApiSettings(Settings):
     inference_batch_size: int = 16  # samples per forward pass when scoring pairs
     max_candidates: int = 1000  # the most candidates one recommendation request may rank
     max_import_bytes: int = 200 * 2**20  # the largest CSV file one import may upload
+    # the largest request body, refused with 413 before it is parsed; only an admin key may send an import
+    # larger than this (up to three files of E2U_MAX_IMPORT_BYTES)
+    max_body_bytes: int = Field(2**20, ge=1024)
+    # admission control (app/admission.py): requests inside the app at once (default: the database pool's
+    # size + overflow), how long one may wait for a place, and how many may wait before refusal at once
+    admission_limit: int | None = Field(None, ge=1)
+    admission_wait_seconds: float = Field(10.0, ge=0)
+    admission_queue: int = Field(2000, ge=0)
     dev_bootstrap_key: bool = (
         True  # development only: `e2u serve` creates and prints an admin key if none exist
     )

@@ -3,7 +3,7 @@ recommendations, across a promotion) for a few minutes, against a real uvicorn s
 the tiny model on a throwaway database.  Afterwards every accepted request must be stored.
 
     python -m benchmarks.load                      # 500-burst + 3-minute mixed load, embedded SQLite
-    python -m benchmarks.load --database-url postgresql+psycopg://postgres@127.0.0.1/test?options=-csearch_path%3Dload
+    python -m benchmarks.load --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test  # throwaway schema
     python -m benchmarks.load --burst 60 --minutes 0 --save    # --save: write benchmarks/results/
 
 Every answer must be a success or a refusal with 503 + ``Retry-After`` (admission control); any other
@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import pandas as pd
 import torch
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.main import create_app
 from app.settings import ApiSettings
@@ -167,6 +168,21 @@ def serve(app: FastAPI) -> Iterator[str]:
         sock.close()
 
 
+@contextlib.contextmanager
+def throwaway_schema(postgres_url: str) -> Iterator[str]:
+    """A new PostgreSQL schema on ``postgres_url``, dropped afterwards; yields a URL that uses it."""
+    schema = f"e2u_load_{uuid.uuid4().hex[:10]}"
+    engine = make_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        yield f"{postgres_url}{'&' if '?' in postgres_url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
 # ---------------------------------------------------------------------------------------------- drills
 
 
@@ -290,10 +306,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''} "
         f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}".strip(),
-        "database": "postgresql" if args.database_url else "sqlite (embedded)",
+        "database": "postgresql" if args.postgres else "sqlite (embedded)",
+        "settings": {"burst": args.burst, "minutes": args.minutes, "concurrency": args.concurrency},
     }
-    with tempfile.TemporaryDirectory(prefix="e2u-load-") as tmp:
-        target = prepare_target(Path(tmp), args.database_url, users=args.burst + args.users)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="e2u-load-"))
+        url = stack.enter_context(throwaway_schema(args.postgres)) if args.postgres else None
+        target = prepare_target(Path(tmp), url, users=args.burst + args.users)
         with serve(target.app()) as base_url:
             print(f"burst: {args.burst} erasure requests for {args.burst} users at once", flush=True)
             outcome = asyncio.run(burst(base_url, target.erase_key, target.users[: args.burst]))
@@ -321,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="mixed load duration (0: none)")
     parser.add_argument("--concurrency", type=int, default=32, help="mixed load clients")
     parser.add_argument("--users", type=int, default=2000, help="users for the mixed load's erasures")
-    parser.add_argument("--database-url", default=None, help="default: a throwaway embedded SQLite file")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL database to use a throwaway schema of (default: SQLite)",
+    )
     parser.add_argument("--save", action="store_true", help="write the report under benchmarks/results/")
     args = parser.parse_args(argv)
     report = run(args)
