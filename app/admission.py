@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import RETRY_AFTER_SECONDS, error_response
+from app.errors import error_response
 
 # liveness and scrapes never touch the database: they are never queued behind the load
 NOT_ADMITTED = frozenset({"/healthz", "/metrics"})
@@ -133,17 +134,15 @@ class BodyLimit:
         if upload is None or upload.max_bytes <= self.max_bytes:
             return self.max_bytes
         key = presented_key(headers)
-        if key and await run_in_threadpool(upload.authorized, key):
-            return upload.max_bytes
-        return self.max_bytes
+        if key is None:
+            return self.max_bytes
+        authorized: bool = await run_in_threadpool(upload.authorized, key)
+        return upload.max_bytes if authorized else self.max_bytes
 
 
 def _too_large_text(limit: int) -> str:
     return f"the request body is larger than {limit} bytes"
 
 
-def _too_large(limit: int) -> Callable[[Scope, Receive, Send], object]:
+def _too_large(limit: int) -> JSONResponse:
     return error_response(413, "payload_too_large", _too_large_text(limit))
-
-
-__all__ = ["RETRY_AFTER_SECONDS", "AdmissionControl", "BodyLimit", "Upload"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -108,7 +109,7 @@ def _code_of(error: BaseException) -> str:
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """An error in the common shape; a 401 names the scheme, a 503 says when to retry."""
     body = {"error": {"code": code, "message": message, "details": details}}

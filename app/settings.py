@@ -18,12 +18,12 @@ class ApiSettings(Settings):
     max_import_bytes: int = 200 * 2**20  # the largest CSV file one import may upload
     # the largest request body, refused with 413 before it is parsed; only an admin key may send an import
     # larger than this (up to three files of E2U_MAX_IMPORT_BYTES)
-    max_body_bytes: int = Field(2**20, ge=1024)
+    max_body_bytes: int = Field(default=2**20, ge=1024)
     # admission control (app/admission.py): requests inside the app at once (default: the database pool's
     # size + overflow), how long one may wait for a place, and how many may wait before refusal at once
-    admission_limit: int | None = Field(None, ge=1)
-    admission_wait_seconds: float = Field(10.0, ge=0)
-    admission_queue: int = Field(2000, ge=0)
+    admission_limit: int | None = Field(default=None, ge=1)
+    admission_wait_seconds: float = Field(default=10.0, ge=0)
+    admission_queue: int = Field(default=2000, ge=0)
     dev_bootstrap_key: bool = (
         True  # development only: `e2u serve` creates and prints an admin key if none exist
     )

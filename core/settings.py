@@ -48,9 +48,9 @@ class Settings(BaseSettings):
     # connections per process: ``db_pool_size`` kept open, up to ``db_max_overflow`` more under load; a
     # checkout waits at most ``db_pool_timeout_seconds`` (the API then answers 503 + Retry-After).  The API
     # admits at most size + overflow requests at once (app/admission.py), so none waits for a connection.
-    db_pool_size: int = Field(5, ge=1)
-    db_max_overflow: int = Field(10, ge=0)
-    db_pool_timeout_seconds: float = Field(10.0, gt=0)
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @property
     def db_pool(self) -> PoolConfig:
