@@ -129,6 +129,17 @@ def _clean_validation(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
+def _allowed_methods(request: Request, error: StarletteHTTPException) -> str:
+    """Every method of the OpenAPI paths that match the request's path (the router's own ``Allow``
+    names only the first matching route's methods), plus those."""
+    methods = {m.strip() for m in (error.headers or {}).get("Allow", "").split(",") if m.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
+
+
 async def render_error(request: Request, error: Exception) -> JSONResponse:
     """The single error handler: every exception that reaches the edge passes through here."""
     if isinstance(error, RequestValidationError):
@@ -138,7 +149,10 @@ async def render_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, StarletteHTTPException):  # unknown route, wrong method
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(error.status_code, "http_error")
-        return error_response(error.status_code, code, str(error.detail), headers=error.headers)  # 405: Allow
+        headers = error.headers
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request, error)}
+        return error_response(error.status_code, code, str(error.detail), headers=headers)
     status = _status_of(error)
     for klass, (code, message) in _TRANSIENT_DATABASE.items():
         if isinstance(error, klass):

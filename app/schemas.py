@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict, JsonValue
+
+from core.ml.data import ID_MAX_LENGTH, ID_PATTERN
+
+# a user or item id, wherever one enters (the rule: core.ml.data.ID_PATTERN)
+EntityId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, examples=["196"])]
 
 
 def request_body(*examples: JsonDict) -> ConfigDict:
