@@ -196,6 +196,8 @@ class Outcome:
     refused_without_retry_after: int = 0
     latencies: list[float] = field(default_factory=list)
     accepted_ids: list[str] = field(default_factory=list)
+    served_by: Counter[str] = field(default_factory=Counter)  # recommendations per adapter version
+    promotion: int | None = None  # the status of the promotion during the run, if any
 
     @property
     def errors(self) -> int:
@@ -214,6 +216,8 @@ class Outcome:
             "statuses": dict(sorted(self.statuses.items())),
             "refused_without_retry_after": self.refused_without_retry_after,
             "errors": self.errors,
+            **({"served_by": dict(self.served_by)} if self.served_by else {}),
+            **({"promotion": self.promotion} if self.promotion is not None else {}),
         }
 
 
@@ -234,6 +238,8 @@ async def _send(
         outcome.refused_without_retry_after += 1
     if response.status_code in (200, 201) and path.endswith("erasure-requests"):
         outcome.accepted_ids.append(response.json()["id"])
+    if response.status_code == 200 and path.endswith("recommendations"):
+        outcome.served_by[response.json()["adapter_version"]] += 1
 
 
 def _client(base_url: str, connections: int) -> httpx.AsyncClient:
@@ -254,16 +260,17 @@ async def burst(base_url: str, key: str, users: list[str]) -> Outcome:
 
 
 async def mixed(target: Target, base_url: str, seconds: float, concurrency: int, users: list[str]) -> Outcome:
-    """``concurrency`` clients in a loop for ``seconds``: one in five files an erasure request (each user
-    at most once), the others ask for recommendations; the candidate version is promoted half-way."""
+    """``concurrency`` clients in a loop for ``seconds``: one request in five files an erasure request for
+    a user of the second half (each at most once), the others ask for recommendations for users of the
+    first half (a user under erasure is answered 404); the candidate version is promoted half-way."""
     outcome = Outcome()
-    erasable = list(users)
+    readers, erasable = users[: len(users) // 2], users[len(users) // 2 :]
     stop_at = time.perf_counter() + seconds
 
     async def client_loop(client: httpx.AsyncClient, n: int) -> None:
         i = n
         while time.perf_counter() < stop_at:
-            user = users[i % len(users)]
+            user = readers[i % len(readers)]
             if i % 5 == 0 and erasable:
                 await _send(
                     client, outcome, "/v1/erasure-requests", {"user_id": erasable.pop()}, target.erase_key
@@ -277,7 +284,7 @@ async def mixed(target: Target, base_url: str, seconds: float, concurrency: int,
         await asyncio.sleep(seconds / 2)
         path = f"/v1/admin/adapters/{target.candidate_version}/promote"
         response = await client.post(path, headers={"X-API-Key": target.admin_key})
-        outcome.statuses[f"promotion {response.status_code}"] += 0  # recorded apart from the load
+        outcome.promotion = response.status_code
         print(f"  promotion of {target.candidate_version}: {response.status_code}", flush=True)
 
     async with _client(base_url, concurrency + 1) as client:
