@@ -9,6 +9,10 @@ from pydantic.config import JsonDict, JsonValue
 
 from core.ml.data import ID_MAX_LENGTH, ID_PATTERN
 
+# the largest value of an Integer column (PostgreSQL int4): row ids and offsets above it are refused (422)
+# at the edge, not handed to a database that cannot bind them (SQLite stops at 2**63 - 1)
+MAX_ROW_NUMBER = 2**31 - 1
+
 # a user or item id, wherever one enters (the rule: core.ml.data.ID_PATTERN)
 EntityId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, examples=["196"])]
 

@@ -64,6 +64,7 @@ class Target:
     erase_key: str
     recommend_key: str
     admin_key: str
+    all_key: str  # every scope (the schema fuzzer's)
     users: list[str]
     candidate_version: str  # registered, not active: the mixed load promotes it half-way
     model: ModelConfig
@@ -123,6 +124,7 @@ def prepare_target(
             sha = adapter_sha256(v2_folder)
             registry.register_version(session, sha[:16], v1, TINY, v2_folder, sha, {}, {}, set())
             keys = {s: create_api_key(session, f"load-{s}", [s]) for s in ("erase", "recommend", "admin")}
+            keys["all"] = create_api_key(session, "load-all", ["erase", "recommend", "admin"])
             session.commit()
     finally:
         engine.dispose()
@@ -139,6 +141,7 @@ def prepare_target(
         keys["erase"],
         keys["recommend"],
         keys["admin"],
+        keys["all"],
         [f"u{u}" for u in range(users)],
         sha[:16],
         config,
