@@ -149,7 +149,7 @@ async def render_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, StarletteHTTPException) and error.status_code == 400:
         # the framework's answer to a body it cannot decode (not UTF-8, broken multipart): a validation
         # failure like malformed JSON, with the status every operation documents
-        return error_response(422, "validation_error", "the request body could not be parsed")
+        return error_response(422, "validation_error", str(error.detail))
     if isinstance(error, StarletteHTTPException):  # unknown route, wrong method, body too large
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(error.status_code, "http_error")

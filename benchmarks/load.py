@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import socket
 import statistics
@@ -311,11 +312,23 @@ def missing_requests(database_url: str, accepted_ids: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- command
 
 
+def machine() -> str:
+    """CPU model and count, OS, Python: where the figures were measured."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {cores} cores usable, {system}, Python {platform.python_version()}"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''} "
-        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}".strip(),
+        "machine": machine(),
         "database": "postgresql" if args.postgres else "sqlite (embedded)",
         "settings": {"burst": args.burst, "minutes": args.minutes, "concurrency": args.concurrency},
     }

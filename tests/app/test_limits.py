@@ -66,6 +66,16 @@ def test_a_large_import_is_read_only_from_an_admin_key(api_env: Env) -> None:
     assert admin.json()["error"]["details"]["line"] == 3
 
 
+def test_a_body_that_cannot_be_decoded_is_a_documented_422(api_env: Env) -> None:
+    admin = api_env.keys.header("admin")
+    broken = {"Content-Type": "multipart/form-data; boundary=zzz", **admin}
+    response = api_env.client.post("/v1/admin/imports", content=b"--zzz\r\nnot a part", headers=broken)
+    _error(response, 422, "validation_error")  # was an undocumented 400
+    not_utf8 = {"Content-Type": "application/json", **api_env.keys.header("erase")}
+    response = api_env.client.post("/v1/erasure-requests", content=b'{"user_id": "\xff"}', headers=not_utf8)
+    _error(response, 422, "validation_error")
+
+
 # ---------------------------------------------------------------------------------------------- ids
 
 BAD_IDS = ["a|b", "a:5", "a b", "a,b", "a\nb", "é", "x" * (ID_MAX_LENGTH + 1), ""]
