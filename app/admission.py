@@ -46,40 +46,41 @@ class AdmissionControl:
         self.wait_seconds = wait_seconds
         self.max_waiting = max_waiting
         self.exempt = exempt
-        self.inside = 0
         self.waiting = 0
-        self._places: asyncio.Semaphore | None = None  # made in the server's event loop
+        self._places = asyncio.Semaphore(limit)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if not await self._enter():
+        places = await self._enter()
+        if places is None:
             message = f"the service is at capacity ({self.limit} requests in progress); retry later"
             await error_response(503, "overloaded", message)(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inside -= 1
-            assert self._places is not None
-            self._places.release()
+            places.release()
 
-    async def _enter(self) -> bool:
-        if self._places is None:
-            self._places = asyncio.Semaphore(self.limit)
-        if self._places.locked() and self.waiting >= self.max_waiting:
-            return False
+    async def _enter(self) -> asyncio.Semaphore | None:
+        """The semaphore whose place was taken, or None when refused."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a semaphore serves one event loop (tests run an app in several)
+            self._places, self._loop = asyncio.Semaphore(self.limit), loop
+        places = self._places
+        if places.locked() and self.waiting >= self.max_waiting:
+            return None
         self.waiting += 1
         try:
             async with asyncio.timeout(self.wait_seconds):
-                await self._places.acquire()
+                await places.acquire()
         except TimeoutError:
-            return False
+            return None
         finally:
             self.waiting -= 1
-        self.inside += 1
-        return True
+        return places
 
 
 @dataclass(frozen=True)
