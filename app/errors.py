@@ -57,12 +57,15 @@ HTTP_STATUS: dict[type[Exception], int] = {
     # the database pool exhausted past its timeout, or the database unreachable or locked: transient
     sql_errors.TimeoutError: 503,
     sql_errors.OperationalError: 503,
+    # a value the database refuses (PostgreSQL: a NUL character, a number out of range): the caller's
+    sql_errors.DataError: 422,
 }
 
 # their own text carries SQL and its parameters: answered with a fixed code and message
-_TRANSIENT_DATABASE = {
+_DATABASE_ERRORS = {
     sql_errors.TimeoutError: ("database_busy", "no database connection free in time; retry later"),
     sql_errors.OperationalError: ("database_unavailable", "the database is unavailable; retry later"),
+    sql_errors.DataError: ("invalid_input", "a value the database cannot store (a NUL character?)"),
 }
 
 
@@ -158,10 +161,10 @@ async def render_error(request: Request, error: Exception) -> JSONResponse:
             headers = {**(headers or {}), "Allow": _allowed_methods(request, error)}
         return error_response(error.status_code, code, str(error.detail), headers=headers)
     status = _status_of(error)
-    for klass, (code, message) in _TRANSIENT_DATABASE.items():
+    for klass, (code, message) in _DATABASE_ERRORS.items():
         if isinstance(error, klass):
             log.warning("%s on %s %s", code, request.method, request.url.path)
-            return error_response(503, code, message)
+            return error_response(HTTP_STATUS[klass], code, message)
     if status is not None:  # expected refusals carry their details (ids, file/line/column) as a dict
         return error_response(status, _code_of(error), str(error), getattr(error, "details", None) or None)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)

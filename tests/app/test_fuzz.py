@@ -4,6 +4,7 @@ documents, and a 405 must carry ``Allow``.  Skipped where schemathesis is not in
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Iterator
@@ -24,14 +25,22 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from benchmarks.load import Target, prepare_target  # noqa: E402
+from benchmarks.load import Target, prepare_target, throwaway_schema  # noqa: E402
+from tests.core.conftest import PG_URL  # noqa: E402
 
 EXAMPLES = 50  # per operation and mode
 
 
-@pytest.fixture(scope="module")
-def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Target, Any]]:
-    target = prepare_target(tmp_path_factory.mktemp("fuzz"), users=20)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fuzz_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Target, Any]]:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(throwaway_schema(PG_URL)) if request.param == "postgres" else None
+        yield from _serving(prepare_target(tmp_path_factory.mktemp("fuzz"), url, users=20))
+
+
+def _serving(target: Target) -> Iterator[tuple[Target, Any]]:
     app = target.app()
     with TestClient(app):  # runs the lifespan: the runtime stays on app.state for the fuzzer's calls
         app.state.runtime.tasks.run_job = lambda job_id: None  # no broker here

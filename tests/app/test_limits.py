@@ -5,16 +5,20 @@ methods, and database saturation answered 503 + Retry-After, never 500.  In proc
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import exc as sql_errors
 from sqlalchemy import func, select
 
+from benchmarks.load import prepare_target, throwaway_schema
 from core.db.models import ErasureRequest, Interaction
 from core.ml.data import ID_MAX_LENGTH, encode_history
 from core.services import erasures as erasure_service
 from tests.app.conftest import Env
+from tests.core.conftest import PG_URL
 
 MIB = 2**20
 
@@ -173,3 +177,27 @@ def test_database_saturation_is_a_503_with_retry_after(
     body = _error(response, 503, code)
     assert response.headers["Retry-After"].isdigit()
     assert "secret_user_id" not in body["message"] and "QueuePool" not in body["message"]
+
+
+def test_text_the_database_cannot_store_is_refused_not_a_500(api_env: Env) -> None:
+    admin = api_env.keys.header("admin")
+    for name in ["a\x00b", "a\x1bb"]:
+        response = api_env.client.post(
+            "/v1/admin/api-keys", json={"name": name, "scopes": ["admin"]}, headers=admin
+        )
+        _error(response, 422, "validation_error")
+    reason = {"reason": "x\x00y"}
+    response = api_env.client.post(f"/v1/admin/adapters/{api_env.v1}/promote", json=reason, headers=admin)
+    _error(response, 422, "validation_error")
+
+
+@pytest.mark.postgres
+def test_a_nul_character_in_a_path_is_a_422_on_postgresql(tmp_path: Path) -> None:
+    # PostgreSQL refuses NUL in text (a DataError, that was a 500 with the SQL in the log's message)
+    with throwaway_schema(PG_URL) as url:
+        target = prepare_target(tmp_path, url, users=3)
+        with TestClient(target.app()) as client:
+            headers = {"X-API-Key": target.all_key}
+            for path in ["/v1/admin/adapters/a%00b", "/v1/erasure-requests/a%00b"]:
+                body = _error(client.get(path, headers=headers), 422, "invalid_input")
+                assert "SELECT" not in body["message"]
