@@ -21,6 +21,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from app.runtime import Runtime
+from app.schemas import MAX_ROW_NUMBER
 from app.settings import ApiSettings
 from core.db.models import ApiKey
 from core.services import api_keys as api_key_service
@@ -120,7 +121,7 @@ class Page:
 
 def get_page(
     limit: Annotated[int, Query(ge=1, le=500, description="at most this many rows")] = 100,
-    offset: Annotated[int, Query(ge=0, description="skip this many rows")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ROW_NUMBER, description="skip this many rows")] = 0,
 ) -> Page:
     return Page(limit, offset)
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.ml.model import ModelError
@@ -25,6 +27,8 @@ from core.services import errors as service_errors
 from core.serving import NoActiveAdapter
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2  # the Retry-After of every 503: a dependency away or the service at capacity
 
 
 class PayloadTooLarge(service_errors.ServiceError):
@@ -50,6 +54,18 @@ HTTP_STATUS: dict[type[Exception], int] = {
     InvalidRequest: 422,
     ModelError: 422,
     NoActiveAdapter: 503,
+    # the database pool exhausted past its timeout, or the database unreachable or locked: transient
+    sql_errors.TimeoutError: 503,
+    sql_errors.OperationalError: 503,
+    # a value the database refuses (PostgreSQL: a NUL character, a number out of range): the caller's
+    sql_errors.DataError: 422,
+}
+
+# their own text carries SQL and its parameters: answered with a fixed code and message
+_DATABASE_ERRORS = {
+    sql_errors.TimeoutError: ("database_busy", "no database connection free in time; retry later"),
+    sql_errors.OperationalError: ("database_unavailable", "the database is unavailable; retry later"),
+    sql_errors.DataError: ("invalid_input", "a value the database cannot store (a NUL character?)"),
 }
 
 
@@ -75,7 +91,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Refused in the current state",
         413: "Too large",
         422: "Validation error",
-        503: "Not ready",
+        503: "Not ready, or at capacity (see Retry-After)",
     }
     return {s: {"model": ErrorResponse, "description": text.get(s, "Error")} for s in statuses}
 
@@ -95,10 +111,17 @@ def _code_of(error: BaseException) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
-def _json(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """An error in the common shape; a 401 names the scheme, a 503 says when to retry."""
     body = {"error": {"code": code, "message": message, "details": details}}
-    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "ApiKey"
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _clean_validation(errors: Any) -> list[dict[str, Any]]:
@@ -109,18 +132,43 @@ def _clean_validation(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
+def _allowed_methods(request: Request, error: StarletteHTTPException) -> str:
+    """Every method of the OpenAPI paths that match the request's path (the router's own ``Allow``
+    names only the first matching route's methods), plus those."""
+    methods = {m.strip() for m in (error.headers or {}).get("Allow", "").split(",") if m.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
+
+
 async def render_error(request: Request, error: Exception) -> JSONResponse:
     """The single error handler: every exception that reaches the edge passes through here."""
     if isinstance(error, RequestValidationError):
-        return _json(422, "validation_error", "the request is not valid", _clean_validation(error.errors()))
-    if isinstance(error, StarletteHTTPException):  # unknown route, wrong method
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return _json(error.status_code, code, str(error.detail))
+        return error_response(
+            422, "validation_error", "the request is not valid", _clean_validation(error.errors())
+        )
+    if isinstance(error, StarletteHTTPException) and error.status_code == 400:
+        # the framework's answer to a body it cannot decode (not UTF-8, broken multipart): a validation
+        # failure like malformed JSON, with the status every operation documents
+        return error_response(422, "validation_error", str(error.detail))
+    if isinstance(error, StarletteHTTPException):  # unknown route, wrong method, body too large
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        code = codes.get(error.status_code, "http_error")
+        headers = error.headers
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request, error)}
+        return error_response(error.status_code, code, str(error.detail), headers=headers)
     status = _status_of(error)
+    for klass, (code, message) in _DATABASE_ERRORS.items():
+        if isinstance(error, klass):
+            log.warning("%s on %s %s", code, request.method, request.url.path)
+            return error_response(HTTP_STATUS[klass], code, message)
     if status is not None:  # expected refusals carry their details (ids, file/line/column) as a dict
-        return _json(status, _code_of(error), str(error), getattr(error, "details", None) or None)
+        return error_response(status, _code_of(error), str(error), getattr(error, "details", None) or None)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
-    return _json(500, "internal_error", "internal error (logged)")
+    return error_response(500, "internal_error", "internal error (logged)")
 
 
 def install_error_handler(app: FastAPI) -> None:

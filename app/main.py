@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app.adapters.endpoints import router as adapters_router
+from app.admission import AdmissionControl, BodyLimit, Upload
 from app.api_keys.endpoints import router as api_keys_router
 from app.erasures.endpoints import admin_router as erasures_admin_router
 from app.erasures.endpoints import router as erasures_router
@@ -20,6 +21,8 @@ from app.recommendations.endpoints import router as recommendations_router
 from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
 from app.system.endpoints import router as system_router
+from core.services import api_keys as api_key_service
+from core.services.errors import Forbidden, Unauthorized
 from core.serving import ModelServer
 
 DESCRIPTION = """
@@ -75,6 +78,7 @@ def create_app(
     app.include_router(v1)
     app.include_router(system_router)
     app.include_router(keys_router)
+    _limit_what_enters(app, settings)
 
     @app.middleware("http")
     async def count(request, call_next):  # type: ignore[no-untyped-def]
@@ -84,3 +88,30 @@ def create_app(
         return await runtime.metrics.middleware(request, call_next)
 
     return app
+
+
+IMPORTS_PATH = "/v1/admin/imports"
+
+
+def _limit_what_enters(app: FastAPI, settings: ApiSettings) -> None:
+    """Admission control outside, then the body limit (Starlette: the middleware added last runs first;
+    the metrics middleware added after these counts their refusals too)."""
+
+    def admin_key(key: str) -> bool:
+        runtime: Runtime = app.state.runtime
+        with runtime.sessions() as session:
+            try:
+                api_key_service.authenticate(session, key, "admin")
+            except (Unauthorized, Forbidden):
+                return False
+        return True
+
+    # three CSV files of the import's limit each, plus the multipart framing
+    imports = Upload(3 * settings.max_import_bytes + 2**16, admin_key)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, uploads={IMPORTS_PATH: imports})
+    app.add_middleware(
+        AdmissionControl,
+        limit=settings.admission_limit or settings.db_pool.capacity,
+        wait_seconds=settings.admission_wait_seconds,
+        max_waiting=settings.admission_queue,
+    )

@@ -73,7 +73,7 @@ def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -
 
 
 def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None) -> Runtime:
-    engine = engine_for(settings.database_url_resolved)
+    engine = engine_for(settings.database_url_resolved, settings.db_pool)
     sessions = session_factory(engine)
     server = model_server or build_model_server(settings, sessions)
     watcher = AdapterWatcher(server, lambda: resolver(sessions), poll_seconds=settings.adapter_poll_seconds)

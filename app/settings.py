@@ -6,6 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from core.settings import Settings
 
 
@@ -16,6 +18,14 @@ class ApiSettings(Settings):
     inference_batch_size: int = 16  # samples per forward pass when scoring pairs
     max_candidates: int = 1000  # the most candidates one recommendation request may rank
     max_import_bytes: int = 200 * 2**20  # the largest CSV file one import may upload
+    # the largest request body, refused with 413 before it is parsed; only an admin key may send an import
+    # larger than this (up to three files of E2U_MAX_IMPORT_BYTES)
+    max_body_bytes: int = Field(default=2**20, ge=1024)
+    # admission control (app/admission.py): requests inside the app at once (default: the database pool's
+    # size + overflow), how long one may wait for a place, and how many may wait before refusal at once
+    admission_limit: int | None = Field(default=None, ge=1)
+    admission_wait_seconds: float = Field(default=10.0, ge=0)
+    admission_queue: int = Field(default=2000, ge=0)
     # development only: `e2u serve` creates an all-scope key if none exist and writes it to
     # ``dev_key_path`` (mode 0600); the key itself is never printed
     dev_bootstrap_key: bool = True

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.db.engine import PoolConfig
 from core.signing import KeyStore, SignatureError, SigningKey
 
 DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
@@ -59,6 +60,16 @@ class Settings(BaseSettings):
     result_backend: str = ""  # production: redis://host:6379/1
     redis_url: str | None = None  # pub/sub for promotion events; None: the API polls the active alias
     visibility_timeout_seconds: int = 6 * 3600  # above the longest job (Redis broker redelivery)
+    # connections per process: ``db_pool_size`` kept open, up to ``db_max_overflow`` more under load; a
+    # checkout waits at most ``db_pool_timeout_seconds`` (the API then answers 503 + Retry-After).  The API
+    # admits at most size + overflow requests at once (app/admission.py), so none waits for a connection.
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def db_pool(self) -> PoolConfig:
+        return PoolConfig(self.db_pool_size, self.db_max_overflow, self.db_pool_timeout_seconds)
 
     # ------------------------------------------------------------------ erasure requests and batching
     erasure_deadline_days: int = 30

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import request_body, response_body
+from app.schemas import TEXT_PATTERN, request_body, response_body
 from core.db.models import VersionStatus
 
 
@@ -51,7 +51,9 @@ class AdapterVersionList(BaseModel):
 
 class PromoteRequest(BaseModel):
     model_config = request_body({"reason": "utility regression in v3"})
-    reason: str | None = Field(None, max_length=1000, description="recorded in the activation log")
+    reason: str | None = Field(
+        None, max_length=1000, pattern=TEXT_PATTERN, description="recorded in the activation log"
+    )
 
 
 class ActivationPublic(BaseModel):

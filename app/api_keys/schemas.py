@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas import request_body
+from app.schemas import TEXT_PATTERN, request_body
 
 
 class ApiKeyCreate(BaseModel):
     model_config = request_body({"name": "backend", "scopes": ["recommend"]})
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
     scopes: list[Literal["recommend", "erase", "admin"]] = Field(min_length=1)
 
 

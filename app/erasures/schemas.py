@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import request_body, response_body
+from app.schemas import EntityId, request_body, response_body
 from core.db.models import ErasureStatus
 
 
 class ErasureRequestCreate(BaseModel):
     model_config = request_body({"user_id": "196"}, {"user_id": "196", "items": ["242", "393"]})
-    user_id: str = Field(min_length=1, max_length=64, description="whose data to erase", examples=["196"])
-    items: list[str] | None = Field(
+    user_id: EntityId = Field(description="whose data to erase")
+    items: list[EntityId] | None = Field(
         None,
         min_length=1,
         max_length=10000,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from sqlalchemy.orm import Session
 
 from app.deps import AdminKey, PageDep, RuntimeDep, SessionDep, after_commit
 from app.errors import error_responses
 from app.jobs.schemas import JobList, JobPublic, TriggerResult
+from app.schemas import MAX_ROW_NUMBER
 from core.db.models import JobStatus, UnlearningJob
 from core.services import batching as service
 
@@ -36,7 +37,9 @@ def list_jobs(session: SessionDep, key: AdminKey, page: PageDep, status_: JobSta
 @router.get(
     "/{job_id}", response_model=JobPublic, responses=error_responses(401, 403, 404), summary="Read a job"
 )
-def get_job(job_id: int, session: SessionDep, key: AdminKey) -> JobPublic:
+def get_job(
+    job_id: Annotated[int, Path(ge=1, le=MAX_ROW_NUMBER)], session: SessionDep, key: AdminKey
+) -> JobPublic:
     """Phase, progress, the metrics and thresholds of verification, the verdict."""
     return _public(session, service.get_job(session, job_id))
 

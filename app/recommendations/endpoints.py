@@ -19,6 +19,7 @@ from app.recommendations.schemas import (
     RecommendedItem,
     ScoreRequest,
     ScoresPublic,
+    UserIdPath,
 )
 from core.ml.data import encode_history
 from core.services import recommendations as service
@@ -99,7 +100,7 @@ def score(
     summary="Add ratings of a user",
 )
 def add_ratings(
-    user_id: str, body: RatingsCreate, session: SessionDep, settings: SettingsDep, key: RecommendKey
+    user_id: UserIdPath, body: RatingsCreate, session: SessionDep, settings: SettingsDep, key: RecommendKey
 ) -> RatingsPublic:
     """New ratings join the prompts' histories at once; they are trained on at the next retrain only."""
     ratings = [service.NewRating(r.item_id, r.rating, r.timestamp) for r in body.ratings]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import request_body
+from app.schemas import EntityId, request_body
+from core.ml.data import ID_MAX_LENGTH, ID_PATTERN
 
-UserId = Field(min_length=1, max_length=64, examples=["196"])
-ItemId = Field(min_length=1, max_length=64, examples=["242"])
+UserIdPath = Annotated[
+    str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="the user's id")
+]
 
 
 class RecommendationRequest(BaseModel):
@@ -15,9 +20,9 @@ class RecommendationRequest(BaseModel):
         {"user_id": "196", "k": 5},
         {"user_id": "196", "k": 2, "candidates": ["1", "50", "181"]},
     )
-    user_id: str = UserId
+    user_id: EntityId
     k: int = Field(10, ge=1, le=100, description="how many items to return")
-    candidates: list[str] | None = Field(
+    candidates: list[EntityId] | None = Field(
         None,
         min_length=1,
         max_length=1000,
@@ -44,8 +49,8 @@ class RecommendationsPublic(BaseModel):
 
 class ScorePair(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = UserId
-    item_id: str = ItemId
+    user_id: EntityId
+    item_id: EntityId
 
 
 class ScoreRequest(BaseModel):
@@ -68,7 +73,7 @@ class ScoresPublic(BaseModel):
 
 class RatingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    item_id: str = ItemId
+    item_id: EntityId
     rating: float = Field(ge=0, le=10, description="stars (MovieLens: 1-5)", examples=[4])
     timestamp: int | None = Field(None, ge=0, description="unix seconds; omitted: now", examples=[891350000])
 

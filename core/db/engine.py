@@ -3,6 +3,7 @@ taking the write lock before a read-then-write claim (``lock_for_claim``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,39 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+@dataclass(frozen=True)
+class PoolConfig:
+    """Connections of one engine: ``size`` kept open, ``max_overflow`` more under load, a checkout waits
+    at most ``timeout_seconds`` (then ``sqlalchemy.exc.TimeoutError``)."""
+
+    size: int = 5
+    max_overflow: int = 10
+    timeout_seconds: float = 30.0
+
+    @property
+    def capacity(self) -> int:
+        """The most connections checked out at once."""
+        return self.size + self.max_overflow
+
+    def engine_arguments(self) -> dict[str, Any]:
+        return {
+            "pool_size": self.size,
+            "max_overflow": self.max_overflow,
+            "pool_timeout": self.timeout_seconds,
+        }
+
+
 def is_sqlite(session_or_engine: Session | Engine) -> bool:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "sqlite"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """A new engine.  SQLite gets WAL, foreign keys and a busy timeout so that the API and a worker
-    process can share one file."""
+def make_engine(url: str, pool: PoolConfig | None = None, **kwargs: Any) -> Engine:
+    """A new engine (with ``pool``'s sizes, else SQLAlchemy's).  SQLite gets WAL, foreign keys and a busy
+    timeout so that the API and a worker process can share one file."""
+    in_memory = url.startswith("sqlite") and url.split("///", 1)[-1] in ("", ":memory:")
+    if pool is not None and not in_memory:  # an in-memory database has a single connection
+        kwargs = {**pool.engine_arguments(), **kwargs}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -42,9 +68,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 @lru_cache(maxsize=8)
-def engine_for(url: str) -> Engine:
-    """One engine per URL per process."""
-    return make_engine(url)
+def engine_for(url: str, pool: PoolConfig | None = None) -> Engine:
+    """One engine per URL (and pool configuration) per process."""
+    return make_engine(url, pool)
 
 
 def session_factory(url_or_engine: str | Engine) -> sessionmaker[Session]:

@@ -12,11 +12,24 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+# One rule for user and item ids at every entry point (API bodies and paths, CSV imports, erasure requests):
+# 1 to 64 characters (the columns' width) of letters, digits and "._@+-"; so no id holds a separator of the
+# history encoding ("|" between entries, ":" before the rating), a comma, a space or a control character.
+ID_MAX_LENGTH = 64
+ID_PATTERN = r"^[A-Za-z0-9._@+-]{1,64}$"
+ID_RULE = 'an id is 1 to 64 letters, digits or "._@+-"'
+
+
+def is_valid_id(value: str) -> bool:
+    return re.fullmatch(ID_PATTERN, value) is not None
+
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 SAMPLE_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "label", "history", "split"]

@@ -30,7 +30,7 @@ from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories import erasures as erasure_repo
-from core.ml.data import CsvData, CsvInput, DataError, frame_hash, read_csv_data
+from core.ml.data import ID_RULE, CsvData, CsvInput, DataError, frame_hash, is_valid_id, read_csv_data
 from core.services.erasures import user_hash
 from core.services.errors import Conflict, ImportRefused, InvalidInput
 from core.services.recommendations import NewRating, new_interaction_rows
@@ -85,9 +85,28 @@ def import_data(
         data = read_csv_data(ratings, items, users, known_items=catalog_repo.item_ids(session))
     except DataError as error:
         raise InvalidInput(str(error), file=error.file, line=error.line, column=error.column) from None
+    _refuse_bad_ids(data)
     _refuse_erased(session, data, config.salt)
     _refuse_stored(session, data)
     return _write(session, data, config, actor, when)
+
+
+def _refuse_bad_ids(data: CsvData) -> None:
+    """Every id of the files follows the id rule (``core.ml.data.ID_PATTERN``), as the API's do: an id the
+    API refuses could never be erased, and one with the history separator would break the prompts."""
+    dataset = data.dataset
+    checks = (
+        ("items", dataset.items, {"item_id": "item"}),
+        ("interactions", dataset.interactions, {"user_id": "user", "item_id": "item"}),
+        ("users", dataset.users, {"user_id": "user"}),
+    )
+    for origin, frame, columns in checks:
+        file, lines = data.origins[origin]
+        for field, column in columns.items():
+            for value, line in zip(frame[field], lines, strict=True):
+                if not is_valid_id(str(value)):  # the value stays out: it may be a person's id
+                    where = f"{file}: line {line}, column {column!r}"
+                    raise InvalidInput(f"{where}: {ID_RULE}", file=file, line=line, column=column)
 
 
 def _refusal(message: str, found: list[tuple[str, str, list[int]]]) -> ImportRefused:
