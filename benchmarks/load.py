@@ -130,6 +130,7 @@ def prepare_target(
     finally:
         engine.dispose()
     settings = ApiSettings(
+        environment="development",  # a throwaway service on loopback: generated keys, dev salt
         home=home,
         database_url=url,
         base_model=TINY,
