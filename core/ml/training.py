@@ -152,6 +152,19 @@ def classification_loss(scorer: Scorer, batch: pd.DataFrame) -> torch.Tensor:
     return F.cross_entropy(logits, label_targets(batch["label"]).to(logits.device))
 
 
+def training_step(scorer: Scorer, optimiser: torch.optim.Optimizer, batch: pd.DataFrame) -> float:
+    """One optimiser step on ``batch`` with the active adapter; returns the batch's loss.  On CUDA the
+    forward pass runs under bf16 autocast (the LoRA weights and the optimiser stay fp32); CPU stays fp32."""
+    device = scorer.loaded.device
+    scorer.loaded.model.train()
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss = classification_loss(scorer, batch)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return float(loss.detach())
+
+
 class BatchOrder:
     """Shuffled mini-batch indices over ``size`` rows, a new permutation each epoch, drawn from one
     generator seeded with ``seed``.  ``epoch`` and ``offset`` (rows of the epoch already served) are its
@@ -308,7 +321,6 @@ def train_adapter(
     On CUDA the forward pass runs under bf16 autocast; on CPU everything stays fp32.
     """
     model = scorer.loaded.model
-    device = scorer.loaded.device
     torch.manual_seed(config.seed)
     if config.max_samples is not None and config.max_samples < len(train):
         train = train.sample(n=config.max_samples, random_state=config.seed)
@@ -391,19 +403,12 @@ def train_adapter(
         unit="step",
     )
     recent: list[float] = []  # for the progress bar only
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     while stopped_by is None:
         batch = train.iloc[order.next()]
-        model.train()
-        with autocast:
-            loss = classification_loss(scorer, batch)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        state.losses.append(training_step(scorer, optimiser, batch))
         scheduler.step()
         state.step += 1
         state.samples_seen += len(batch)
-        state.losses.append(float(loss.detach()))
         recent = [*recent[-19:], state.losses[-1]]
         bar.update(1)
         if on_step:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -183,7 +184,7 @@ def test_learning_rate_schedules_warm_up_then_decay_to_zero() -> None:
     cosine = TrainConfig(max_steps=10, warmup_steps=2, schedule="cosine")
     factors = [cosine.learning_rate_factor(s) for s in range(11)]
     assert factors[0] < factors[1] < factors[2] == 1.0
-    assert all(a >= b for a, b in zip(factors[2:], factors[3:], strict=False)) and factors[10] == 0.0
+    assert all(a >= b for a, b in itertools.pairwise(factors[2:])) and factors[10] == 0.0
     assert TrainConfig(max_steps=10, schedule="linear").learning_rate_factor(5) == 0.5
     assert {TrainConfig().learning_rate_factor(s) for s in range(200)} == {1.0}
     with pytest.raises(ValueError, match="schedule must be one of"):
