@@ -5,6 +5,11 @@ run.  ``e2u bench throughput``.
 Every variant trains its own adapter on the same fixed training samples; the variants are interleaved
 round by round (so that machine noise hits all alike), and each round's figure is divided by the same
 round's baseline.  Ratios, with their spread over rounds, are what to compare across machines.
+
+On a CPU the figure is samples per second of the process's CPU time (run it with one torch thread): on
+a shared machine, other processes stretch the wall clock by a factor that changes within a minute, but
+hardly the CPU time that the work itself takes.  Wall-clock figures are recorded beside them.  On CUDA
+the figure is wall time (after a synchronise).
 """
 
 from __future__ import annotations
@@ -62,14 +67,16 @@ def default_variants(top_layers: int) -> tuple[Variant, ...]:
 
 @dataclass(frozen=True)
 class VariantResult:
-    """``samples_per_second[i]`` in round ``i``; ``ratio_to_baseline[i]`` the same divided by round ``i``'s
-    baseline; ``samples_measured``: training samples timed over all rounds."""
+    """``samples_per_second[i]`` in round ``i`` (per CPU second on a CPU, per wall second on CUDA; see
+    the module's docstring); ``ratio_to_baseline[i]`` the same divided by round ``i``'s baseline;
+    ``wall_samples_per_second[i]`` per wall-clock second; ``samples_measured``: over all rounds."""
 
     variant: Variant
     tokens_per_sample: float
     trainable_parameters: int
     samples_per_second: list[float]
     ratio_to_baseline: list[float]
+    wall_samples_per_second: list[float]
     samples_measured: int
 
     @property
@@ -95,6 +102,7 @@ class ThroughputResult:
     command: str
     base: str
     machine: dict[str, Any]
+    clock: str  # "process CPU time" or "wall time"
     repeats: int
     samples_per_measurement: int
     warmup_steps: int
@@ -106,7 +114,9 @@ class ThroughputResult:
 
     def table(self) -> str:
         lines = [
-            f"{'variant':<16} {'tok/sample':>10} {'params':>9} {'samples/s':>9} {'ratio':>6} {'spread':>13}"
+            f"samples per second of {self.clock}, median of {self.repeats} rounds of "
+            f"{self.samples_per_measurement} samples; ratio to the baseline: median [min, max]",
+            f"{'variant':<16} {'tok/sample':>10} {'params':>9} {'samples/s':>9} {'ratio':>6} {'spread':>13}",
         ]
         for v in self.variants:
             spread = f"[{min(v.ratio_to_baseline):.2f}, {max(v.ratio_to_baseline):.2f}]"
@@ -194,27 +204,32 @@ def measure(
         optimisers[variant.name] = torch.optim.AdamW(params[variant.name], lr=1e-4, weight_decay=0.0)
         samples[variant.name] = _samples_for(pool, variant.history_len)
 
-    def run(variant: Variant, steps: int) -> float:
+    on_cuda = loaded.device.type == "cuda"
+
+    def run(variant: Variant, steps: int) -> tuple[float, float]:
+        """(CPU seconds, wall seconds) of ``steps`` training steps."""
         _activate(loaded, variant)
         frame, scorer = samples[variant.name], scorers[variant.name]
-        begin = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         for step in range(steps):
             batch = frame.iloc[step * variant.batch_size : (step + 1) * variant.batch_size]
             training_step(scorer, optimisers[variant.name], batch)
-        if loaded.device.type == "cuda":
+        if on_cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - begin
+        return time.process_time() - cpu, time.perf_counter() - wall
 
     for variant in variants:
         run(variant, 1)  # warm-up: first-call allocations and the prompt-encoding cache
     per_round: dict[str, list[float]] = {v.name: [] for v in variants}
+    wall_per_round: dict[str, list[float]] = {v.name: [] for v in variants}
     for round_index in range(repeats):
         for variant in variants:
-            seconds = run(variant, len(pool) // variant.batch_size)
-            per_round[variant.name].append(len(pool) / seconds)
+            cpu_seconds, wall_seconds = run(variant, len(pool) // variant.batch_size)
+            per_round[variant.name].append(len(pool) / (wall_seconds if on_cuda else cpu_seconds))
+            wall_per_round[variant.name].append(len(pool) / wall_seconds)
         say(
             f"round {round_index + 1}/{repeats}: "
-            + ", ".join(f"{k} {v[-1]:.2f}/s" for k, v in per_round.items())
+            + ", ".join(f"{k} {v[-1]:.3f}/s" for k, v in per_round.items())
         )
     baseline = per_round["baseline"]
     results = [
@@ -224,6 +239,7 @@ def measure(
             trainable_parameters=sum(p.numel() for p in params[v.name]),
             samples_per_second=per_round[v.name],
             ratio_to_baseline=[x / b for x, b in zip(per_round[v.name], baseline, strict=True)],
+            wall_samples_per_second=wall_per_round[v.name],
             samples_measured=len(pool) * repeats,
         )
         for v in variants
@@ -232,6 +248,7 @@ def measure(
         command=command,
         base=model.base,
         machine=Machine.here(loaded.device).to_dict(),
+        clock="wall time" if on_cuda else "process CPU time",
         repeats=repeats,
         samples_per_measurement=len(pool),
         warmup_steps=1,

@@ -117,9 +117,10 @@ def test_bench_throughput_measures_every_lever_against_the_baseline(home: Path) 
     record = json.loads(out.read_text())
     variants = {v["variant"]["name"]: v for v in record["variants"]}
     assert next(iter(variants)) == "baseline" and "top_1_layers" in variants and len(variants) == 8
-    assert variants["baseline"]["ratio_to_baseline"] == [1.0, 1.0]
+    assert variants["baseline"]["ratio_to_baseline"] == [1.0, 1.0] and record["clock"] == "process CPU time"
     for v in variants.values():
-        assert len(v["samples_per_second"]) == 2 and all(x > 0 for x in v["samples_per_second"])
+        assert len(v["samples_per_second"]) == len(v["wall_samples_per_second"]) == 2
+        assert all(x > 0 for x in v["samples_per_second"] + v["wall_samples_per_second"])
         assert v["samples_measured"] == 32 and v["ratio_min"] <= v["ratio_median"] <= v["ratio_max"]
     base = variants["baseline"]
     # the synthetic data keeps 3 history items, so history_3 changes nothing; ranks and layers do
