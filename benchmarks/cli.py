@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from benchmarks import gpu_proof, ranking, recommender, report, unlearning
+from benchmarks import gpu_proof, ranking, recommender, report, throughput, unlearning
 from core.ml import data as data_mod
 from core.ml.model import LoraSpec, ModelConfig
 from core.ml.training import TrainConfig
@@ -100,6 +100,44 @@ def recommender_command(
     report.save_json(result.to_dict(), json_path)
     recommender.plot(result, json_path.with_suffix(".png"))
     typer.echo(f"wrote {json_path} and .png; adapter {adapter_dir} sha256 {result.adapter_sha256[:12]}")
+
+
+@bench_app.command("throughput")
+def throughput_command(
+    base: BaseOpt = None,
+    samples: Annotated[
+        int, typer.Option(help="training samples timed per variant and round (a multiple of 16)")
+    ] = 16,
+    repeats: Annotated[int, typer.Option(help="interleaved rounds (medians and spread over them)")] = 3,
+    top_layers: Annotated[int, typer.Option(help="the top-layers variant puts LoRA in this many")] = 10,
+    seed: int = 0,
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Training samples/second per lever (prompt length, batch size, LoRA rank/targets, top layers only),
+    each against the baseline recipe measured in the same run."""
+    settings, model = _setup(base, threads)
+    command = (
+        f"e2u bench throughput --samples {samples} --repeats {repeats} --top-layers {top_layers} "
+        f"--seed {seed}" + (f" --threads {threads}" if threads is not None else "")
+    )
+    try:
+        result = throughput.measure(
+            model,
+            _load_data(settings),
+            throughput.default_variants(top_layers),
+            samples,
+            repeats,
+            command,
+            seed,
+            typer.echo,
+        )
+    except ValueError as error:
+        raise _fail(error) from None
+    json_path = out or report.RESULTS / "throughput.json"
+    report.save_json(result.to_dict(), json_path)
+    typer.echo(result.table())
+    typer.echo(f"wrote {json_path} ({result.seconds_total:.0f} s)")
 
 
 @bench_app.command("unlearning")

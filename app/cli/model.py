@@ -12,8 +12,8 @@ from core.ml.data import load_prepared
 from core.ml.evaluation import evaluate_all
 from core.ml.model import LoraSpec, ModelConfig
 from core.ml.recommender import popular_unseen, recommend, user_history
-from core.ml.training import TrainConfig
-from core.ml.workflows import load_scorer, train_first_adapter
+from core.ml.training import SCHEDULES, CheckpointError, TrainConfig
+from core.ml.workflows import CURVE_FILE, load_scorer, train_first_adapter
 from core.settings import Settings
 
 BaseOpt = Annotated[
@@ -26,14 +26,36 @@ def model_config(settings: Settings, base: str | None) -> ModelConfig:
     return ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
 
 
-def train_v1(settings: Settings, base: str | None, config: TrainConfig, folder: Path | None = None) -> None:
-    """Train adapter v1 into ``folder`` (default: <home>/adapters/v1) and say how it went."""
+def train_v1(
+    settings: Settings,
+    base: str | None,
+    config: TrainConfig,
+    folder: Path | None = None,
+    checkpoint_every: int = 50,
+    resume: bool = False,
+) -> None:
+    """Train adapter v1 into ``folder`` (default: <home>/adapters/v1) and say how it went; exit 2 when the
+    checkpoint to resume from does not fit."""
     folder = folder or settings.adapters_dir / "v1"
     data = load_prepared(settings.data_dir)
-    trained = train_first_adapter(model_config(settings, base), data, config, folder)
+    try:
+        trained = train_first_adapter(
+            model_config(settings, base),
+            data,
+            config,
+            folder,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+        )
+    except CheckpointError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    result = trained.result
+    resumed = f" (resumed at step {result.resumed_from_step})" if result.resumed_from_step else ""
     typer.echo(
-        f"adapter saved to {folder} (sha256 {trained.sha256[:12]}); {trained.result.steps} steps, "
-        f"best valid AUC {trained.result.best_valid_auc:.4f}, {trained.result.seconds:.0f} s"
+        f"adapter saved to {folder} (sha256 {trained.sha256[:12]}); {result.steps} steps{resumed}, "
+        f"{result.samples_seen} samples, stopped by {result.stopped_by}, best valid AUC "
+        f"{result.best_valid_auc:.4f}, {result.seconds:.0f} s; learning curve in {folder / CURVE_FILE}"
     )
 
 
@@ -41,28 +63,53 @@ def train(
     base: BaseOpt = None,
     out: AdapterOpt = None,
     max_steps: int = 200,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help="time budget in minutes (training + validation, summed over resumed sessions)"),
+    ] = None,
     max_samples: Annotated[
         int | None, typer.Option(help="train on a random subset of this many samples")
     ] = None,
     batch_size: int = 8,
     learning_rate: float = 1e-3,
+    schedule: Annotated[
+        str, typer.Option(help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    ] = "constant",
+    warmup_steps: int = 0,
     eval_every: int = 50,
+    patience: Annotated[int, typer.Option(help="validations without improvement before stopping")] = 3,
     valid_samples: int = 256,
     lora_rank: int = 8,
+    lora_targets: Annotated[str, typer.Option(help="comma-separated module names")] = "q_proj,v_proj",
     seed: int = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="save the run's state every N steps")] = 50,
+    resume: Annotated[
+        bool, typer.Option(help="continue the interrupted run into --out from its checkpoint")
+    ] = False,
 ) -> None:
-    """Instruction-tune adapter v1 (LoRA on the frozen base) with early stopping on the validation split."""
-    config = TrainConfig(
-        lora=LoraSpec(r=lora_rank, alpha=2 * lora_rank),
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        max_steps=max_steps,
-        max_samples=max_samples,
-        eval_every=eval_every,
-        valid_samples=valid_samples,
-        seed=seed,
-    )
-    train_v1(Settings(), base, config, out)
+    """Instruction-tune adapter v1 (LoRA on the frozen base) with early stopping on the validation split.
+
+    The run's state is saved every --checkpoint-every steps beside the adapter (<out>.run/); after an
+    interruption, the same command with --resume continues where it stopped (--minutes may grow)."""
+    targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+    try:
+        config = TrainConfig(
+            lora=LoraSpec(r=lora_rank, alpha=2 * lora_rank, target_modules=targets),
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            max_samples=max_samples,
+            eval_every=eval_every,
+            patience=patience,
+            valid_samples=valid_samples,
+            seed=seed,
+            schedule=schedule,
+            warmup_steps=warmup_steps,
+            max_minutes=minutes,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    train_v1(Settings(), base, config, out, checkpoint_every=checkpoint_every, resume=resume)
 
 
 def evaluate(

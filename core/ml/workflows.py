@@ -13,7 +13,14 @@ from core.ml.data import PreparedData, SampleConfig
 from core.ml.model import LoadedModel, ModelConfig, load_adapter, load_base, new_adapter, save_adapter
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
-from core.ml.training import TrainConfig, TrainResult, train_adapter
+from core.ml.training import (
+    Checkpointing,
+    TrainConfig,
+    TrainResult,
+    curve_document,
+    train_adapter,
+    write_json_atomic,
+)
 
 
 def prepare_data(
@@ -36,11 +43,20 @@ def scorer_for(loaded: LoadedModel, data: PreparedData, batch_size: int = 16) ->
     return Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog), batch_size=batch_size)
 
 
+CURVE_FILE = "learning_curve.json"
+
+
 @dataclass
 class TrainedAdapter:
     folder: Path
     sha256: str
     result: TrainResult
+
+
+def run_folder(adapter_folder: Path) -> Path:
+    """Where a training run into ``adapter_folder`` keeps its checkpoint and live learning curve: a
+    sibling ``<name>.run`` folder, so that the adapter folder only ever holds a finished adapter."""
+    return adapter_folder.with_name(adapter_folder.name + ".run")
 
 
 def train_first_adapter(
@@ -49,13 +65,24 @@ def train_first_adapter(
     train_config: TrainConfig,
     folder: Path,
     progress: bool = True,
+    checkpoint_every: int = 50,
+    resume: bool = False,
 ) -> TrainedAdapter:
-    """Instruction-tune adapter v1 on the train split, early-stopping on valid; saves weights + config."""
+    """Instruction-tune adapter v1 on the train split, early-stopping on valid; saves weights + config and
+    the learning curve (``learning_curve.json``) into ``folder``.  The run saves a checkpoint every
+    ``checkpoint_every`` steps into ``run_folder(folder)``; ``resume`` continues from it."""
     loaded = load_base(model_config)
     new_adapter(loaded, train_config.lora, "v1", seed=train_config.seed)
     scorer = scorer_for(loaded, data, batch_size=max(16, train_config.batch_size))
+    checkpointing = Checkpointing(run_folder(folder), every_steps=checkpoint_every, resume=resume)
     result = train_adapter(
-        scorer, "v1", data.split("train"), data.split("valid"), train_config, progress=progress
+        scorer,
+        "v1",
+        data.split("train"),
+        data.split("valid"),
+        train_config,
+        progress=progress,
+        checkpointing=checkpointing,
     )
     metadata: dict[str, Any] = {
         "kind": "train",
@@ -67,6 +94,7 @@ def train_first_adapter(
         "created_at": time.time(),
     }
     sha = save_adapter(loaded, "v1", folder, metadata)
+    write_json_atomic(folder / CURVE_FILE, curve_document("v1", train_config, result))
     return TrainedAdapter(folder, sha, result)
 
 

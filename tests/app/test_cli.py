@@ -130,9 +130,18 @@ def test_init_prepares_and_trains_through_the_workflows(
         calls["prepare"] = (folder, config.history_len, csvs)
         return small_data, "0" * 64
 
-    def fake_train(model_config: Any, prepared: Any, config: TrainConfig, folder: Path) -> Any:
+    def fake_train(
+        model_config: Any, prepared: Any, config: TrainConfig, folder: Path, **options: Any
+    ) -> Any:
         calls["train"] = (model_config.base, prepared, config, folder)
-        result = SimpleNamespace(steps=30, best_valid_auc=0.5, seconds=1.0)
+        result = SimpleNamespace(
+            steps=30,
+            samples_seen=240,
+            stopped_by="max_steps",
+            resumed_from_step=0,
+            best_valid_auc=0.5,
+            seconds=1.0,
+        )
         return SimpleNamespace(sha256="1" * 64, result=result)
 
     monkeypatch.setattr(service, "initialise", fake_initialise)

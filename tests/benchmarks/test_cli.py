@@ -15,6 +15,7 @@ from app.cli import app
 from benchmarks.cli import bench_app
 from benchmarks.ranking import RankingResult
 from benchmarks.recommender import RecommenderResult
+from benchmarks.throughput import short_title
 from core.ml.data import SampleConfig, prepare, save_prepared
 from core.ml.model import adapter_sha256
 from tests.conftest import MODELS_DIR, synthetic_dataset
@@ -107,3 +108,36 @@ def test_bench_recommender_writes_a_learning_curve_and_the_adapter(home: Path) -
     assert recorded.train_result.steps == 4 and recorded.command.startswith("e2u bench recommender")
     assert adapter_sha256(home / "adapters" / "v1") == recorded.adapter_sha256  # the adapter is saved
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_throughput_measures_every_lever_against_the_baseline(home: Path) -> None:
+    out = home / "throughput.json"
+    options = ["--base", "tiny", "--samples", "16", "--repeats", "2", "--top-layers", "1", "--out", str(out)]
+    result = CliRunner().invoke(bench_app, ["throughput", *options])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    variants = {v["variant"]["name"]: v for v in record["variants"]}
+    assert next(iter(variants)) == "baseline" and "top_1_layers" in variants and len(variants) == 8
+    assert variants["baseline"]["ratio_to_baseline"] == [1.0, 1.0] and record["clock"] == "process CPU time"
+    for v in variants.values():
+        assert len(v["samples_per_second"]) == len(v["wall_samples_per_second"]) == 2
+        assert all(x > 0 for x in v["samples_per_second"] + v["wall_samples_per_second"])
+        assert v["samples_measured"] == 32 and v["ratio_min"] <= v["ratio_median"] <= v["ratio_max"]
+    base = variants["baseline"]
+    # the synthetic data keeps 3 history items, so history_3 changes nothing; ranks and layers do
+    assert variants["history_3"]["tokens_per_sample"] == base["tokens_per_sample"]
+    assert variants["rank_16"]["trainable_parameters"] == 2 * base["trainable_parameters"]
+    assert variants["top_1_layers"]["trainable_parameters"] == base["trainable_parameters"] // 2
+    assert variants["all_linear_r8"]["trainable_parameters"] > base["trainable_parameters"]
+    assert "baseline" in result.output and f"wrote {out}" in result.output
+
+
+def test_bench_throughput_refuses_a_sample_count_that_splits_a_batch(home: Path) -> None:
+    result = CliRunner().invoke(bench_app, ["throughput", "--base", "tiny", "--samples", "12"])
+    assert result.exit_code == 2 and "multiple of every variant's batch size" in result.output
+
+
+def test_short_titles_drop_only_a_trailing_year() -> None:
+    assert short_title("Toy Story (1995)") == "Toy Story"
+    assert short_title("City of Lost Children, The (1995)") == "City of Lost Children, The"
+    assert short_title("Movie 3") == "Movie 3" and short_title("(1995)") == "(1995)"
