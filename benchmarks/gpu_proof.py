@@ -141,7 +141,9 @@ def run_proof(
     deadline = started + config.minutes * 60
     bench = config.bench
     train = scale_train(data.split("train"), bench.sizes, bench.seed)
-    recipe = parent_recipe(bench, len(train))
+    # v1 may take at most a third of the time box (TrainConfig.max_minutes stops it, best weights kept),
+    # so that the unlearning sweep, the point of the proof, always gets the rest
+    recipe = replace(parent_recipe(bench, len(train)), max_minutes=config.minutes / 3)
     loaded = load_base(bench.model)
     say(f"device {loaded.device}, dtype {next(loaded.model.parameters()).dtype}; base {bench.model.base}")
     scorer = scorer_for(loaded, data, batch_size=config.score_batch)
