@@ -30,6 +30,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "models").symlink_to(MODELS_DIR)  # converted models are shared, not rebuilt
     monkeypatch.setenv("E2U_HOME", str(tmp_path))
     monkeypatch.setenv("E2U_BASE_MODEL", "tiny")
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")  # production needs a signing key file and salt
     return tmp_path
 
 
