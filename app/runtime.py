@@ -1,11 +1,15 @@
 """What one API process holds for its lifetime: settings, database sessions, the model server kept on
-the registry's active adapter (poll + Redis pub/sub), and the task sender.  Built by the app's lifespan."""
+the registry's active adapter (poll + Redis pub/sub) and confirming what it serves, and the task sender.
+Built by the app's lifespan."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,8 @@ from app.metrics import ApiMetrics
 from app.queue import TaskSender
 from app.settings import ApiSettings
 from core.db.engine import engine_for, session_factory
+from core.db.models import utcnow
+from core.db.repositories import serving as serving_repo
 from core.events import PROMOTION_CHANNEL
 from core.ml.model import ModelConfig, load_base
 from core.ml.prompts import Catalog
@@ -35,14 +41,12 @@ class Runtime:
     model_server: ModelServer
     watcher: AdapterWatcher
     tasks: TaskSender
+    process_id: str = ""
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     _redis: RedisListener | None = None
 
     def start(self) -> None:
-        try:
-            self.watcher.refresh()  # serve the active version from the first request on
-        except Exception:
-            log.exception("could not load the active adapter at start; the watcher retries")
+        self.watcher.tick()  # serve (and confirm) the active version from the first request on
         self.watcher.start()
         if self.settings.redis_url:
             self._redis = RedisListener(self.settings.redis_url, self.watcher.wake)
@@ -58,6 +62,23 @@ def resolver(sessions: sessionmaker[Session]) -> ActiveAdapter | None:
     with sessions() as session:
         active = registry_service.active_adapter(session)
     return None if active is None else ActiveAdapter(active.version_id, Path(active.artifact_path))
+
+
+def new_process_id() -> str:
+    """This serving process's name in the confirmations: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()[:120]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def confirmer(sessions: sessionmaker[Session], process_id: str) -> Callable[[str], None]:
+    """Records (and commits) that ``process_id`` serves a version: the watcher's ``confirm``."""
+
+    def confirm(version: str) -> None:
+        with sessions() as session:
+            if serving_repo.confirm(session, process_id, version, utcnow()):
+                log.info("confirmed serving %s as %s", version, process_id)
+            session.commit()
+
+    return confirm
 
 
 def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -> ModelServer:
@@ -76,8 +97,14 @@ def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None
     engine = engine_for(settings.database_url_resolved, settings.db_pool)
     sessions = session_factory(engine)
     server = model_server or build_model_server(settings, sessions)
-    watcher = AdapterWatcher(server, lambda: resolver(sessions), poll_seconds=settings.adapter_poll_seconds)
-    return Runtime(settings, engine, sessions, server, watcher, TaskSender(settings))
+    process_id = new_process_id()
+    watcher = AdapterWatcher(
+        server,
+        lambda: resolver(sessions),
+        poll_seconds=settings.adapter_poll_seconds,
+        confirm=confirmer(sessions, process_id),
+    )
+    return Runtime(settings, engine, sessions, server, watcher, TaskSender(settings), process_id)
 
 
 class RedisListener:

@@ -7,16 +7,21 @@ active when it starts and keeps it to the end, so:
 - ``activate(version, folder)`` loads the new adapter beside the old one (under the forward lock: peft
   edits modules in place), then moves the active pointer; new leases get the new version;
 - leases taken before the switch finish on the old version;
-- when the last lease on a superseded version ends, its weights are freed (``delete_adapter``).
+- when the last lease on a superseded version ends, its weights are freed (``delete_adapter``);
+- ``withdraw()`` stops serving altogether (new requests get ``NoActiveAdapter``): the watcher calls it
+  when the registry's active version cannot be loaded, because the version held is superseded and an
+  erasure is about to destroy it (or has): refusing beats serving weights trained on erased data.
 
 No HTTP, database or queue imports: the app wires a resolver of the registry's active version
-(``AdapterWatcher``) and a Redis subscription that calls ``AdapterWatcher.wake``.
+(``AdapterWatcher``), a recorder of what the process serves (its confirmations, which the pipeline waits
+for before it destroys the old weights) and a Redis subscription that calls ``AdapterWatcher.wake``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,6 +106,7 @@ class ModelServer:
         self._forward_lock = threading.Lock()  # one forward pass (and one adapter edit) at a time
         self._state_lock = threading.Lock()  # the pointers below; always taken after _forward_lock
         self._active: str | None = None
+        self._withdrawn: str | None = None  # why nothing serves, after ``withdraw``
         self._slots: dict[str, str] = {}  # version -> peft adapter name (versions may hold '.' or '-')
         self._leases: dict[str, int] = {}
         self._next_slot = 0
@@ -147,6 +153,7 @@ class ModelServer:
             with self._state_lock:
                 self._slots[version] = slot
                 previous, self._active = self._active, version
+                self._withdrawn = None
                 self.swaps += 1
             # a promotion usually follows an erasure: drop every cached prompt encoding, so that erased
             # profiles and histories do not outlive the request that removed them from the database
@@ -155,6 +162,20 @@ class ModelServer:
             if previous is not None:
                 self._free_if_idle(previous)
         return True
+
+    def withdraw(self, reason: str) -> str | None:
+        """Stop serving: new requests get ``NoActiveAdapter`` (saying ``reason``) until the next
+        ``activate``; requests holding a lease finish, then the weights are freed.  Returns the version
+        that served until now (None if none did)."""
+        with self._forward_lock:
+            with self._state_lock:
+                previous, self._active = self._active, None
+                self._withdrawn = reason
+            if previous is not None:
+                self.scorer.forget_cached_prompts()
+                log.error("adapter %s withdrawn: %s", previous, reason)
+                self._free_if_idle(previous)
+        return previous
 
     def _free_if_idle(self, version: str) -> None:
         """Free ``version`` if it is superseded and no lease holds it; caller holds ``_forward_lock``."""
@@ -176,7 +197,7 @@ class ModelServer:
         with self._state_lock:
             version = self._active
             if version is None:
-                raise NoActiveAdapter("no adapter is active yet")
+                raise NoActiveAdapter(self._withdrawn or "no adapter is active yet")
             self._leases[version] = self._leases.get(version, 0) + 1
             slot = self._slots[version]
         try:
@@ -191,30 +212,73 @@ class ModelServer:
 
 
 class AdapterWatcher:
-    """Keeps a ``ModelServer`` on the registry's active version.
+    """Keeps a ``ModelServer`` on the registry's active version, and says so.
 
     ``resolve()`` returns what should serve (or None when nothing is active yet).  A background thread
     calls it every ``poll_seconds`` (the fallback) and at once after ``wake()`` (a promotion message).
-    Errors are logged and retried on the next tick: a bad message must not stop serving.
+    ``confirm(version)``, when given, records that this process serves ``version``; the thread calls it
+    right after each check and at least every ``confirm_seconds`` (so the record doubles as the process's
+    liveness).  Errors are logged and retried on the next tick: a bad message must not stop the watcher.
+
+    If the active version cannot be loaded, the server stops serving the version it holds (``withdraw``):
+    that version is superseded, and the erasure that superseded it destroys it.
     """
 
     def __init__(
-        self, server: ModelServer, resolve: Callable[[], ActiveAdapter | None], poll_seconds: float = 5.0
+        self,
+        server: ModelServer,
+        resolve: Callable[[], ActiveAdapter | None],
+        poll_seconds: float = 5.0,
+        confirm: Callable[[str], None] | None = None,
+        confirm_seconds: float = 5.0,
     ) -> None:
         self.server = server
         self.resolve = resolve
         self.poll_seconds = poll_seconds
+        self.confirm = confirm
+        self.confirm_seconds = confirm_seconds
+        self.target: ActiveAdapter | None = None  # what the registry said at the last check
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
 
+    def in_sync(self) -> bool:
+        """True when the server serves the version the registry named at the last check."""
+        return self.target is not None and self.server.active_version == self.target.version
+
     def refresh(self) -> bool:
-        """Check the registry once and swap if it moved; returns True if a swap happened."""
+        """Check the registry once and swap if it moved; returns True if a swap happened.  If the new
+        version does not load, the server stops serving the old one and the error propagates."""
         target = self.resolve()
+        self.target = target
         if target is None or target.version == self.server.active_version:
             return False
-        return self.server.activate(target.version, target.folder)
+        try:
+            return self.server.activate(target.version, target.folder)
+        except Exception as error:
+            if self.server.active_version is not None:
+                self.server.withdraw(
+                    f"not serving: the active version {target.version} could not be loaded "
+                    f"({type(error).__name__})"
+                )
+            raise
+
+    def tick(self, check: bool = True) -> None:
+        """One round of the thread: check the registry (if ``check``), then confirm what is served."""
+        if check:
+            try:
+                self.refresh()
+                self.last_error = None
+            except Exception as error:  # retried next tick
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.exception("adapter refresh failed")
+        version = self.server.active_version
+        if self.confirm is not None and version is not None:
+            try:
+                self.confirm(version)
+            except Exception:  # the database away: readiness says so; the next tick tries again
+                log.exception("could not confirm the served adapter %s", version)
 
     def wake(self) -> None:
         self._wake.set()
@@ -230,14 +294,14 @@ class AdapterWatcher:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        next_check = time.monotonic()  # the first round checks at once
         while not self._stop.is_set():
-            self._wake.wait(self.poll_seconds)
+            woken = self._wake.wait(max(0.0, min(next_check - time.monotonic(), self.confirm_seconds)))
             self._wake.clear()
             if self._stop.is_set():
                 return
-            try:
-                self.refresh()
-                self.last_error = None
-            except Exception as error:  # keep serving the current version; retry next tick
-                self.last_error = f"{type(error).__name__}: {error}"
-                log.exception("adapter refresh failed")
+            # a failed check is retried at the next confirmation round rather than a full poll later
+            check = woken or time.monotonic() >= next_check or self.last_error is not None
+            if check:
+                next_check = time.monotonic() + self.poll_seconds
+            self.tick(check)

@@ -6,11 +6,11 @@ import logging
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from app.deps import RuntimeDep
 from app.system.schemas import Health, Readiness
 from core.services import erasures as erasure_service
+from core.services import registry as registry_service
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +25,32 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "not ready: no database or no active adapter"}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "not ready: no database, or not serving the registry's active version",
+        }
+    },
     summary="Readiness",
 )
 def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Ready when the database answers and an adapter is loaded."""
+    """Ready when the database answers and this process serves the registry's active version (read now):
+    not while it still serves a superseded one (a swap pending, or a new version that failed to load)."""
+    registry_version = None
     try:
-        with runtime.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with runtime.sessions() as session:
+            active = registry_service.active_adapter(session)
         database = True
+        registry_version = None if active is None else active.version_id
     except Exception:
         database = False
     server = runtime.model_server
+    serving = server.active_version
     body = Readiness(
-        ready=database and server.active_version is not None,
+        ready=database and serving is not None and serving == registry_version,
         database=database,
-        adapter_version=server.active_version,
+        adapter_version=serving,
+        registry_version=registry_version,
         adapters_loaded=server.loaded_versions(),
         watcher_error=runtime.watcher.last_error,
     )

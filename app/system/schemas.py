@@ -15,6 +15,9 @@ class Readiness(BaseModel):
     adapter_version: str | None = Field(
         description="the version serving new requests", examples=["v1-3f2a9c1e"]
     )
+    registry_version: str | None = Field(
+        None, description="the registry's active version (ready only when it is the one serving)"
+    )
     adapters_loaded: list[str] = Field(
         description="versions in memory (the active one, plus any finishing requests)"
     )

@@ -318,6 +318,19 @@ class ActivationEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
 
+class ServingConfirmation(Base):
+    """An API process's word that it serves ``version_id``: since ``confirmed_at`` (its switch), last said
+    at ``seen_at`` (renewed every few seconds while it serves that version).  A process is live while its
+    latest ``seen_at`` is recent; the pipeline waits for every live process to confirm a promotion."""
+
+    __tablename__ = "serving_confirmations"
+    __table_args__ = (Index("ix_serving_confirmations_seen", "seen_at"),)
+    process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    confirmed_at: Mapped[datetime] = mapped_column()
+    seen_at: Mapped[datetime] = mapped_column()
+
+
 class AuditEntry(Base):
     """Append-only audit log.  Never holds raw user ids: subjects are request ids or salted hashes."""
 

@@ -26,11 +26,13 @@ def certificate_document(
     parent: AdapterVersion,
     child: AdapterVersion,
     issued_at: datetime,
+    serving: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The unsigned certificate of ``request``, completed by ``job`` (which made ``child`` from
     ``parent``; the same version when nothing was trained on the data).  ``scope_items``: how many items
     a partial request named (0 for a whole user).  JSON-safe; sign it with ``sign_certificate``.  Names
-    no other request: the job's per-request accounts stay out of the verification figures."""
+    no other request: the job's per-request accounts stay out of the verification figures.  ``serving``:
+    the job's account of the serving processes' switch to ``child`` (``core.services.pipeline``)."""
     prepared = job.metrics.get("prepared_data") or {}
     document = {
         "type": DOCUMENT_TYPE,
@@ -53,9 +55,12 @@ def certificate_document(
             "reasons": job.metrics.get("reasons"),
             "figures": _evidence_figures(job.metrics.get("evidence")),
             # prepared_data counts samples per request of the whole batch: this request's share is above
-            "metrics": {k: v for k, v in job.metrics.items() if k != "prepared_data"},
+            "metrics": {k: v for k, v in job.metrics.items() if k not in ("prepared_data", "serving")},
             "thresholds": job.thresholds,
         },
+        # when each serving process seen live confirmed it serves the child, which did not (missing), and
+        # when all had (None: one is missing); None for a job that predates the record
+        "serving": _serving_record(serving),
         "timestamps": {
             "received_at": _stamp(request.created_at),
             "deadline_at": _stamp(request.deadline_at),
@@ -66,6 +71,13 @@ def certificate_document(
         },
     }
     return json_safe(document)
+
+
+def _serving_record(serving: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not serving:
+        return None
+    keys = ("version_id", "liveness_seconds", "checked_at", "confirmed", "missing", "all_switched_at")
+    return {k: serving[k] for k in keys}
 
 
 def _stamp(moment: datetime | None) -> str | None:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ from core.db.repositories import audit as audit_repo
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories import erasures as erasure_repo
 from core.db.repositories import jobs as job_repo
+from core.db.repositories import serving as serving_repo
 from core.events import EventPublisher, promotion_event
 from core.ml.model import LoadedModel
 from core.ml.prompts import Catalog
@@ -94,7 +95,10 @@ class PipelineRuntime:
     """What a worker process brings: the cached base model and where adapters live.
 
     ``loaded``: the base model (adapters are loaded beside it for a job and freed after);
-    ``lease_seconds``: how long a heartbeat keeps the job ours; ``signing_key``: the Ed25519 key that
+    ``lease_seconds``: how long a heartbeat keeps the job ours; ``serving_liveness_seconds``: a serving
+    process that confirmed what it serves within this window counts as live; after promotion the job waits
+    up to ``serving_switch_timeout_seconds`` for every live one to confirm the new version before it
+    destroys the old weights (then goes on, naming the missing ones); ``signing_key``: the Ed25519 key that
     signs certificates; ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared``
     output) that the purge phase rewrites without the erased scope (None: there is none to purge).
     """
@@ -109,6 +113,8 @@ class PipelineRuntime:
     clock: Callable[[], datetime] = field(default=utcnow)
     prepared_data_dir: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    serving_liveness_seconds: float = 30.0
+    serving_switch_timeout_seconds: float = 60.0
 
 
 # skipped: someone else holds the job, or it is finished; lease_lost: taken over while running;
@@ -379,9 +385,48 @@ def _delete_stored_data(
     return prepared
 
 
+SERVING_POLL_SECONDS = 0.2
+
+
+def _await_serving_switch(run: _Attempt) -> None:
+    """Wait until every live serving process confirms that it serves the job's child (bounded by
+    ``serving_switch_timeout_seconds``), beating the lease, and keep the account on the job's metrics
+    (``serving``, for the certificates): each live process's switch time, the ones missing, and when all
+    had switched (None when one is missing).  Skipped when already recorded (a resumed job)."""
+    job, rt = run.job, run.rt
+    if "serving" in job.metrics:
+        return
+    version = job.child_version_id or ""
+    deadline = time.monotonic() + rt.serving_switch_timeout_seconds
+    while True:
+        now = rt.clock()
+        live = serving_repo.live_processes(run.session, now - timedelta(seconds=rt.serving_liveness_seconds))
+        switched = serving_repo.confirmations(run.session, version)
+        missing = sorted(p for p in live if p not in switched)
+        if not missing or time.monotonic() >= deadline:
+            break
+        run.checkpoint()  # end the read transaction: the next look sees new confirmations
+        run.beat(force=False)
+        time.sleep(SERVING_POLL_SECONDS)
+    confirmed = {p: switched[p] for p in sorted(live) if p in switched}
+    record = {
+        "version_id": version,
+        "liveness_seconds": rt.serving_liveness_seconds,
+        "checked_at": now.isoformat(),
+        "confirmed": {p: at.isoformat() for p, at in confirmed.items()},
+        "missing": missing,
+        "all_switched_at": None if missing or not confirmed else max(confirmed.values()).isoformat(),
+    }
+    if missing:
+        log.warning("job %s: %d serving process(es) did not confirm %s", job.id, len(missing), version)
+    run.beat(metrics={**job.metrics, "serving": record})
+
+
 def _purge(run: _Attempt) -> None:
-    """Delete the batch's rows (and whole users' profiles), the prepared files' copies, and the weights of
-    every version that may carry the batch's data."""
+    """Once every live serving process has switched (or the wait ran out), delete the batch's rows (and
+    whole users' profiles), the prepared files' copies, and the weights of every version that may carry
+    the batch's data."""
+    _await_serving_switch(run)
     session, now = run.session, run.rt.clock()
     prepared = _delete_stored_data(run, run.requests(), now)
     if run.job.verdict != Verdict.NOT_NEEDED:
@@ -403,7 +448,9 @@ def _certify(run: _Attempt) -> JobOutcome:
     for request in run.requests():
         if erasure_repo.certificate(session, request.id) is None:
             items = len(erasure_repo.scope_items(session, request.id))
-            document = certificate_document(request, items, job, parent, child, now)
+            document = certificate_document(
+                request, items, job, parent, child, now, serving=job.metrics.get("serving")
+            )
             signed = sign_certificate(document, parent, child, run.rt.signing_key)
             erasure_repo.add_certificate(
                 session, Certificate(request_id=request.id, document=signed, issued_at=now)

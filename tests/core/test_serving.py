@@ -139,16 +139,51 @@ def test_watcher_follows_the_registry(server: ModelServer, adapter_folders: dict
         deadline = time.monotonic() + 10
         while server.active_version != "v1" and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert server.active_version == "v1"
-        target[0] = ActiveAdapter("v2", Path("/nonexistent"))  # a broken folder: keep serving v1
-        watcher.wake()
-        deadline = time.monotonic() + 10
-        while watcher.last_error is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert watcher.last_error is not None
-        assert server.active_version == "v1"
+        assert server.active_version == "v1" and watcher.in_sync()
     finally:
         watcher.stop()
+
+
+def test_a_version_that_fails_to_load_stops_the_old_one_serving(
+    server: ModelServer, adapter_folders: dict[str, Path]
+) -> None:
+    """The registry moved on (an erasure superseded v1, and will destroy it): if v2 does not load, the
+    process refuses to serve rather than keep answering with v1; it serves again once v2 loads."""
+    target: list[ActiveAdapter | None] = [ActiveAdapter("v1", adapter_folders["v1"])]
+    confirmed: list[str] = []
+    watcher = AdapterWatcher(server, lambda: target[0], poll_seconds=30, confirm=confirmed.append)
+    watcher.tick()
+    assert server.active_version == "v1" and watcher.in_sync() and confirmed == ["v1"]
+    target[0] = ActiveAdapter("v2", Path("/nonexistent"))  # a broken folder
+    watcher.tick()
+    assert watcher.last_error is not None and not watcher.in_sync()
+    assert server.active_version is None and server.loaded_versions() == [] and server.freed == ["v1"]
+    with pytest.raises(NoActiveAdapter, match="v2 could not be loaded"), server.lease():
+        pass
+    assert confirmed == ["v1"]  # serving nothing: nothing confirmed
+    target[0] = ActiveAdapter("v2", adapter_folders["v2"])  # the next tick retries
+    watcher.tick()
+    assert server.active_version == "v2" and watcher.in_sync() and watcher.last_error is None
+    assert confirmed == ["v1", "v2"]
+    with server.lease() as lease:
+        assert lease.version == "v2"
+
+
+def test_the_watcher_confirms_between_polls(server: ModelServer, adapter_folders: dict[str, Path]) -> None:
+    """The confirmations double as liveness: they come every ``confirm_seconds`` even with a slow poll."""
+    confirmed: list[str] = []
+    target = ActiveAdapter("v1", adapter_folders["v1"])
+    watcher = AdapterWatcher(
+        server, lambda: target, poll_seconds=600, confirm=confirmed.append, confirm_seconds=0.05
+    )
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(confirmed) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        watcher.stop()
+    assert confirmed[:3] == ["v1", "v1", "v1"]
 
 
 def test_swap_forgets_cached_prompt_encodings(
