@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -65,6 +66,35 @@ def take_over(
         return pipeline.run_job(other, job_id, late, other.commit)
 
 
+@dataclass(frozen=True)
+class World:
+    """A migrated, seeded database with v1 active, a session on it and a factory of more, the model."""
+
+    factory: sessionmaker[Session]
+    session: Session
+    v1_id: str
+    model: LoadedModel
+    adapters_dir: Path
+
+    def job_for(self, user: str, **overrides: object) -> tuple[str, int]:
+        """A request to erase ``user`` and the job formed for it (committed)."""
+        request, _ = erasures.create_erasure_request(self.session, user, None, INTAKE)
+        [job_id] = batching.trigger_batch_now(self.session, settings(**overrides))
+        self.session.commit()
+        return request.id, job_id
+
+
+@pytest.fixture
+def world(
+    session_factory: sessionmaker[Session],
+    session: Session,
+    v1_id: str,
+    tiny_model: LoadedModel,
+    adapters_dir: Path,
+) -> World:
+    return World(session_factory, session, v1_id, tiny_model, adapters_dir)
+
+
 def completions(session: Session, request_id: str) -> int:
     query = select(func.count()).where(
         AuditEntry.action == "erasure.completed", AuditEntry.subject_id == request_id
@@ -72,16 +102,10 @@ def completions(session: Session, request_id: str) -> int:
     return int(session.scalar(query) or 0)
 
 
-def test_a_slow_worker_whose_lease_was_taken_over_cannot_fail_the_job(
-    session_factory: sessionmaker[Session],
-    session: Session,
-    v1_id: str,
-    tiny_model: LoadedModel,
-    adapters_dir: Path,
-) -> None:
-    request, _ = erasures.create_erasure_request(session, "u2", None, INTAKE)
-    [job_id] = batching.trigger_batch_now(session, settings(method="test-paused"))
-    session.commit()
+def test_a_slow_worker_whose_lease_was_taken_over_cannot_fail_the_job(world: World) -> None:
+    session, session_factory = world.session, world.factory
+    tiny_model, adapters_dir = world.model, world.adapters_dir
+    request_id, job_id = world.job_for("u2", method="test-paused")
     second_model, taken = copy.deepcopy(tiny_model), []
     # w1 pauses in the model work; w2 takes the job over and completes it; then w1's work fails
     Paused.hook = lambda: taken.append(take_over(session_factory, job_id, second_model, adapters_dir))
@@ -93,24 +117,18 @@ def test_a_slow_worker_whose_lease_was_taken_over_cannot_fail_the_job(
     session.expire_all()
     job = batching.get_job(session, job_id)
     assert (job.status, job.failure_reason, job.lease_owner) == ("succeeded", None, None)
-    done = erasures.get_erasure_request(session, request.id)
+    done = erasures.get_erasure_request(session, request_id)
     assert (done.status, done.retry_count, done.failure_reason) == ("completed", 0, None)
-    assert completions(session, request.id) == 1
+    assert completions(session, request_id) == 1
     promotions = [e for e in registry.activation_events(session) if e.kind == "promote"]
     assert [e.version_id for e in promotions] == [job.child_version_id]  # promoted once
     assert sorted(p.name for p in adapters_dir.iterdir()) == [job.child_version_id]  # no folder left over
 
 
-def test_a_slow_worker_whose_lease_was_taken_over_cannot_certify(
-    session_factory: sessionmaker[Session],
-    session: Session,
-    v1_id: str,
-    tiny_model: LoadedModel,
-    adapters_dir: Path,
-) -> None:
-    request, _ = erasures.create_erasure_request(session, "u2", None, INTAKE)
-    [job_id] = batching.trigger_batch_now(session, settings())
-    session.commit()
+def test_a_slow_worker_whose_lease_was_taken_over_cannot_certify(world: World) -> None:
+    session, session_factory = world.session, world.factory
+    tiny_model, adapters_dir = world.model, world.adapters_dir
+    request_id, job_id = world.job_for("u2")
     second_model, taken = copy.deepcopy(tiny_model), []
 
     def commit_then_stall() -> None:
@@ -124,22 +142,15 @@ def test_a_slow_worker_whose_lease_was_taken_over_cannot_certify(
     # w1's late certification is refused: no second completion, the job is w2's success
     assert slow.status == "lease_lost"
     session.expire_all()
-    assert completions(session, request.id) == 1
-    assert erasures.get_erasure_request(session, request.id).status == "completed"
+    assert completions(session, request_id) == 1
+    assert erasures.get_erasure_request(session, request_id).status == "completed"
     assert [e.kind for e in registry.activation_events(session)] == ["promote", "bootstrap"]
 
 
-def test_the_keep_alive_holds_a_job_longer_than_its_lease(
-    session_factory: sessionmaker[Session],
-    session: Session,
-    v1_id: str,
-    tiny_model: LoadedModel,
-    adapters_dir: Path,
-) -> None:
-    erasures.create_erasure_request(session, "u2", None, INTAKE)
-    [job_id] = batching.trigger_batch_now(session, settings(method="test-paused"))
-    session.commit()
-    worker = runtime(tiny_model, adapters_dir, "w1")
+def test_the_keep_alive_holds_a_job_longer_than_its_lease(world: World) -> None:
+    session, session_factory = world.session, world.factory
+    _, job_id = world.job_for("u2", method="test-paused")
+    worker = runtime(world.model, world.adapters_dir, "w1")
     worker.lease_seconds = 4.0  # renewed every second beside the model work
     seen = []
 
@@ -160,13 +171,9 @@ def test_the_keep_alive_holds_a_job_longer_than_its_lease(
     assert outcome.status == "succeeded", outcome.reason
 
 
-def test_a_purge_by_another_job_rejects_and_requeues_then_the_next_job_succeeds(
-    session_factory: sessionmaker[Session],
-    session: Session,
-    v1_id: str,
-    tiny_model: LoadedModel,
-    adapters_dir: Path,
-) -> None:
+def test_a_purge_by_another_job_rejects_and_requeues_then_the_next_job_succeeds(world: World) -> None:
+    session, session_factory = world.session, world.factory
+    tiny_model, adapters_dir = world.model, world.adapters_dir
     jobs = []
     for user, seed in (("u2", 1), ("u3", 2)):  # (the stand-in's children differ by their seed only)
         erasures.create_erasure_request(session, user, None, INTAKE)
@@ -207,13 +214,9 @@ def test_a_purge_by_another_job_rejects_and_requeues_then_the_next_job_succeeds(
     )
 
 
-def test_promotion_conflicts_stop_at_the_attempt_cap(
-    session_factory: sessionmaker[Session],
-    session: Session,
-    v1_id: str,
-    tiny_model: LoadedModel,
-    adapters_dir: Path,
-) -> None:
+def test_promotion_conflicts_stop_at_the_attempt_cap(world: World) -> None:
+    session, session_factory, v1_id = world.session, world.factory, world.v1_id
+    tiny_model, adapters_dir = world.model, world.adapters_dir
     other_dir = adapters_dir / "other"
     other_dir.mkdir()
     registry.register_version(session, "other", None, "tiny", other_dir, "0" * 64, {}, {}, set())
