@@ -137,10 +137,10 @@ class JobOutcome:
 
 
 class _LeaseKeeper:
-    """Renews a job's lease from a thread of its own, with a session of its own, every ``every`` seconds
-    while long model work runs (unlearning, teacher passes and verification report no progress for
-    minutes).  It stops at the first refusal and sets ``lost``: the job's next beat raises LeaseLost.  A
-    database error only skips a renewal (the lease runs out if it lasts)."""
+    """Renews a job's lease from a thread of its own, with a session of its own, every
+    ``runtime.keepalive_seconds`` while long model work runs (unlearning, teacher passes and verification
+    report no progress for minutes).  It stops at the first refusal and sets ``lost``: the job's next beat
+    raises LeaseLost.  A database error only skips a renewal (the lease runs out if it lasts)."""
 
     def __init__(self, engine: Engine, job_id: int, runtime: PipelineRuntime):
         self.engine, self.job_id, self.rt = engine, job_id, runtime
@@ -357,18 +357,23 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
             score_batch_size=run.rt.score_batch_size,
         )
     try:
-        run.fence()  # a worker that lost the job while computing registers nothing
-        if registry.get_version(run.session, parent.id).destroyed_at is not None:
-            raise Conflict(f"parent {parent.id} was destroyed by another job while this one computed")
-    except (LeaseLost, Conflict) as error:
+        return _register_child(run, candidate, parent, made_by)
+    finally:  # the temporary folder goes whatever happened (registering moved it away already)
         registry.delete_artifact(str(candidate.folder))
-        if isinstance(error, LeaseLost):
-            raise
-        return _conflict(run, str(error))
+
+
+def _register_child(
+    run: _Attempt, candidate: Candidate, parent: AdapterVersion, made_by: dict[str, Any]
+) -> JobOutcome | None:
+    """Register the model work's child (phase register), fenced: a worker that lost the job while it
+    computed registers nothing; a parent destroyed meanwhile by another job is a conflict."""
+    run.fence()
+    if registry.get_version(run.session, parent.id).destroyed_at is not None:
+        return _conflict(run, f"parent {parent.id} was destroyed by another job while this one computed")
     rejection = None if candidate.passed else "verification failed: " + "; ".join(candidate.reasons)
     if rejection is None:
         run.beat(JobPhase.REGISTER, metrics=candidate.figures, verdict=Verdict.PASSED)
-        run.fence()
+        run.fence()  # held until the beat below commits the registration
     child_id = _register(run, candidate, parent, made_by, rejection)
     if rejection is not None:
         run.beat(metrics=candidate.figures, verdict=Verdict.FAILED, child_version_id=child_id)
