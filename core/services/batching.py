@@ -20,7 +20,7 @@ from core.db.repositories import erasures as erasure_repo
 from core.db.repositories import jobs as job_repo
 from core.ml.evidence import EvidenceConfig
 from core.services import registry
-from core.services.errors import NotFound, parse_status
+from core.services.errors import Conflict, NotFound, parse_status
 from core.services.job_config import JobConfig, stored_evidence_config
 
 
@@ -31,6 +31,7 @@ class JobSettings:
     batch_size: int = 8
     batch_max_wait_seconds: float = 300.0
     max_retries: int = 3
+    max_attempts: int = 8  # jobs a request may go through (promotion conflicts included)
     method: str = "e2urec"
     method_config: dict[str, Any] = field(default_factory=dict)
     thresholds: EvidenceConfig = field(default_factory=EvidenceConfig)  # the verifier's statistics
@@ -43,8 +44,15 @@ class JobSettings:
     fallback_method_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_retries < 0 or self.batch_max_wait_seconds < 0:
-            raise ValueError("batch_size >= 1, max_retries >= 0, batch_max_wait_seconds >= 0 required")
+        if (
+            self.batch_size < 1
+            or self.max_retries < 0
+            or self.max_attempts < 1
+            or self.batch_max_wait_seconds < 0
+        ):
+            raise ValueError(
+                "batch_size >= 1, max_retries >= 0, max_attempts >= 1, batch_max_wait_seconds >= 0 required"
+            )
 
     def job_config(self, attempt_seed: int) -> JobConfig:
         """The configuration of a new job; ``attempt_seed`` (the batch's retries so far) varies the
@@ -59,6 +67,7 @@ class JobSettings:
             reference_users=self.reference_users,
             reference_samples=self.reference_samples,
             max_retries=self.max_retries,
+            max_attempts=self.max_attempts,
             seed=self.seed,
             exact_fallback=self.exact_fallback,
             fallback_method_config=dict(self.fallback_method_config),
@@ -74,7 +83,10 @@ def _new_job(
     config: JobConfig,
     thresholds: EvidenceConfig,
     now: datetime,
+    expected: frozenset[ErasureStatus] = frozenset({ErasureStatus.QUEUED}),
 ) -> UnlearningJob:
+    """A pending job for ``request_ids``, which must all still be in one of the ``expected`` statuses
+    (Conflict otherwise: another caller claimed one first; the caller rolls back)."""
     alias = adapter_repo.alias(session)
     job = UnlearningJob(
         status=JobStatus.PENDING,
@@ -89,9 +101,11 @@ def _new_job(
         expected_alias_counter=alias.counter if alias else None,
     )
     job_repo.create(session, job, request_ids)
-    erasure_repo.set_status(
-        session, request_ids, ErasureStatus.UNLEARNING, now, job_id=job.id, started_at=now
+    claimed = erasure_repo.transition(
+        session, request_ids, expected, ErasureStatus.UNLEARNING, now, job_id=job.id, started_at=now
     )
+    if claimed != len(request_ids):
+        raise Conflict(f"{len(request_ids) - claimed} of the requests were taken by another caller")
     audit_repo.record(
         session, now, "batcher", "job.created", "unlearning_job", str(job.id), requests=request_ids
     )
@@ -154,7 +168,8 @@ def create_fallback_job(
         fallback_of_job=failed_job.id,
     )
     thresholds = stored_evidence_config(failed_job.thresholds)
-    job = _new_job(session, request_ids, config, thresholds, when)
+    requeued = frozenset({ErasureStatus.QUEUED, ErasureStatus.NOT_UNLEARNED})
+    job = _new_job(session, request_ids, config, thresholds, when, requeued)
     audit_repo.record(
         session, when, f"job:{failed_job.id}", "job.exact_fallback", "unlearning_job", str(job.id)
     )

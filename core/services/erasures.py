@@ -247,7 +247,14 @@ def cancel_erasure_request(
             status=request.status,
         )
     when = now or utcnow()
-    erasure_repo.set_status(session, [request.id], ErasureStatus.CANCELLED, when, cancelled_at=when)
+    cancelled = ErasureStatus.CANCELLED
+    if not erasure_repo.transition(
+        session, [request.id], CANCELLABLE_ERASURE_STATUSES, cancelled, when, cancelled_at=when
+    ):
+        raise NotCancellable(  # a batch claimed it since it was read
+            f"erasure request {request_id} is {request.status}; only a pending request can be cancelled",
+            status=request.status,
+        )
     audit_repo.record(session, when, actor, "erasure.cancelled", "erasure_request", request.id)
     return request
 

@@ -29,6 +29,10 @@ class JobConfig:
     reference_users: int = 40  # held-out users that calibrate the memorisation test ...
     reference_samples: int = 20  # ... with at most this many samples each
     max_retries: int = 3  # failed attempts a request survives before it fails (or falls back)
+    # jobs a request may go through, whatever ended them (failed gates, promotion conflicts, give-ups):
+    # past it, a request is no longer re-queued but fails (or falls back).  Jobs stored before it existed
+    # read the default.
+    max_attempts: int = 8
     seed: int = 0  # the verification samples' draws
     exact_fallback: bool = False  # retrain from the base once a batch uses up its retries ...
     fallback_method_config: dict[str, Any] = field(default_factory=dict)  # ... with this config
@@ -47,11 +51,14 @@ class JobConfig:
             "reference_users",
             "reference_samples",
             "max_retries",
+            "max_attempts",
             "seed",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
         if self.fallback != (self.fallback_of_job is not None):
             raise ValueError("a fallback job names the job it falls back from, and only a fallback job does")
 

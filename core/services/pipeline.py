@@ -13,13 +13,16 @@ Each phase is one function of an ``_Attempt`` below; the model work of unlearn a
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -49,7 +52,7 @@ from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
 from core.ml.verification import never_trained_on
 from core.services import batching, registry
 from core.services.certificates import certificate_document, sign_certificate
-from core.services.errors import LeaseLost, StalePromotion
+from core.services.errors import Conflict, LeaseLost
 from core.services.job_config import JobConfig, stored_evidence_config
 from core.services.prepared_data import ScopeToPurge, purge_prepared
 from core.signing import SigningKey
@@ -69,6 +72,9 @@ PROGRESS = {
 }
 UNLEARN_SPAN = (0.1, 0.65)
 HEARTBEAT_EVERY_SECONDS = 2.0
+KEEPALIVE_MAX_SECONDS = 10.0  # the keep-alive thread renews the lease at least this often
+# the statuses of a job's requests while it holds them
+IN_JOB = frozenset({ErasureStatus.UNLEARNING, ErasureStatus.VERIFYING})
 # Errors of the infrastructure, not of unlearning (the database unreachable, a full disk): the job is tried
 # again later without spending the batch's gate budget.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
@@ -116,6 +122,11 @@ class PipelineRuntime:
     serving_liveness_seconds: float = 30.0
     serving_switch_timeout_seconds: float = 60.0
 
+    @property
+    def keepalive_seconds(self) -> float:
+        """How often the keep-alive thread renews the lease during long model work."""
+        return min(self.lease_seconds / 4, KEEPALIVE_MAX_SECONDS)
+
 
 # skipped: someone else holds the job, or it is finished; lease_lost: taken over while running;
 # retry: an infrastructure error, the job keeps its lease until ``retry_in_seconds`` from now
@@ -131,8 +142,48 @@ class JobOutcome:
     retry_in_seconds: float | None = None  # with "retry": when the edge sends the job again
 
 
+class _LeaseKeeper:
+    """Renews a job's lease from a thread of its own, with a session of its own, every
+    ``runtime.keepalive_seconds`` while long model work runs (unlearning, teacher passes and verification
+    report no progress for minutes).  It stops at the first refusal and sets ``lost``: the job's next beat
+    raises LeaseLost.  A database error only skips a renewal (the lease runs out if it lasts)."""
+
+    def __init__(self, engine: Engine, job_id: int, runtime: PipelineRuntime):
+        self.engine, self.job_id, self.rt = engine, job_id, runtime
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-job{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.rt.keepalive_seconds + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.rt.keepalive_seconds):
+            try:
+                with Session(self.engine) as session:
+                    ok = job_repo.heartbeat(
+                        session, self.job_id, self.rt.worker_id, self.rt.clock(), self.rt.lease_seconds
+                    )
+                    session.commit()
+            except INFRASTRUCTURE_ERRORS:
+                log.warning("job %s: a keep-alive renewal failed", self.job_id, exc_info=True)
+                continue
+            if not ok:
+                self.lost.set()
+                return
+
+
 class _Attempt:
     """One attempt at one job: its session, lease and configuration; ``checkpoint`` commits.
+
+    Fencing: every transaction of the attempt ends with a lease-guarded write to the job row (``fence``,
+    ``beat`` or ``finish``) before ``checkpoint`` commits it, and request statuses move only by
+    compare-and-set under the lease (``move``).  A worker whose lease was taken over (or ran out) gets
+    LeaseLost at its next write and its transaction is rolled back: its late writes never land.
 
     It is also the ``core.ml.unlearning_job.JobProgress`` of the model work: each report renews the lease.
     """
@@ -144,14 +195,33 @@ class _Attempt:
         self.config = JobConfig.from_dict(job.config)
         self.request_ids = job_repo.request_ids(session, job.id)
         self.actor = f"job:{job.id}"
+        self.lease = erasure_repo.JobLease(job.id, runtime.worker_id)
         self._last_beat = 0.0
+        self._keeper: _LeaseKeeper | None = None
+
+    def _lost(self, what: str) -> LeaseLost:
+        return LeaseLost(f"job {self.job.id}: {what}; lease lost to another worker")
+
+    def fence(self, **values: Any) -> None:
+        """Renew the lease (setting job columns ``values``) without committing; LeaseLost when the job is
+        not ours any more.  On PostgreSQL the job row stays locked until the commit, so nobody takes the job
+        over before the writes that follow are committed (SQLite: the write lock does the same)."""
+        if self._keeper is not None and self._keeper.lost.is_set():
+            raise self._lost("the keep-alive was refused")
+        ok = job_repo.heartbeat(
+            self.session, self.job.id, self.rt.worker_id, self.rt.clock(), self.rt.lease_seconds, **values
+        )
+        if not ok:
+            raise self._lost("a write was refused")
 
     def beat(
         self, phase: JobPhase | None = None, progress: float | None = None, force: bool = True, **values: Any
     ) -> None:
         """Renew the lease, setting ``phase`` (and its progress), ``progress`` and job columns ``values``,
         and commit; LeaseLost when another worker holds the job now.  Unless ``force``, at most one beat
-        every ``HEARTBEAT_EVERY_SECONDS``."""
+        every ``HEARTBEAT_EVERY_SECONDS`` (a lease loss that the keep-alive saw is raised all the same)."""
+        if self._keeper is not None and self._keeper.lost.is_set():
+            raise self._lost("the keep-alive was refused")
         if not force and time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS:
             return
         if phase is not None:
@@ -159,27 +229,35 @@ class _Attempt:
             values.setdefault("progress", PROGRESS.get(phase, 0.0))
         if progress is not None:
             values["progress"] = progress
-        ok = job_repo.heartbeat(
-            self.session, self.job.id, self.rt.worker_id, self.rt.clock(), self.rt.lease_seconds, **values
-        )
-        if not ok:
-            raise LeaseLost(f"job {self.job.id}: lease lost to another worker")
+        self.fence(**values)
         self.checkpoint()
         self._last_beat = time.monotonic()
 
     def finish(self, status: JobStatus, now: datetime, **values: Any) -> None:
-        """End the job with ``status`` and give up its lease (no commit)."""
-        job_repo.heartbeat(
-            self.session,
-            self.job.id,
-            self.rt.worker_id,
-            now,
-            0,
-            status=status,
-            finished_at=now,
-            lease_owner=None,
-            **values,
-        )
+        """End the job with ``status`` and give up its lease (no commit); LeaseLost if it is not ours."""
+        if not job_repo.finish(self.session, self.job.id, self.rt.worker_id, now, status, **values):
+            raise self._lost(f"finishing as {status} was refused")
+
+    def move(self, request_ids: Sequence[str], status: ErasureStatus, now: datetime, **values: Any) -> None:
+        """Move the job's ``request_ids`` from a status the job holds them in (``IN_JOB``) to ``status``,
+        under the lease; LeaseLost when any of them moved on or the lease is gone."""
+        moved = erasure_repo.transition(self.session, request_ids, IN_JOB, status, now, self.lease, **values)
+        if moved != len(request_ids):
+            raise self._lost(f"{len(request_ids) - moved} request(s) are no longer the job's to move")
+
+    @contextmanager
+    def kept_alive(self) -> Iterator[None]:
+        """Run the block with the lease renewed by a ``_LeaseKeeper`` beside it."""
+        engine = self.session.get_bind()
+        if not isinstance(engine, Engine):  # a session bound to one connection: no second session
+            yield
+            return
+        self._keeper = _LeaseKeeper(engine, self.job.id, self.rt)
+        self._keeper.start()
+        try:
+            yield
+        finally:
+            self._keeper.stop()
 
     def requests(self) -> list[ErasureRequest]:
         return erasure_repo.for_job(self.session, self.request_ids)
@@ -199,9 +277,8 @@ class _Attempt:
         self.beat(progress=low + (high - low) * done / max(total, 1), force=done >= total)
 
     def verification_started(self) -> None:
+        self.move(self.request_ids, ErasureStatus.VERIFYING, self.rt.clock())
         self.beat(JobPhase.VERIFY)
-        erasure_repo.set_status(self.session, self.request_ids, ErasureStatus.VERIFYING, self.rt.clock())
-        self.checkpoint()
 
 
 # ---------------------------------------------------------------------- collect .. register
@@ -273,20 +350,36 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
         _nothing_to_unlearn(run, parent)
         return None
     made_by = {"method": config.method, "method_config": config.method_config, "job_id": job.id}
-    candidate = unlearn_and_verify(
-        run.rt.loaded,
-        Path(parent.artifact_path),
-        data,
-        config.unlearning_plan(stored_evidence_config(job.thresholds)),
-        run.rt.adapters_dir / f".job{job.id}-{run.rt.worker_id}.tmp",
-        {"kind": "unlearn", "parent": parent.id, **made_by},
-        progress=run,
-        name=f"job{job.id}",
-        score_batch_size=run.rt.score_batch_size,
-    )
+    with run.kept_alive():
+        candidate = unlearn_and_verify(
+            run.rt.loaded,
+            Path(parent.artifact_path),
+            data,
+            config.unlearning_plan(stored_evidence_config(job.thresholds)),
+            run.rt.adapters_dir / f".job{job.id}-{run.rt.worker_id}.tmp",
+            {"kind": "unlearn", "parent": parent.id, **made_by},
+            progress=run,
+            name=f"job{job.id}",
+            score_batch_size=run.rt.score_batch_size,
+        )
+    try:
+        return _register_child(run, candidate, parent, made_by)
+    finally:  # the temporary folder goes whatever happened (registering moved it away already)
+        registry.delete_artifact(str(candidate.folder))
+
+
+def _register_child(
+    run: _Attempt, candidate: Candidate, parent: AdapterVersion, made_by: dict[str, Any]
+) -> JobOutcome | None:
+    """Register the model work's child (phase register), fenced: a worker that lost the job while it
+    computed registers nothing; a parent destroyed meanwhile by another job is a conflict."""
+    run.fence()
+    if registry.get_version(run.session, parent.id).destroyed_at is not None:
+        return _conflict(run, f"parent {parent.id} was destroyed by another job while this one computed")
     rejection = None if candidate.passed else "verification failed: " + "; ".join(candidate.reasons)
     if rejection is None:
         run.beat(JobPhase.REGISTER, metrics=candidate.figures, verdict=Verdict.PASSED)
+        run.fence()  # held until the beat below commits the registration
     child_id = _register(run, candidate, parent, made_by, rejection)
     if rejection is not None:
         run.beat(metrics=candidate.figures, verdict=Verdict.FAILED, child_version_id=child_id)
@@ -321,8 +414,9 @@ def _register(
 
 
 def _promote(run: _Attempt) -> JobOutcome | None:
-    """Make the child active, fenced on the alias counter the job recorded; a stale promotion rejects
-    the child and fails the job without a retry."""
+    """Make the child active, fenced on the alias counter the job recorded and on the job's lease; a
+    promotion refused because another job moved the alias, completed erasures the child predates, or
+    destroyed the child's weights (``_conflict``) rejects the child and re-queues the batch."""
     job = run.job
     assert job.child_version_id and job.parent_version_id and job.expected_alias_counter is not None
     active = registry.active_adapter(run.session)
@@ -330,6 +424,7 @@ def _promote(run: _Attempt) -> JobOutcome | None:
         run.beat(JobPhase.PURGE)  # promoted before a crash: carry on
         return None
     try:
+        run.fence()
         active = registry.promote_version(
             run.session,
             job.child_version_id,
@@ -340,11 +435,9 @@ def _promote(run: _Attempt) -> JobOutcome | None:
             reason="erasure batch",
             now=run.rt.clock(),
         )
-    except StalePromotion as error:
+    except Conflict as error:
         run.session.rollback()
-        if registry.get_version(run.session, job.child_version_id).status == VersionStatus.CANDIDATE:
-            registry.reject_version(run.session, job.child_version_id, run.actor, str(error), run.rt.clock())
-        return _fail(run, f"stale promotion refused: {error}", count_retry=False)
+        return _conflict(run, f"promotion refused: {error}")
     run.beat(JobPhase.PURGE)
     if run.rt.publisher is not None:
         run.rt.publisher.publish(
@@ -428,6 +521,7 @@ def _purge(run: _Attempt) -> None:
     the batch's data."""
     _await_serving_switch(run)
     session, now = run.session, run.rt.clock()
+    run.fence()  # files go next: only while the job is ours
     prepared = _delete_stored_data(run, run.requests(), now)
     if run.job.verdict != Verdict.NOT_NEEDED:
         for version in registry.versions_carrying(session, set(run.request_ids)):
@@ -455,9 +549,7 @@ def _certify(run: _Attempt) -> JobOutcome:
             erasure_repo.add_certificate(
                 session, Certificate(request_id=request.id, document=signed, issued_at=now)
             )
-        erasure_repo.set_status(
-            session, [request.id], ErasureStatus.COMPLETED, now, completed_at=now, user_id=None
-        )
+        run.move([request.id], ErasureStatus.COMPLETED, now, completed_at=now, user_id=None)
         audit_repo.record(
             session, now, run.actor, "erasure.completed", "erasure_request", request.id, adapter=child.id
         )
@@ -469,19 +561,33 @@ def _certify(run: _Attempt) -> JobOutcome:
 # ---------------------------------------------------------------------- failure
 
 
+def _conflict(run: _Attempt, reason: str) -> JobOutcome:
+    """Another job got there first (moved the alias, completed erasures the child predates, destroyed the
+    parent or the child): reject the child if it is still a candidate and fail the job, re-queueing its
+    requests without spending their gate budget; ``max_attempts`` bounds how often that happens."""
+    run.fence()
+    child_id = run.job.child_version_id
+    if child_id is not None and registry.get_version(run.session, child_id).status == VersionStatus.CANDIDATE:
+        registry.reject_version(run.session, child_id, run.actor, reason, run.rt.clock())
+    return _fail(run, reason, count_retry=False)
+
+
 def _fail(run: _Attempt, reason: str, count_retry: bool) -> JobOutcome:
     """Fail the job for ``reason``: each request goes back to the queue (its retry counted if
-    ``count_retry``), or once past ``max_retries`` is held for an exact-fallback job, or, when there is
-    none to go to, has its data deleted all the same and ends ``not_unlearned``."""
+    ``count_retry``), or once past ``max_retries`` or ``max_attempts`` (jobs it went through) is held for an
+    exact-fallback job, or, when there is none to go to, has its data deleted all the same and ends
+    ``not_unlearned``.  LeaseLost, with nothing written, when the job is not ours any more."""
     session, job, config, now = run.session, run.job, run.config, run.rt.clock()
+    run.fence()  # before anything, files included
+    attempts = job_repo.jobs_per_request(session, run.request_ids)
     to_retrain, to_close = [], []
     for request in run.requests():
         retries = request.retry_count + (1 if count_retry else 0)
         values: dict[str, Any] = {"retry_count": retries, "failure_reason": reason}
-        if retries <= config.max_retries:
-            erasure_repo.set_status(session, [request.id], ErasureStatus.QUEUED, now, queued_at=now, **values)
+        if retries <= config.max_retries and attempts.get(request.id, 0) < config.max_attempts:
+            run.move([request.id], ErasureStatus.QUEUED, now, queued_at=now, **values)
         elif config.falls_back:  # the fallback job below claims it at once
-            erasure_repo.set_status(session, [request.id], ErasureStatus.QUEUED, now, **values)
+            run.move([request.id], ErasureStatus.QUEUED, now, **values)
             to_retrain.append(request.id)
         else:
             request.retry_count, request.failure_reason = retries, reason
@@ -492,9 +598,7 @@ def _fail(run: _Attempt, reason: str, count_retry: bool) -> JobOutcome:
         if prepared is not None:
             metrics["prepared_data"] = prepared
         for request in to_close:
-            erasure_repo.set_status(
-                session, [request.id], ErasureStatus.NOT_UNLEARNED, now, failed_at=now, user_id=None
-            )
+            run.move([request.id], ErasureStatus.NOT_UNLEARNED, now, failed_at=now, user_id=None)
             audit_repo.record(
                 session,
                 now,
@@ -520,8 +624,11 @@ def run_job(
     Takes the job's lease (skips if a live worker holds it or the job is finished), then walks the phases
     from where the job stands.  A failed gate or an error before promotion fails the job with its reason and
     sends the requests back to the queue with ``retry_count + 1`` (``failed`` past ``max_retries``); the
-    active version stays.  An error after promotion leaves the job running so that it is taken up again.
-    ``checkpoint`` commits the session (the edge's commit).
+    active version stays.  A promotion conflict with another job rejects the child and re-queues the
+    requests (at most ``max_attempts`` jobs per request).  An error after promotion leaves the job running
+    so that it is taken up again.  A worker that lost the lease (taken over, or run out) stops at its next
+    write with ``lease_lost`` and nothing of that transaction committed.  ``checkpoint`` commits the
+    session (the edge's commit).
     """
     job = job_repo.get(session, job_id)
     if job is None or job.status in FINISHED_JOB_STATUSES:
@@ -534,6 +641,17 @@ def run_job(
     checkpoint()
     run = _Attempt(session, job, runtime, checkpoint)
     try:
+        return _walk(run)
+    except LeaseLost as error:
+        session.rollback()
+        log.warning("job %s: %s", job_id, error)
+        return JobOutcome(job_id, "lease_lost", str(error))
+
+
+def _walk(run: _Attempt) -> JobOutcome:
+    """The phases from where the job stands (``run_job``); LeaseLost propagates."""
+    session, job, job_id = run.session, run.job, run.job.id
+    try:
         if (
             PHASES.index(JobPhase(job.phase)) < PHASES.index(JobPhase.REGISTER)
             or job.child_version_id is None
@@ -541,9 +659,8 @@ def run_job(
             outcome = _unlearn_verify_register(run)
             if outcome is not None:
                 return outcome
-    except LeaseLost as error:
-        session.rollback()
-        return JobOutcome(job_id, "lease_lost", str(error))
+    except LeaseLost:
+        raise
     except INFRASTRUCTURE_ERRORS as error:
         return _retry_later(run, error, may_give_up=True)
     except Exception as error:
@@ -559,9 +676,6 @@ def run_job(
         if job.phase == JobPhase.PURGE:
             _purge(run)
         return _certify(run)
-    except LeaseLost as error:
-        session.rollback()
-        return JobOutcome(job_id, "lease_lost", str(error))
     except INFRASTRUCTURE_ERRORS as error:
         return _retry_later(run, error, may_give_up=False)
 
@@ -580,7 +694,10 @@ def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobO
         if may_give_up and job.attempts >= policy.max_attempts:
             return _fail(run, f"{reason} (gave up after {job.attempts} attempts)", count_retry=True)
         delay = policy.delay(job.attempts)
-        job_repo.heartbeat(session, job.id, run.rt.worker_id, run.rt.clock(), delay, failure_reason=reason)
+        if not job_repo.heartbeat(
+            session, job.id, run.rt.worker_id, run.rt.clock(), delay, failure_reason=reason
+        ):
+            raise LeaseLost(f"job {job.id}: recording the retry was refused; lease lost to another worker")
         run.checkpoint()
     except INFRASTRUCTURE_ERRORS:  # still down: the lease runs out on its own and the beat re-sends
         session.rollback()

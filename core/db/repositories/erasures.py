@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from core.db.engine import is_sqlite
@@ -15,7 +16,9 @@ from core.db.models import (
     ErasureRequest,
     ErasureScopeItem,
     ErasureStatus,
+    UnlearningJob,
 )
+from core.db.repositories import jobs as job_repo
 
 
 def get(session: Session, request_id: str) -> ErasureRequest | None:
@@ -104,17 +107,47 @@ def for_job(session: Session, request_ids: Sequence[str]) -> list[ErasureRequest
     return list(session.scalars(query))
 
 
-def set_status(
-    session: Session, request_ids: Sequence[str], status: ErasureStatus, now: datetime, **values: object
-) -> None:
-    session.execute(
+@dataclass(frozen=True)
+class JobLease:
+    """Who writes for a job: a request transition made under it also needs the request to be in job
+    ``job_id`` and the job to be leased, unexpired, by ``owner`` (``jobs.held_by``)."""
+
+    job_id: int
+    owner: str
+
+
+def transition(
+    session: Session,
+    request_ids: Sequence[str],
+    expected: Iterable[ErasureStatus],
+    status: ErasureStatus,
+    now: datetime,
+    lease: JobLease | None = None,
+    **values: object,
+) -> int:
+    """Compare-and-set: move those of ``request_ids`` that are in one of the ``expected`` statuses (and,
+    with ``lease``, in that job while its lease is held) to ``status`` with ``values``.  Returns how many
+    moved: fewer than asked means another writer got there first (the caller refuses or rolls back)."""
+    ids = list(request_ids)
+    guard: list[ColumnElement[bool]] = [
+        ErasureRequest.id.in_(ids),
+        ErasureRequest.status.in_(sorted(expected)),
+    ]
+    if lease is not None:
+        held = select(UnlearningJob.id).where(
+            UnlearningJob.id == lease.job_id, job_repo.held_by(lease.owner, now)
+        )
+        guard += [ErasureRequest.job_id == lease.job_id, held.exists()]
+    result = session.execute(
         update(ErasureRequest)
-        .where(ErasureRequest.id.in_(list(request_ids)))
+        .where(*guard)
         .values(status=status, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
     )
     session.flush()
-    for request in session.scalars(select(ErasureRequest).where(ErasureRequest.id.in_(list(request_ids)))):
+    for request in session.scalars(select(ErasureRequest).where(ErasureRequest.id.in_(ids))):
         session.refresh(request)
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def completed_ids(session: Session) -> set[str]:

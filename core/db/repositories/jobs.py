@@ -1,4 +1,7 @@
-"""Unlearning jobs: creation, lease-fenced claiming and heartbeats, listing."""
+"""Unlearning jobs: creation, lease-fenced claiming, heartbeats and finishing, listing.
+
+Every write to a job after its creation is a compare-and-set on its lease (``held_by``): the row must still
+be running, leased by the writer, and its lease unexpired.  False (no row matched): the lease is lost."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db.models import OPEN_JOB_STATUSES, JobRequest, JobStatus, UnlearningJob
@@ -64,20 +67,50 @@ def try_lease(session: Session, job_id: int, owner: str, now: datetime, lease_se
     return guarded_update(session, statement, UnlearningJob, job_id)
 
 
+def held_by(owner: str, now: datetime) -> ColumnElement[bool]:
+    """The lease guard: the job is running, leased by ``owner``, and the lease has not run out at ``now``."""
+    return and_(
+        UnlearningJob.lease_owner == owner,
+        UnlearningJob.status == JobStatus.RUNNING,
+        UnlearningJob.lease_expires_at >= now,
+    )
+
+
 def heartbeat(
     session: Session, job_id: int, owner: str, now: datetime, lease_seconds: float, **values: Any
 ) -> bool:
-    """Renew the lease (and set ``values``) only while ``owner`` still holds it.  False: the lease is lost."""
+    """Renew the lease (and set ``values``) only while ``owner`` still holds it unexpired.  False: the lease
+    is lost.  On PostgreSQL the row stays locked until the transaction ends, so nobody can take the job
+    over between a successful heartbeat and the commit that follows it."""
     statement = (
         update(UnlearningJob)
-        .where(
-            UnlearningJob.id == job_id,
-            UnlearningJob.lease_owner == owner,
-            UnlearningJob.status == JobStatus.RUNNING,
-        )
+        .where(UnlearningJob.id == job_id, held_by(owner, now))
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now, **values)
     )
     return guarded_update(session, statement, UnlearningJob, job_id)
+
+
+def finish(
+    session: Session, job_id: int, owner: str, now: datetime, status: JobStatus, **values: Any
+) -> bool:
+    """End the job with ``status`` (and ``values``) and give up its lease, only while ``owner`` holds it.
+    False: the lease is lost and nothing was written."""
+    statement = (
+        update(UnlearningJob)
+        .where(UnlearningJob.id == job_id, held_by(owner, now))
+        .values(status=status, finished_at=now, lease_owner=None, lease_expires_at=now, **values)
+    )
+    return guarded_update(session, statement, UnlearningJob, job_id)
+
+
+def jobs_per_request(session: Session, request_ids: Sequence[str]) -> dict[str, int]:
+    """How many jobs each request has been in (its attempts, the current job included)."""
+    query = (
+        select(JobRequest.request_id, func.count())
+        .where(JobRequest.request_id.in_(list(request_ids)))
+        .group_by(JobRequest.request_id)
+    )
+    return {str(request_id): int(count) for request_id, count in session.execute(query)}
 
 
 def expired(session: Session, now: datetime) -> list[int]:

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.db.models import AuditEntry, Interaction, Item, UserProfile, utcnow
+from core.db.models import AuditEntry, ErasureStatus, Interaction, Item, UserProfile, utcnow
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories import erasures as erasure_repo
 from core.ml.data import CsvSource, PreparedData
@@ -92,7 +92,8 @@ def test_ratings_of_erased_users_and_items_are_refused(registry_ready: Session) 
     done, _ = create_erasure_request(session, "u2", [u2_item], intake)
     # completed: rows deleted and the user id redacted; only HMAC(salt, user id) is left
     catalog_repo.delete_scope_rows(session, "u2", [u2_item])
-    erasure_repo.set_status(session, [done.id], "completed", utcnow(), completed_at=utcnow(), user_id=None)
+    pending = [ErasureStatus.RECEIVED]
+    erasure_repo.transition(session, [done.id], pending, ErasureStatus.COMPLETED, utcnow(), user_id=None)
     session.commit()
     before = _counts(session)
     ratings = CsvSource(
@@ -134,9 +135,9 @@ def test_ratings_of_a_user_whose_data_went_without_unlearning_are_refused(regist
     request, _ = create_erasure_request(session, "u3", None, IntakeConfig(salt=SALT))
     # unlearning failed for good: the data was deleted all the same (core.services.pipeline._fail)
     catalog_repo.delete_scope_rows(session, "u3", None)
-    erasure_repo.set_status(
-        session, [request.id], "not_unlearned", utcnow(), failed_at=utcnow(), user_id=None
-    )
+    pending, failed = [ErasureStatus.RECEIVED], ErasureStatus.NOT_UNLEARNED
+    now = utcnow()
+    erasure_repo.transition(session, [request.id], pending, failed, now, failed_at=now, user_id=None)
     session.commit()
     before = _counts(session)
     with pytest.raises(ImportRefused):

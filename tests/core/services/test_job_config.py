@@ -30,17 +30,20 @@ STORED = {
 
 # ... and since the verifier calibrates on held-out users, the size of that sample
 NOW_STORED = {**STORED, "reference_users": 40, "reference_samples": 20}
+# ... and the cap on the jobs a request goes through
+CAPPED = {**NOW_STORED, "max_attempts": 8}
 
 
 def test_job_settings_make_the_stored_json() -> None:
     settings = JobSettings(method_config={"alpha": 2.0}, seed=1, exact_fallback=True)
-    assert settings.job_config(attempt_seed=2).to_dict() == NOW_STORED
+    assert settings.job_config(attempt_seed=2).to_dict() == CAPPED
 
 
 def test_job_config_round_trips_json_and_reads_the_json_of_before() -> None:
-    plain = JobConfig.from_dict(json.loads(json.dumps(NOW_STORED)))
-    assert plain.to_dict() == NOW_STORED and plain.falls_back
+    plain = JobConfig.from_dict(json.loads(json.dumps(CAPPED)))
+    assert plain.to_dict() == CAPPED and plain.falls_back
     assert JobConfig.from_dict(STORED) == plain  # the sizes of before the held-out users: the defaults
+    assert JobConfig.from_dict(NOW_STORED) == plain  # stored before the attempt cap: the default cap
     sizes = plain.verification_sizes()
     assert (sizes.valid_samples, sizes.max_forget_samples, sizes.reference_users) == (256, 512, 40)
     assert (sizes.reference_samples, sizes.seed) == (20, 1)
@@ -55,6 +58,7 @@ def test_job_config_round_trips_json_and_reads_the_json_of_before() -> None:
     [
         ({"speed": 1}, r"unknown job configuration members \['speed'\]"),
         ({"max_retries": -1}, "max_retries must be an integer >= 0"),
+        ({"max_attempts": 0}, "max_attempts must be >= 1"),
         ({"valid_samples": "many"}, "valid_samples must be an integer >= 0"),
         ({"method": ""}, "method must be a method name"),
         ({"method_config": []}, "method_config must be a JSON object"),
