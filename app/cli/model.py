@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from app.cli.data import DataDirOpt, outside, refuse_on_initialised_registry
 from core.ml.data import load_prepared
 from core.ml.evaluation import evaluate_all
 from core.ml.model import LoraSpec, ModelConfig
@@ -26,10 +27,17 @@ def model_config(settings: Settings, base: str | None) -> ModelConfig:
     return ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
 
 
-def train_v1(settings: Settings, base: str | None, config: TrainConfig, folder: Path | None = None) -> None:
-    """Train adapter v1 into ``folder`` (default: <home>/adapters/v1) and say how it went."""
+def train_v1(
+    settings: Settings,
+    base: str | None,
+    config: TrainConfig,
+    folder: Path | None = None,
+    data_dir: Path | None = None,
+) -> None:
+    """Train adapter v1 on ``data_dir`` (default: the service's) into ``folder`` (default:
+    <home>/adapters/v1) and say how it went."""
     folder = folder or settings.adapters_dir / "v1"
-    data = load_prepared(settings.data_dir)
+    data = load_prepared(data_dir or settings.data_dir)
     trained = train_first_adapter(model_config(settings, base), data, config, folder)
     typer.echo(
         f"adapter saved to {folder} (sha256 {trained.sha256[:12]}); {trained.result.steps} steps, "
@@ -50,8 +58,13 @@ def train(
     valid_samples: int = 256,
     lora_rank: int = 8,
     seed: int = 0,
+    data_dir: DataDirOpt = None,
 ) -> None:
-    """Instruction-tune adapter v1 (LoRA on the frozen base) with early stopping on the validation split."""
+    """Instruction-tune adapter v1 (LoRA on the frozen base) with early stopping on the validation split.
+    Refused once the registry is initialised, unless ``--data-dir`` and ``--out`` name separate folders."""
+    settings = Settings()
+    elsewhere = outside(data_dir, settings.home / "data") and outside(out, settings.adapters_dir)
+    refuse_on_initialised_registry(settings, "train", elsewhere)
     config = TrainConfig(
         lora=LoraSpec(r=lora_rank, alpha=2 * lora_rank),
         learning_rate=learning_rate,
@@ -62,7 +75,7 @@ def train(
         valid_samples=valid_samples,
         seed=seed,
     )
-    train_v1(Settings(), base, config, out)
+    train_v1(settings, base, config, out, data_dir)
 
 
 def evaluate(
