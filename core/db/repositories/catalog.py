@@ -180,7 +180,7 @@ def scope_interactions(
     if splits is not None:
         query = query.where(Interaction.split.in_(list(splits)))
     order = (Interaction.timestamp, Interaction.id)
-    rows = []
+    rows: list[Any] = []
     for chunk in _chunks(users):
         rows += session.execute(query.where(Interaction.user_id.in_(chunk)).order_by(*order)).all()
     frame = _frame(rows)
