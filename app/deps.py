@@ -6,17 +6,22 @@ after the commit (enqueue a job, publish an event) is registered with ``after_co
 rollback.
 
 ``RecommendKey`` / ``EraseKey`` / ``AdminKey``: the caller's API key (``X-API-Key`` header, or
-``Authorization: Bearer <key>``), which must hold that scope.
+``Authorization: Bearer <key>``), which must hold that scope.  Failed authentications (no key, an unknown
+or revoked one) are counted per client address (``AuthFailureLimiter``): past the limit, 429 + Retry-After.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Security
+from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -88,16 +93,70 @@ _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer
 def _presented_key(
     header: Annotated[str | None, Security(_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> str:
-    key = header or (bearer.credentials if bearer else None)
-    if not key:
-        raise Unauthorized("an API key is required (X-API-Key header or Authorization: Bearer)")
-    return key
+) -> str | None:
+    return header or (bearer.credentials if bearer else None)
+
+
+@dataclass
+class AuthFailureLimiter:
+    """Failed authentications per client address in a sliding window: once an address has ``limit`` in the
+    last ``window_seconds``, its requests are refused (429) until the oldest leaves the window, so keys
+    cannot be guessed at speed.  Memory: at most ``max_addresses`` addresses (the stalest go first)."""
+
+    limit: int = 10
+    window_seconds: float = 60.0
+    max_addresses: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again; None when it may now."""
+        now = self.clock()
+        with self._lock:
+            times = self._failures.get(address)
+            if times is None:
+                return None
+            while times and times[0] <= now - self.window_seconds:
+                times.popleft()
+            if not times:
+                del self._failures[address]
+                return None
+            if len(times) < self.limit:
+                return None
+            return max(1, math.ceil(times[0] + self.window_seconds - now))
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            times = self._failures.pop(address, deque())  # re-inserted last: dict order is staleness
+            times.append(self.clock())
+            self._failures[address] = times
+            while len(self._failures) > self.max_addresses:
+                del self._failures[next(iter(self._failures))]
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def require_scope(scope: str) -> Callable[..., ApiKey]:
-    def dependency(session: SessionDep, key: Annotated[str, Depends(_presented_key)]) -> ApiKey:
-        return api_key_service.authenticate(session, key, scope)
+    def dependency(
+        request: Request, session: SessionDep, key: Annotated[str | None, Depends(_presented_key)]
+    ) -> ApiKey:
+        limiter: AuthFailureLimiter = request.app.state.auth_failures
+        address = _client_address(request)
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            raise HTTPException(
+                429, "too many failed authentications from this address", {"Retry-After": str(wait)}
+            )
+        try:
+            if not key:
+                raise Unauthorized("an API key is required (X-API-Key header or Authorization: Bearer)")
+            return api_key_service.authenticate(session, key, scope)
+        except Unauthorized:
+            limiter.failed(address)
+            raise
 
     dependency.__name__ = f"require_{scope}_scope"
     return dependency

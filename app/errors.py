@@ -91,6 +91,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Refused in the current state",
         413: "Too large",
         422: "Validation error",
+        429: "Too many failed authentications from this address (see Retry-After)",
         503: "Not ready, or at capacity (see Retry-After)",
     }
     return {s: {"model": ErrorResponse, "description": text.get(s, "Error")} for s in statuses}
@@ -154,7 +155,12 @@ async def render_error(request: Request, error: Exception) -> JSONResponse:
         # failure like malformed JSON, with the status every operation documents
         return error_response(422, "validation_error", str(error.detail))
     if isinstance(error, StarletteHTTPException):  # unknown route, wrong method, body too large
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            429: "too_many_requests",
+        }
         code = codes.get(error.status_code, "http_error")
         headers = error.headers
         if error.status_code == 405:

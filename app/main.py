@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.adapters.endpoints import router as adapters_router
 from app.admission import AdmissionControl, BodyLimit, Upload
 from app.api_keys.endpoints import router as api_keys_router
+from app.deps import AuthFailureLimiter
 from app.erasures.endpoints import admin_router as erasures_admin_router
 from app.erasures.endpoints import router as erasures_router
 from app.errors import install_error_handler
@@ -66,6 +67,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.auth_failures = AuthFailureLimiter()
     install_error_handler(app)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(recommendations_router)

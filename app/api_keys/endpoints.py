@@ -1,11 +1,13 @@
-"""API keys (admin scope): create one; the service stores only its hash."""
+"""API keys (admin scope): create, list and revoke; the service stores only a key's hash."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
 
-from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated
-from app.deps import AdminKey, SessionDep
+from fastapi import APIRouter, Path, status
+
+from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyView
+from app.deps import AdminKey, SessionDep, actor
 from app.errors import error_responses
 from core.services import api_keys as service
 
@@ -20,6 +22,31 @@ router = APIRouter(prefix="/admin/api-keys", tags=["admin"])
     summary="Create an API key",
 )
 def create_api_key(body: ApiKeyCreate, session: SessionDep, key: AdminKey) -> ApiKeyCreated:
-    """The key is in this response only; the service stores its sha256."""
+    """The key is in this response only; the service stores its sha256.  The list shows the key's id next
+    to its first characters."""
     plaintext = service.create_api_key(session, body.name, body.scopes)
     return ApiKeyCreated(name=body.name, scopes=sorted(set(body.scopes)), key=plaintext)
+
+
+@router.get(
+    "",
+    response_model=list[ApiKeyView],
+    responses=error_responses(401, 403),
+    summary="List the API keys (never the keys themselves)",
+)
+def list_api_keys(session: SessionDep, key: AdminKey) -> list[ApiKeyView]:
+    """Every key, revoked ones included, with when it was last used."""
+    return [ApiKeyView.model_validate(k) for k in service.list_api_keys(session)]
+
+
+@router.post(
+    "/{key_id}/revoke",
+    response_model=ApiKeyView,
+    responses=error_responses(401, 403, 404, 422),
+    summary="Revoke an API key",
+)
+def revoke_api_key(
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep, key: AdminKey
+) -> ApiKeyView:
+    """The key authenticates no more, at once.  Idempotent."""
+    return ApiKeyView.model_validate(service.revoke_api_key(session, key_id, actor(key)))

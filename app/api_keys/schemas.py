@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -19,3 +20,19 @@ class ApiKeyCreated(BaseModel):
     name: str
     scopes: list[str]
     key: str = Field(description="shown once; only its hash is stored", examples=["e2u_Zq3..."])
+
+
+class ApiKeyView(BaseModel):
+    """A key as listed: never the key itself (the service keeps only its hash), only its first characters."""
+
+    id: int
+    name: str
+    prefix: str = Field(
+        description="the key's first characters, to tell keys apart", examples=["e2u_Zq3abcd"]
+    )
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="when it last authenticated (to the minute)")
+    revoked_at: datetime | None
+
+    model_config = {"from_attributes": True}

@@ -9,7 +9,7 @@ import typer
 from app.settings import ApiSettings
 from core.db.engine import session_factory
 from core.db.migrate import upgrade
-from core.services.api_keys import create_api_key
+from core.services.api_keys import create_api_key, list_api_keys, revoke_api_key
 from core.services.errors import ServiceError
 
 apikey_app = typer.Typer(help="API keys (stored hashed).", no_args_is_help=True)
@@ -32,3 +32,34 @@ def apikey_create(
             raise typer.Exit(2) from None
         session.commit()
     typer.echo(key)
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """Every key with its id, first characters, scopes and when it was created, last used and revoked (the
+    keys themselves are not stored)."""
+    settings = ApiSettings()
+    upgrade(settings.database_url_resolved)
+    with session_factory(settings.database_url_resolved)() as session:
+        keys = list_api_keys(session)
+    typer.echo(f"{'id':>4}  {'prefix':<12}  {'name':<20} {'scopes':<24} {'last used':<19}  revoked")
+    for key in keys:
+        used = key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "never"
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+        scopes = ",".join(key.scopes)
+        typer.echo(f"{key.id:>4}  {key.prefix:<12}  {key.name:<20} {scopes:<24} {used:<19}  {revoked}")
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[int, typer.Argument(help="the key's id (`e2u apikey list`)")]) -> None:
+    """Revoke a key: it authenticates no more, at once."""
+    settings = ApiSettings()
+    upgrade(settings.database_url_resolved)
+    with session_factory(settings.database_url_resolved)() as session:
+        try:
+            key = revoke_api_key(session, key_id, "cli:apikey-revoke")
+        except ServiceError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        session.commit()
+    typer.echo(f"revoked API key {key.id} ({key.name})")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from app.cli.data import DataDirOpt, outside, refuse_on_initialised_registry
 from core.ml.data import load_prepared
 from core.ml.evaluation import evaluate_all
 from core.ml.model import LoraSpec, ModelConfig
@@ -33,11 +34,13 @@ def train_v1(
     folder: Path | None = None,
     checkpoint_every: int = 50,
     resume: bool = False,
+    data_dir: Path | None = None,
 ) -> None:
-    """Train adapter v1 into ``folder`` (default: <home>/adapters/v1) and say how it went; exit 2 when the
+    """Train adapter v1 on ``data_dir`` (default: the service's) into ``folder`` (default:
+    <home>/adapters/v1) and say how it went; exit 2 when the
     checkpoint to resume from does not fit."""
     folder = folder or settings.adapters_dir / "v1"
-    data = load_prepared(settings.data_dir)
+    data = load_prepared(data_dir or settings.data_dir)
     try:
         trained = train_first_adapter(
             model_config(settings, base),
@@ -86,11 +89,16 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="continue the interrupted run into --out from its checkpoint")
     ] = False,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Instruction-tune adapter v1 (LoRA on the frozen base) with early stopping on the validation split.
 
     The run's state is saved every --checkpoint-every steps beside the adapter (<out>.run/); after an
-    interruption, the same command with --resume continues where it stopped (--minutes may grow)."""
+    interruption, the same command with --resume continues where it stopped (--minutes may grow).
+    Refused once the registry is initialised, unless ``--data-dir`` and ``--out`` name separate folders."""
+    settings = Settings()
+    elsewhere = outside(data_dir, settings.home / "data") and outside(out, settings.adapters_dir)
+    refuse_on_initialised_registry(settings, "train", elsewhere)
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     try:
         config = TrainConfig(
@@ -109,7 +117,7 @@ def train(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    train_v1(Settings(), base, config, out, checkpoint_every=checkpoint_every, resume=resume)
+    train_v1(settings, base, config, out, checkpoint_every, resume, data_dir)
 
 
 def evaluate(

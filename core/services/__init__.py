@@ -51,7 +51,7 @@ certificates
     verify_certificate(envelope, jwks) -> statement   raises core.signing.SignatureError
 api_keys
     create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None) -> ApiKey
-    revoke_api_key(s, key_id)
+        (records last_used_at);  list_api_keys(s) -> [ApiKey];  revoke_api_key(s, key_id, actor) -> ApiKey
 bootstrap
     registry_is_initialised(s) -> bool      True once any adapter version exists: the launcher must then
         not prepare data nor train v1 (call it instead of checking for an active version or files)

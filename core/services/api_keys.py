@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, utcnow
 from core.db.repositories import audit as audit_repo
-from core.services.errors import Forbidden, InvalidInput, Unauthorized
+from core.services.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
 SCOPES = ("recommend", "erase", "admin")
 KEY_PREFIX = "e2u_"
+# ``last_used_at`` is written at most this often per key: one write a minute, not one per request
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def _hash(plaintext: str) -> str:
@@ -43,19 +45,38 @@ def create_api_key(session: Session, name: str, scopes: Sequence[str], now: date
     return plaintext
 
 
-def authenticate(session: Session, plaintext: str, required_scope: str | None = None) -> ApiKey:
-    """The key row for ``plaintext``; raises Unauthorized (unknown/revoked) or Forbidden (scope missing)."""
+def authenticate(
+    session: Session, plaintext: str, required_scope: str | None = None, now: datetime | None = None
+) -> ApiKey:
+    """The key row for ``plaintext``; raises Unauthorized (unknown/revoked) or Forbidden (scope missing).
+    Records when the key was last used (to ``LAST_USED_RESOLUTION``); flushes only."""
     key = audit_repo.key_by_hash(session, _hash(plaintext)) if plaintext else None
     if key is None or key.revoked_at is not None:
         raise Unauthorized("unknown or revoked API key")
+    when = now or utcnow()
+    if key.last_used_at is None or when - key.last_used_at >= LAST_USED_RESOLUTION:
+        key.last_used_at = when
+        session.flush()
     if required_scope is not None and required_scope not in key.scopes:
         raise Forbidden(f"this API key lacks the {required_scope!r} scope", scopes=key.scopes)
     return key
 
 
-def revoke_api_key(session: Session, key_id: int, now: datetime | None = None) -> None:
+def list_api_keys(session: Session) -> list[ApiKey]:
+    """Every key, revoked ones included, oldest first (rows hold the hash only, never the key)."""
+    return audit_repo.list_keys(session)
+
+
+def revoke_api_key(session: Session, key_id: int, actor: str, now: datetime | None = None) -> ApiKey:
+    """Revoke a key: it authenticates no more.  Idempotent (the first revocation time stays).  Flushes
+    only."""
     key = session.get(ApiKey, key_id)
     if key is None:
-        raise Unauthorized(f"no API key {key_id}")
-    key.revoked_at = now or utcnow()
-    session.flush()
+        raise NotFound(f"API key {key_id} not found")
+    if key.revoked_at is None:
+        key.revoked_at = now or utcnow()
+        audit_repo.record(
+            session, key.revoked_at, actor, "api_key.revoked", "api_key", str(key.id), name=key.name
+        )
+        session.flush()
+    return key

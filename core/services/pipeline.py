@@ -304,11 +304,7 @@ def _collect(run: _Attempt) -> JobData:
     session = run.session
     forget = catalog_repo.scope_interactions(session, run.request_ids, splits=["train"])
     for request in run.requests():
-        scoped = forget[forget["user_id"] == request.user_id]
-        items = run.scope_items(request)
-        if items is not None:
-            scoped = scoped[scoped["item_id"].isin(items)]
-        request.forget_samples = len(scoped)
+        request.forget_samples = sum(catalog_repo.request_scopes(session, [request.id]).covered(forget))
     data = JobData(
         forget=forget.drop_duplicates("id").reset_index(drop=True),
         retain=catalog_repo.usable_interactions(session, splits=["train"]),

@@ -155,3 +155,64 @@ def test_init_prepares_and_trains_through_the_workflows(
     v1 = tmp_path / "adapters" / "v1"
     assert calls["train"] == ("tiny", f"data from {data_dir}", TrainConfig.quick(30), v1)
     assert f"adapter saved to {v1}" in result.output and "active adapter version: v1-x" in result.output
+
+
+def _fake_workflows(monkeypatch: pytest.MonkeyPatch, small_data: PreparedData) -> dict[str, Any]:
+    """Record the folders that prepare and train would read and write."""
+    calls: dict[str, Any] = {}
+
+    def fake_prepare(folder: Path, config: Any, *csvs: Any) -> tuple[PreparedData, str]:
+        calls["prepare"] = folder
+        return small_data, "0" * 64
+
+    def fake_train(model_config: Any, prepared: Any, config: TrainConfig, folder: Path) -> Any:
+        calls["train"] = (prepared, folder)
+        result = SimpleNamespace(steps=1, best_valid_auc=0.5, seconds=1.0)
+        return SimpleNamespace(sha256="1" * 64, result=result)
+
+    monkeypatch.setattr(data, "prepare_data", fake_prepare)
+    monkeypatch.setattr(model, "load_prepared", lambda folder: f"data from {folder}")
+    monkeypatch.setattr(model, "train_first_adapter", fake_train)
+    return calls
+
+
+def test_prepare_and_train_refuse_on_an_initialised_registry(
+    home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    small_data: PreparedData,
+) -> None:
+    calls = _fake_workflows(monkeypatch, small_data)
+    prepare = CliRunner().invoke(app, ["data", "prepare", "--ratings", "r.csv", "--items", "i.csv"])
+    _assert_refused(prepare, "refused: the registry is initialised")
+    _assert_refused(CliRunner().invoke(app, ["train"]), "refused: the registry is initialised")
+    inside = ["--data-dir", str(home / "data" / "default"), "--out", str(home / "adapters" / "v1")]
+    _assert_refused(CliRunner().invoke(app, ["train", *inside]), "--data-dir, and --out")
+    separate = tmp_path_factory.mktemp("separate")
+    half = ["--data-dir", str(separate / "data"), "--out", str(home / "adapters" / "v9")]
+    _assert_refused(CliRunner().invoke(app, ["train", *half]), "refused")  # the output still in the store
+    assert calls == {}
+    # a separate folder: the service's files stay untouched
+    result = CliRunner().invoke(app, ["data", "prepare", "--data-dir", str(separate / "data")])
+    assert result.exit_code == 0, result.output
+    trained = CliRunner().invoke(
+        app, ["train", "--data-dir", str(separate / "data"), "--out", str(separate / "v1")]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert calls == {
+        "prepare": separate / "data",
+        "train": (f"data from {separate / 'data'}", separate / "v1"),
+    }
+
+
+def test_prepare_and_train_go_ahead_before_the_registry_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_data: PreparedData
+) -> None:
+    monkeypatch.setenv("E2U_HOME", str(tmp_path))
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")
+    monkeypatch.delenv("E2U_DATABASE_URL", raising=False)
+    calls = _fake_workflows(monkeypatch, small_data)
+    assert CliRunner().invoke(app, ["data", "prepare"]).exit_code == 0
+    assert CliRunner().invoke(app, ["train"]).exit_code == 0
+    data_dir = tmp_path / "data" / "default"
+    assert calls == {"prepare": data_dir, "train": (f"data from {data_dir}", tmp_path / "adapters" / "v1")}

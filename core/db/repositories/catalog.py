@@ -52,6 +52,18 @@ class ExcludedScopes:
     def allows(self, user_id: str, item_id: str) -> bool:
         return user_id not in self.users and item_id not in self.items.get(user_id, set())
 
+    def covers(self, user_id: str, item_id: str, history: str) -> bool:
+        """Whether a sample lies in these scopes: its user or its item is erased, or its prompt history
+        mentions an erased item of its user (that prompt carries the erased rating too)."""
+        return not self.allows(user_id, item_id) or any(
+            not self.allows(user_id, i) for i, _ in decode_history(history)
+        )
+
+    def covered(self, frame: pd.DataFrame) -> list[bool]:
+        """``covers`` for each row of a sample frame."""
+        columns = (frame["user_id"], frame["item_id"], frame["history"])
+        return [self.covers(u, i, h) for u, i, h in zip(*columns, strict=True)]
+
 
 def excluded_scopes(session: Session, user_ids: Iterable[str] | None = None) -> ExcludedScopes:
     """The live erasure scopes (optionally only of ``user_ids``)."""
@@ -60,6 +72,19 @@ def excluded_scopes(session: Session, user_ids: Iterable[str] | None = None) -> 
     )
     if user_ids is not None:
         query = query.where(ErasureRequest.user_id.in_(list(user_ids)))
+    return _scopes(session, query)
+
+
+def request_scopes(session: Session, request_ids: Sequence[str]) -> ExcludedScopes:
+    """The scopes of the given requests, whatever their status (redacted ones have none left)."""
+    query = select(ErasureRequest.id, ErasureRequest.user_id, ErasureRequest.scope).where(
+        ErasureRequest.id.in_(list(request_ids))
+    )
+    return _scopes(session, query)
+
+
+def _scopes(session: Session, query: Any) -> ExcludedScopes:
+    """The scopes of the requests that ``query`` selects as (id, user_id, scope) rows."""
     users: set[str] = set()
     partial: dict[str, str] = {}
     for request_id, user_id, scope in session.execute(query):
@@ -146,15 +171,23 @@ def usable_interactions(
 def scope_interactions(
     session: Session, request_ids: Sequence[str], splits: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Rows under the scope of the given requests, as stored (histories as they were trained on)."""
-    request = aliased(ErasureRequest)
-    in_scope = _in_scope_of(request)
-    query = select(*_sample_columns()).where(  # type: ignore[call-overload]
-        exists().where(request.id.in_(list(request_ids)), request.user_id == Interaction.user_id, in_scope)
-    )
+    """Rows under the scope of the given requests, as stored (histories as they were trained on): every
+    row of a whole user; of a partial request's user, the rows of the listed items and every other row
+    whose prompt history mentions one of them (``ExcludedScopes.covers``)."""
+    scopes = request_scopes(session, request_ids)
+    users = sorted({*scopes.users, *scopes.items})
+    query = select(*_sample_columns())  # type: ignore[call-overload]
     if splits is not None:
         query = query.where(Interaction.split.in_(list(splits)))
-    return _frame(session.execute(query.order_by(Interaction.timestamp, Interaction.id)).all())
+    order = (Interaction.timestamp, Interaction.id)
+    rows: list[Any] = []
+    for chunk in _chunks(users):
+        rows += session.execute(query.where(Interaction.user_id.in_(chunk)).order_by(*order)).all()
+    frame = _frame(rows)
+    if frame.empty:
+        return frame
+    frame = frame[scopes.covered(frame)]
+    return frame.sort_values(["timestamp", "id"], kind="stable").reset_index(drop=True)
 
 
 def popular_unseen_items(session: Session, user_id: str, limit: int) -> list[str]:

@@ -55,3 +55,20 @@ def test_scope_rows_are_the_stored_samples(session: Session, seeded: PreparedDat
     expected = seeded.samples[(seeded.samples["user_id"] == "u2") & (seeded.samples["split"] == "train")]
     assert sorted(scoped["item_id"]) == sorted(expected["item_id"])
     assert sorted(scoped["history"]) == sorted(expected["history"])
+
+
+def test_item_scope_takes_in_the_prompts_that_mention_the_item(
+    session: Session, seeded: PreparedData
+) -> None:
+    train = seeded.samples[seeded.samples["split"] == "train"]
+    user = sorted(set(train["user_id"]))[0]
+    own = train[train["user_id"] == user]
+    erased = own.iloc[0]["item_id"]  # the user's first training sample: later prompts mention it
+    mentioning = own[[any(i == erased for i, _ in decode_history(h)) for h in own["history"]]]
+    assert len(mentioning) > 0 and erased not in set(mentioning["item_id"])
+    request, _ = create_erasure_request(session, user, [erased], INTAKE)
+    session.flush()
+    scoped = catalog_repo.scope_interactions(session, [request.id], splits=["train"])
+    assert sorted(scoped["item_id"]) == sorted([erased, *mentioning["item_id"]])
+    assert sorted(scoped["history"]) == sorted([own.iloc[0]["history"], *mentioning["history"]])  # as trained
+    assert set(scoped["user_id"]) == {user}
