@@ -165,9 +165,18 @@ def _fake_workflows(monkeypatch: pytest.MonkeyPatch, small_data: PreparedData) -
         calls["prepare"] = folder
         return small_data, "0" * 64
 
-    def fake_train(model_config: Any, prepared: Any, config: TrainConfig, folder: Path) -> Any:
+    def fake_train(
+        model_config: Any, prepared: Any, config: TrainConfig, folder: Path, **options: Any
+    ) -> Any:
         calls["train"] = (prepared, folder)
-        result = SimpleNamespace(steps=1, best_valid_auc=0.5, seconds=1.0)
+        result = SimpleNamespace(
+            steps=1,
+            samples_seen=8,
+            stopped_by="max_steps",
+            resumed_from_step=0,
+            best_valid_auc=0.5,
+            seconds=1.0,
+        )
         return SimpleNamespace(sha256="1" * 64, result=result)
 
     monkeypatch.setattr(data, "prepare_data", fake_prepare)
