@@ -13,6 +13,7 @@ Each phase is one function of an ``_Attempt`` below; the model work of unlearn a
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,10 @@ PROGRESS = {
 }
 UNLEARN_SPAN = (0.1, 0.65)
 HEARTBEAT_EVERY_SECONDS = 2.0
+# Fault drills only (tests/drills): with E2U_DRILL_PAUSE=<phase> the worker stops for good at the end of
+# that phase, its work flushed but not yet committed, so that a drill can SIGKILL it there.  Never set it
+# in a deployment.
+DRILL_PAUSE_ENV = "E2U_DRILL_PAUSE"
 # Errors of the infrastructure, not of unlearning (the database unreachable, a full disk): the job is tried
 # again later without spending the batch's gate budget.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
@@ -125,6 +130,14 @@ class JobOutcome:
     retry_in_seconds: float | None = None  # with "retry": when the edge sends the job again
 
 
+def drill_pause(phase: str) -> None:
+    """Block forever when ``E2U_DRILL_PAUSE`` names ``phase`` (see ``DRILL_PAUSE_ENV``)."""
+    if os.environ.get(DRILL_PAUSE_ENV) == phase:
+        log.warning("drill: paused at the end of phase %s", phase)
+        while True:
+            time.sleep(3600)
+
+
 class _Attempt:
     """One attempt at one job: its session, lease and configuration; ``checkpoint`` commits.
 
@@ -153,6 +166,8 @@ class _Attempt:
             values.setdefault("progress", PROGRESS.get(phase, 0.0))
         if progress is not None:
             values["progress"] = progress
+        if phase is not None and phase != self.job.phase:
+            drill_pause(self.job.phase)
         ok = job_repo.heartbeat(
             self.session, self.job.id, self.rt.worker_id, self.rt.clock(), self.rt.lease_seconds, **values
         )
@@ -277,6 +292,7 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
         progress=run,
         name=f"job{job.id}",
         score_batch_size=run.rt.score_batch_size,
+        parent_sha256=parent.sha256,  # a corrupted parent is never unlearned from
     )
     rejection = None if candidate.passed else "verification failed: " + "; ".join(candidate.reasons)
     if rejection is None:
@@ -415,6 +431,7 @@ def _certify(run: _Attempt) -> JobOutcome:
             session, now, run.actor, "erasure.completed", "erasure_request", request.id, adapter=child.id
         )
     run.finish(JobStatus.SUCCEEDED, now, phase=JobPhase.DONE, progress=1.0)
+    drill_pause(JobPhase.CERTIFY)
     run.checkpoint()
     return JobOutcome(job.id, "succeeded")
 

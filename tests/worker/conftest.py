@@ -1,4 +1,13 @@
-"""The database and seeded-data fixtures of tests/core serve the worker tests too."""
+"""The database and seeded-data fixtures of tests/core serve the worker tests too; ``redis_url`` gives each
+test a Redis database of its own, so that test runs side by side never take each other's jobs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
 
 from tests.core.conftest import (  # noqa: F401
     adapters_dir,
@@ -10,3 +19,30 @@ from tests.core.conftest import (  # noqa: F401
     sqlite_template,
     v1_id,
 )
+
+REDIS_HOST = "redis://127.0.0.1:6379"
+# database 0 holds the leases; 12 is tests/app/test_end_to_end.py's own
+LEASABLE_DATABASES = [n for n in range(1, 16) if n != 12]
+LEASE_SECONDS = 3600  # a run killed before its teardown frees its database after this
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database leased to this test alone (SET NX on a key in database 0, freed at teardown),
+    emptied first: messages left by a killed run cannot reach this one, nor this one's reach another."""
+    leases = redis.Redis.from_url(f"{REDIS_HOST}/0")
+    token = f"{os.getpid()}:{id(leases)}"
+    for number in LEASABLE_DATABASES:
+        key = f"e2u-tests:redis-db:{number}"
+        if leases.set(key, token, nx=True, ex=LEASE_SECONDS):
+            break
+    else:
+        pytest.fail(f"every test Redis database {LEASABLE_DATABASES} is leased; try again later")
+    url = f"{REDIS_HOST}/{number}"
+    redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        if leases.get(key) == token.encode():
+            leases.delete(key)
+        leases.close()

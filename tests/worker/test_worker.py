@@ -19,7 +19,6 @@ from core.services import batching, erasures, registry
 from core.settings import Settings
 from tests.conftest import MODELS_DIR
 
-REDIS = "redis://127.0.0.1:6379/11"
 # the worker imports the stand-in method, then runs as usual
 WORKER_MAIN = (
     "import tests.core.conftest; from worker.celery_app import celery_app; "
@@ -28,15 +27,15 @@ WORKER_MAIN = (
 
 
 @pytest.fixture
-def worker_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+def worker_env(tmp_path: Path, db_url: str, redis_url: str) -> dict[str, str]:
     (tmp_path / "models").symlink_to(MODELS_DIR)
     return {
         **os.environ,
         "E2U_HOME": str(tmp_path),
         "E2U_DATABASE_URL": db_url,
-        "E2U_BROKER_URL": REDIS,
-        "E2U_RESULT_BACKEND": REDIS,
-        "E2U_REDIS_URL": REDIS,
+        "E2U_BROKER_URL": redis_url,
+        "E2U_RESULT_BACKEND": redis_url,
+        "E2U_REDIS_URL": redis_url,
         "E2U_BASE_MODEL": "tiny",
         "E2U_ENVIRONMENT": "development",  # the worker creates its signing key under E2U_HOME/keys
         "E2U_UNLEARNING_METHOD": "test-nudge",
@@ -68,12 +67,13 @@ def test_worker_runs_one_job(
     worker: subprocess.Popen[bytes],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
 ) -> None:
     # importing the worker module builds its Celery app from the settings: production would refuse
     monkeypatch.setenv("E2U_ENVIRONMENT", "development")
     from worker.celery_app import make_celery
 
-    settings = Settings(environment="development", home=tmp_path, broker_url=REDIS, result_backend=REDIS)
+    settings = Settings(environment="development", home=tmp_path, broker_url=redis_url, result_backend=redis_url)
     request, _ = erasures.create_erasure_request(session, "u9", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
         session,
