@@ -301,7 +301,9 @@ def verify_adapter(folder: Path, sha256: str) -> None:
     """CorruptAdapter unless the weights in ``folder`` hash to ``sha256`` (ModelError when missing)."""
     actual = adapter_sha256(folder)
     if actual != sha256:
-        raise CorruptAdapter(f"{folder}: weights hash to {actual[:16]}…, the registry recorded {sha256[:16]}…")
+        raise CorruptAdapter(
+            f"{folder}: weights hash to {actual[:16]}…, the registry recorded {sha256[:16]}…"
+        )
 
 
 def lora_state(model: Any, name: str) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ Each phase is one function of an ``_Attempt`` below; the model work of unlearn a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -264,9 +265,29 @@ def _nothing_to_unlearn(run: _Attempt, parent: AdapterVersion) -> None:
     )
 
 
+def _remove_leftovers(run: _Attempt) -> None:
+    """Delete the folders an earlier attempt of this job left in the store and never registered (a worker
+    killed between saving its child and committing the registration): its temporary folder, or the child
+    already moved to its version id.  Safe: the lease makes the job ours, and nothing of it is durable yet."""
+    store, job_id = run.rt.adapters_dir, run.job.id
+    leftovers = list(store.glob(f".job{job_id}-*.tmp"))
+    for folder in store.iterdir() if store.is_dir() else ():
+        metadata = folder / "e2u.json"
+        if (
+            metadata.is_file()
+            and adapter_repo.get(run.session, folder.name) is None
+            and json.loads(metadata.read_text()).get("job_id") == job_id
+        ):
+            leftovers.append(folder)
+    for folder in leftovers:
+        log.warning("job %s: removing %s, left unregistered by an earlier attempt", job_id, folder.name)
+        registry.delete_artifact(str(folder))
+
+
 def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
     """Phases collect..register; an outcome when the job ends here (failed gate, wrong base model)."""
     job, config = run.job, run.config
+    _remove_leftovers(run)
     _rebase(run)
     parent = registry.get_version(run.session, job.parent_version_id or "")
     base = run.rt.loaded.config.base

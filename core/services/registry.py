@@ -241,7 +241,8 @@ def promote_version(
     ``kind``: "promote" or "rollback" (recorded).  Raises PredatesErasure when the version may carry data of
     a completed erasure, VersionUnavailable when its weights are gone or corrupted (their sha256 differs) or
     it was rejected, StalePromotion when the alias moved.  The old version becomes ``superseded`` (weights
-    kept; see ``destroy_versions``).  Flushes only; the caller commits, then publishes ``core.events.promotion_event``.
+    kept; see ``destroy_versions``).  Flushes only; the caller commits, then publishes
+    ``core.events.promotion_event``.
     """
     when = now or utcnow()
     version = get_version(session, version_id)

@@ -102,7 +102,8 @@ def wait_for_line(log_file: Path, text: str, process: subprocess.Popen[bytes], s
         if text in content:
             return
         if process.poll() is not None:
-            raise AssertionError(f"the worker exited ({process.returncode}) before {text!r}:\n{content[-3000:]}")
+            tail = content[-3000:]
+            raise AssertionError(f"the worker exited ({process.returncode}) before {text!r}:\n{tail}")
         time.sleep(0.2)
     raise AssertionError(f"no {text!r} in {seconds:.0f} s:\n{log_file.read_text(errors='replace')[-3000:]}")
 
@@ -132,9 +133,8 @@ def check_exactly_once(
     assert job is not None and job.status == JobStatus.SUCCEEDED, (job.status, job.failure_reason)
     jobs = list(session.scalars(select(UnlearningJob)))
     assert [j.id for j in jobs] == [job_id], "a second job appeared"
-    audit = Counter(
-        (e.action, e.subject_id) for e in session.scalars(select(AuditEntry)) if e.action.startswith("erasure.")
-    )
+    entries = session.scalars(select(AuditEntry))
+    audit = Counter((e.action, e.subject_id) for e in entries if e.action.startswith("erasure."))
     jwks = Settings(_env_file=None, environment="development", home=home).signing_keys.jwks()
     for request_id in request_ids:
         request = session.get(ErasureRequest, request_id)
@@ -146,9 +146,7 @@ def check_exactly_once(
         predicate = verify_certificate(certificates[0].document, jwks)["predicate"]
         assert predicate["child_adapter"]["id"] == job.child_version_id, predicate
         assert predicate["parent_adapter"]["id"] == parent_id, predicate
-    promotions = list(
-        session.scalars(select(ActivationEvent).where(ActivationEvent.kind == "promote"))
-    )
+    promotions = list(session.scalars(select(ActivationEvent).where(ActivationEvent.kind == "promote")))
     assert [(e.version_id, e.job_id) for e in promotions] == [(job.child_version_id, job_id)], promotions
     child = session.get(AdapterVersion, job.child_version_id)
     assert child is not None and child.status == VersionStatus.ACTIVE
@@ -160,7 +158,8 @@ def check_exactly_once(
         Path(v.artifact_path).name for v in session.scalars(select(AdapterVersion)) if v.destroyed_at is None
     }
     on_disk = {p.name for p in (home / "adapters").iterdir()}
-    assert on_disk == live, f"orphaned in the store: {sorted(on_disk - live)}; missing: {sorted(live - on_disk)}"
+    orphans, missing = sorted(on_disk - live), sorted(live - on_disk)
+    assert on_disk == live, f"orphaned in the store: {orphans}; missing: {missing}"
     return [
         f"job {job_id} succeeded once after {job.attempts} attempts; {len(request_ids)} request(s) completed"
         " once, one certificate each (verified, names the active version by its sha256)",

@@ -61,8 +61,9 @@ def test_a_corrupted_parent_is_never_unlearned_from(
 def test_a_corrupted_candidate_is_never_promoted(session: Session, v1_id: str, adapters_dir: Path) -> None:
     other = adapters_dir / "other"
     other.mkdir()
+    v1 = Path(registry.get_version(session, v1_id).artifact_path)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
-        (other / name).write_bytes((Path(registry.get_version(session, v1_id).artifact_path) / name).read_bytes())
+        (other / name).write_bytes((v1 / name).read_bytes())
     registry.register_version(session, "other", v1_id, "tiny", other, adapter_sha256(other), {}, {}, set())
     corrupt(other)
     with pytest.raises(VersionUnavailable, match="the registry recorded"):

@@ -58,7 +58,8 @@ def test_sigkill_in_phase_then_a_fresh_worker_completes_the_job_once(
     doomed = harness.start_worker(env, log, E2U_DRILL_PAUSE=str(phase))
     fresh = None
     try:
-        client = make_celery(Settings(_env_file=None, home=tmp_path, broker_url=redis_url, result_backend=redis_url))
+        queue = Settings(_env_file=None, home=tmp_path, broker_url=redis_url, result_backend=redis_url)
+        client = make_celery(queue)
         client.send_task(RUN_JOB_TASK, args=[job_id], queue=UNLEARNING_QUEUE)
         harness.wait_for_line(log, f"drill: paused at the end of phase {phase}", doomed, 240)
         harness.kill_group(doomed)

@@ -73,7 +73,9 @@ def test_worker_runs_one_job(
     monkeypatch.setenv("E2U_ENVIRONMENT", "development")
     from worker.celery_app import make_celery
 
-    settings = Settings(environment="development", home=tmp_path, broker_url=redis_url, result_backend=redis_url)
+    settings = Settings(
+        environment="development", home=tmp_path, broker_url=redis_url, result_backend=redis_url
+    )
     request, _ = erasures.create_erasure_request(session, "u9", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
         session,
