@@ -2,9 +2,10 @@
 then start a fresh worker: the job completes exactly once.  Real processes on PostgreSQL and Redis.
 
 The worker to be killed runs with ``E2U_DRILL_PAUSE=<phase>`` (``core.services.pipeline.drill_pause``): it
-logs that it paused and blocks there, so the kill lands in that phase every time.  The fresh worker's beat
-finds the job's lease expired and sends it again; the killed worker's own message comes back from Redis
-as well (a short visibility timeout): a duplicate delivery that must change nothing.
+logs that it paused and blocks there, so the kill lands in that phase every time.  The fresh worker gets
+the job back two ways: Redis redelivers the killed worker's unacknowledged message (a short visibility
+timeout here) and its beat re-sends the job once the lease has expired; whichever comes second is a
+duplicate delivery that must change nothing.
 
 Run: ``python -m pytest -m drill`` (about a minute per phase on two CPU cores).
 """
@@ -77,11 +78,11 @@ def test_sigkill_in_phase_then_a_fresh_worker_completes_the_job_once(
         harness.kill_group(doomed)
         if fresh is not None:
             harness.stop(fresh)
-    duplicates = log.read_text(errors="replace").count("unknown or finished job")
+    duplicates = log.read_text(errors="replace").count(f"job {job_id}: skipped")
     print(
         f"\nDRILL kill-worker phase={phase}: SIGKILL with the job row at phase={killed_at[0]}"
         f" status={killed_at[1]} attempts={killed_at[2]}; a fresh worker finished it in {resumed_in:.1f} s;"
-        f" {duplicates} duplicate delivery(ies) skipped"
+        f" duplicate deliveries skipped: {duplicates}"
     )
     for line in held:
         print(f"  held: {line}")

@@ -62,7 +62,8 @@ def test_every_api_process_reaches_a_promotion_whose_message_was_lost(
     try:
         deadline = time.monotonic() + 180
         while any(served_version(p) != v1_id for p in ports):
-            assert time.monotonic() < deadline, [(tmp_path / f"api-{p}.log").read_text()[-2000:] for p in ports]
+            logs = [(tmp_path / f"api-{p}.log").read_text()[-2000:] for p in ports]
+            assert time.monotonic() < deadline, logs
             assert all(p.poll() is None for p in processes), "an API process exited"
             time.sleep(0.5)
         v2 = tmp_path / "adapters" / "v2"
