@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -26,10 +27,10 @@ LEASABLE_DATABASES = [n for n in range(1, 16) if n != 12]
 LEASE_SECONDS = 3600  # a run killed before its teardown frees its database after this
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database leased to this test alone (SET NX on a key in database 0, freed at teardown),
-    emptied first: messages left by a killed run cannot reach this one, nor this one's reach another."""
+@contextmanager
+def leased_redis_db() -> Iterator[str]:
+    """The URL of a Redis database leased to the caller alone (SET NX on a key in database 0, freed on
+    exit), emptied first: messages left by a killed run cannot reach this one, nor this one's another."""
     leases = redis.Redis.from_url(f"{REDIS_HOST}/0")
     token = f"{os.getpid()}:{id(leases)}"
     for number in LEASABLE_DATABASES:
@@ -37,7 +38,7 @@ def redis_url() -> Iterator[str]:
         if leases.set(key, token, nx=True, ex=LEASE_SECONDS):
             break
     else:
-        pytest.fail(f"every test Redis database {LEASABLE_DATABASES} is leased; try again later")
+        raise RuntimeError(f"every test Redis database {LEASABLE_DATABASES} is leased; try again later")
     url = f"{REDIS_HOST}/{number}"
     redis.Redis.from_url(url).flushdb()
     try:
@@ -46,3 +47,10 @@ def redis_url() -> Iterator[str]:
         if leases.get(key) == token.encode():
             leases.delete(key)
         leases.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of this test's own (``leased_redis_db``)."""
+    with leased_redis_db() as url:
+        yield url
