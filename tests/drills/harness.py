@@ -28,7 +28,7 @@ from core.db.models import (
 from core.ml.model import adapter_sha256
 from core.services.certificates import verify_certificate
 from core.settings import Settings
-from tests.conftest import MODELS_DIR
+from tests.worker.conftest import worker_environment as worker_base_environment
 
 # the worker imports the stand-in method ``test-nudge``, then runs as `celery worker -B` does
 WORKER_MAIN = (
@@ -39,27 +39,13 @@ WORKER_MAIN = (
 
 
 def worker_environment(home: Path, db_url: str, redis_url: str) -> dict[str, str]:
-    """A worker on the tiny model and the stand-in method, with short leases and polls so that a fresh
-    worker takes a killed worker's job up within seconds (production: the same code, longer times)."""
-    models = home / "models"
-    if not models.exists():
-        models.symlink_to(MODELS_DIR)
+    """The worker of tests/worker with short leases and polls, so that a fresh worker takes a killed
+    worker's job up within seconds (production: the same code, longer times)."""
     return {
-        **os.environ,
-        "E2U_HOME": str(home),
-        "E2U_DATABASE_URL": db_url,
-        "E2U_BROKER_URL": redis_url,
-        "E2U_RESULT_BACKEND": redis_url,
-        "E2U_REDIS_URL": redis_url,
-        "E2U_BASE_MODEL": "tiny",
-        "E2U_ENVIRONMENT": "development",  # the worker creates its signing key under E2U_HOME/keys
-        "E2U_UNLEARNING_METHOD": "test-nudge",
-        "E2U_UTILITY_MARGIN": "1.0",
-        "E2U_MIA_MARGIN": "0.5",
-        "E2U_GOLD_MARGIN": "1.0",
+        **worker_base_environment(home, db_url, redis_url),
         "E2U_LEASE_SECONDS": "8",
         "E2U_BATCH_POLL_SECONDS": "2",
-        "E2U_VISIBILITY_TIMEOUT_SECONDS": "10",  # the killed worker's message comes back too: a duplicate
+        "E2U_VISIBILITY_TIMEOUT_SECONDS": "10",  # Redis redelivers the killed worker's message
         "E2U_JOB_RETRY_DELAY_SECONDS": "1",
         "E2U_JOB_RETRY_MAX_DELAY_SECONDS": "2",
         "OMP_NUM_THREADS": "1",

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
 
+from tests.conftest import MODELS_DIR
 from tests.core.conftest import (  # noqa: F401
     adapters_dir,
     db_url,
@@ -54,3 +56,25 @@ def redis_url() -> Iterator[str]:
     """A Redis database of this test's own (``leased_redis_db``)."""
     with leased_redis_db() as url:
         yield url
+
+
+def worker_environment(home: Path, database_url: str, redis_url: str) -> dict[str, str]:
+    """A worker process on the tiny model and the stand-in method ``test-nudge`` (imported by the
+    process), with ``home`` (its adapter store, keys) and the test's database and Redis database."""
+    models = home / "models"
+    if not models.exists():
+        models.symlink_to(MODELS_DIR)
+    return {
+        **os.environ,
+        "E2U_HOME": str(home),
+        "E2U_DATABASE_URL": database_url,
+        "E2U_BROKER_URL": redis_url,
+        "E2U_RESULT_BACKEND": redis_url,
+        "E2U_REDIS_URL": redis_url,
+        "E2U_BASE_MODEL": "tiny",
+        "E2U_ENVIRONMENT": "development",  # the worker creates its signing key under E2U_HOME/keys
+        "E2U_UNLEARNING_METHOD": "test-nudge",
+        "E2U_UTILITY_MARGIN": "1.0",
+        "E2U_MIA_MARGIN": "0.5",
+        "E2U_GOLD_MARGIN": "1.0",
+    }

@@ -3,7 +3,6 @@ runs one unlearning job (tiny untrained model, stand-in method registered in the
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from core.ml.model import LoadedModel
 from core.queue_contract import RUN_JOB_TASK
 from core.services import batching, erasures, registry
 from core.settings import Settings
-from tests.conftest import MODELS_DIR
+from tests.worker.conftest import worker_environment
 
 # the worker imports the stand-in method, then runs as usual
 WORKER_MAIN = (
@@ -28,21 +27,7 @@ WORKER_MAIN = (
 
 @pytest.fixture
 def worker_env(tmp_path: Path, db_url: str, redis_url: str) -> dict[str, str]:
-    (tmp_path / "models").symlink_to(MODELS_DIR)
-    return {
-        **os.environ,
-        "E2U_HOME": str(tmp_path),
-        "E2U_DATABASE_URL": db_url,
-        "E2U_BROKER_URL": redis_url,
-        "E2U_RESULT_BACKEND": redis_url,
-        "E2U_REDIS_URL": redis_url,
-        "E2U_BASE_MODEL": "tiny",
-        "E2U_ENVIRONMENT": "development",  # the worker creates its signing key under E2U_HOME/keys
-        "E2U_UNLEARNING_METHOD": "test-nudge",
-        "E2U_UTILITY_MARGIN": "1.0",
-        "E2U_MIA_MARGIN": "0.5",
-        "E2U_GOLD_MARGIN": "1.0",
-    }
+    return worker_environment(tmp_path, db_url, redis_url)
 
 
 @pytest.fixture
