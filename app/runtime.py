@@ -61,7 +61,9 @@ class Runtime:
 def resolver(sessions: sessionmaker[Session]) -> ActiveAdapter | None:
     with sessions() as session:
         active = registry_service.active_adapter(session)
-    return None if active is None else ActiveAdapter(active.version_id, Path(active.artifact_path))
+    if active is None:
+        return None
+    return ActiveAdapter(active.version_id, Path(active.artifact_path), active.sha256)
 
 
 def new_process_id() -> str:

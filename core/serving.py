@@ -49,6 +49,7 @@ class ActiveAdapter:
 
     version: str
     folder: Path
+    sha256: str | None = None  # of the weights, as the registry recorded it: checked before loading
 
 
 class AdapterLease:
@@ -135,11 +136,12 @@ class ModelServer:
 
     # ------------------------------------------------------------------------------------------ swap
 
-    def activate(self, version: str, folder: Path) -> bool:
+    def activate(self, version: str, folder: Path, sha256: str | None = None) -> bool:
         """Make ``version`` (weights in ``folder``) serve new requests; returns False if it already did.
 
         The previous version keeps serving the requests that hold it and is freed when the last one ends.
-        Raises ``core.ml.model.ModelError`` if the folder is not a usable adapter (nothing changes then).
+        Raises ``core.ml.model.ModelError`` if the folder is not a usable adapter, ``CorruptAdapter`` if its
+        weights do not hash to ``sha256`` (nothing changes then: a corrupted file is never served).
         """
         with self._forward_lock:
             with self._state_lock:
@@ -149,7 +151,7 @@ class ModelServer:
             if slot is None:  # not in memory yet (a rollback may find it still finishing requests)
                 slot = f"e2u_slot_{self._next_slot}"
                 self._next_slot += 1
-                load_adapter(self.loaded, folder, slot)
+                load_adapter(self.loaded, folder, slot, sha256=sha256)
             with self._state_lock:
                 self._slots[version] = slot
                 previous, self._active = self._active, version
@@ -255,7 +257,7 @@ class AdapterWatcher:
         if target is None or target.version == self.server.active_version:
             return False
         try:
-            return self.server.activate(target.version, target.folder)
+            return self.server.activate(target.version, target.folder, target.sha256)
         except Exception as error:
             if self.server.active_version is not None:
                 self.server.withdraw(

@@ -33,6 +33,10 @@ class ModelError(RuntimeError):
     """A model, tokenizer or adapter that cannot be used as asked."""
 
 
+class CorruptAdapter(ModelError):
+    """An adapter whose weights on disk are not the ones recorded for it (their sha256 differs)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which base model to use and how to read its answers.
@@ -242,10 +246,15 @@ def new_adapter(loaded: LoadedModel, spec: LoraSpec, name: str, seed: int) -> An
     return loaded.model
 
 
-def load_adapter(loaded: LoadedModel, folder: Path, name: str, trainable: bool = False) -> Any:
-    """Load a saved adapter under ``name`` (beside any already loaded) and make it active."""
+def load_adapter(
+    loaded: LoadedModel, folder: Path, name: str, trainable: bool = False, sha256: str | None = None
+) -> Any:
+    """Load a saved adapter under ``name`` (beside any already loaded) and make it active.  ``sha256``:
+    the digest the registry recorded for its weights; CorruptAdapter (nothing loaded) when they differ."""
     if not (folder / "adapter_config.json").exists():
         raise ModelError(f"{folder}: not an adapter folder (no adapter_config.json)")
+    if sha256 is not None:
+        verify_adapter(folder, sha256)
     if isinstance(loaded.model, PeftModel):
         if name in loaded.model.peft_config:
             raise ModelError(f"adapter {name!r} is already loaded")
@@ -286,6 +295,15 @@ def adapter_sha256(folder: Path) -> str:
     if not weights.exists():
         raise ModelError(f"{folder}: no adapter_model.safetensors")
     return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def verify_adapter(folder: Path, sha256: str) -> None:
+    """CorruptAdapter unless the weights in ``folder`` hash to ``sha256`` (ModelError when missing)."""
+    actual = adapter_sha256(folder)
+    if actual != sha256:
+        raise CorruptAdapter(
+            f"{folder}: weights hash to {actual[:16]}…, the registry recorded {sha256[:16]}…"
+        )
 
 
 def lora_state(model: Any, name: str) -> dict[str, torch.Tensor]:

@@ -85,6 +85,7 @@ def unlearn_and_verify(
     progress: JobProgress,
     name: str = "job",
     score_batch_size: int = 16,
+    parent_sha256: str | None = None,
 ) -> Candidate:
     """Unlearn ``data.forget`` from the adapter in ``parent_folder`` with ``plan``'s method, verify the
     child, and save it (weights plus ``metadata`` as ``e2u.json``) into ``child_folder``, which is
@@ -97,7 +98,7 @@ def unlearn_and_verify(
     scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, data.catalog), batch_size=score_batch_size)
     parent_name, child_name = f"{name}_parent", f"{name}_child"
     try:
-        load_adapter(loaded, parent_folder, parent_name)
+        load_adapter(loaded, parent_folder, parent_name, sha256=parent_sha256)
         progress.unlearning_started()
         unlearn_started = time.perf_counter()
         inputs = UnlearningInputs(

@@ -12,7 +12,9 @@ Each phase is one function of an ``_Attempt`` below; the model work of unlearn a
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +77,10 @@ HEARTBEAT_EVERY_SECONDS = 2.0
 KEEPALIVE_MAX_SECONDS = 10.0  # the keep-alive thread renews the lease at least this often
 # the statuses of a job's requests while it holds them
 IN_JOB = frozenset({ErasureStatus.UNLEARNING, ErasureStatus.VERIFYING})
+# Fault drills only (tests/drills): with E2U_DRILL_PAUSE=<phase> the worker stops for good at the end of
+# that phase, its work flushed but not yet committed, so that a drill can SIGKILL it there.  Never set it
+# in a deployment.
+DRILL_PAUSE_ENV = "E2U_DRILL_PAUSE"
 # Errors of the infrastructure, not of unlearning (the database unreachable, a full disk): the job is tried
 # again later without spending the batch's gate budget.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
@@ -177,6 +183,14 @@ class _LeaseKeeper:
                 return
 
 
+def drill_pause(phase: str) -> None:
+    """Block forever when ``E2U_DRILL_PAUSE`` names ``phase`` (see ``DRILL_PAUSE_ENV``)."""
+    if os.environ.get(DRILL_PAUSE_ENV) == phase:
+        log.warning("drill: paused at the end of phase %s", phase)
+        while True:
+            time.sleep(3600)
+
+
 class _Attempt:
     """One attempt at one job: its session, lease and configuration; ``checkpoint`` commits.
 
@@ -229,6 +243,8 @@ class _Attempt:
             values.setdefault("progress", PROGRESS.get(phase, 0.0))
         if progress is not None:
             values["progress"] = progress
+        if phase is not None and phase != self.job.phase:
+            drill_pause(self.job.phase)
         self.fence(**values)
         self.checkpoint()
         self._last_beat = time.monotonic()
@@ -328,9 +344,29 @@ def _nothing_to_unlearn(run: _Attempt, parent: AdapterVersion) -> None:
     )
 
 
+def _remove_leftovers(run: _Attempt) -> None:
+    """Delete the folders an earlier attempt of this job left in the store and never registered (a worker
+    killed between saving its child and committing the registration): its temporary folder, or the child
+    already moved to its version id.  Safe: the lease makes the job ours, and nothing of it is durable yet."""
+    store, job_id = run.rt.adapters_dir, run.job.id
+    leftovers = list(store.glob(f".job{job_id}-*.tmp"))
+    for folder in store.iterdir() if store.is_dir() else ():
+        metadata = folder / "e2u.json"
+        if (
+            metadata.is_file()
+            and adapter_repo.get(run.session, folder.name) is None
+            and json.loads(metadata.read_text()).get("job_id") == job_id
+        ):
+            leftovers.append(folder)
+    for folder in leftovers:
+        log.warning("job %s: removing %s, left unregistered by an earlier attempt", job_id, folder.name)
+        registry.delete_artifact(str(folder))
+
+
 def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
     """Phases collect..register; an outcome when the job ends here (failed gate, wrong base model)."""
     job, config = run.job, run.config
+    _remove_leftovers(run)
     _rebase(run)
     parent = registry.get_version(run.session, job.parent_version_id or "")
     base = run.rt.loaded.config.base
@@ -357,6 +393,7 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
             progress=run,
             name=f"job{job.id}",
             score_batch_size=run.rt.score_batch_size,
+            parent_sha256=parent.sha256,  # a corrupted parent is never unlearned from
         )
     try:
         return _register_child(run, candidate, parent, made_by)
@@ -550,6 +587,7 @@ def _certify(run: _Attempt) -> JobOutcome:
             session, now, run.actor, "erasure.completed", "erasure_request", request.id, adapter=child.id
         )
     run.finish(JobStatus.SUCCEEDED, now, phase=JobPhase.DONE, progress=1.0)
+    drill_pause(JobPhase.CERTIFY)
     run.checkpoint()
     return JobOutcome(job.id, "succeeded")
 

@@ -23,6 +23,7 @@ from core.db.models import (
 from core.db.repositories import adapters as adapter_repo
 from core.db.repositories import audit as audit_repo
 from core.db.repositories import erasures as erasure_repo
+from core.ml.model import ModelError, verify_adapter
 from core.services.errors import (
     Conflict,
     NotFound,
@@ -238,9 +239,10 @@ def promote_version(
     """Make ``version_id`` active if the alias still reads (``expected_version_id``, ``expected_counter``).
 
     ``kind``: "promote" or "rollback" (recorded).  Raises PredatesErasure when the version may carry data of
-    a completed erasure, VersionUnavailable when its weights are gone or it was rejected, StalePromotion when
-    the alias moved.  The old version becomes ``superseded`` (weights kept; see ``destroy_versions``).
-    Flushes only; the caller commits, then publishes ``core.events.promotion_event``.
+    a completed erasure, VersionUnavailable when its weights are gone or corrupted (their sha256 differs) or
+    it was rejected, StalePromotion when the alias moved.  The old version becomes ``superseded`` (weights
+    kept; see ``destroy_versions``).  Flushes only; the caller commits, then publishes
+    ``core.events.promotion_event``.
     """
     when = now or utcnow()
     version = get_version(session, version_id)
@@ -255,6 +257,7 @@ def promote_version(
         raise VersionUnavailable(
             f"adapter version {version_id} is {version.status}; its weights cannot serve"
         )
+    check_weights(version)
     if version_id == expected_version_id:
         raise StalePromotion(f"adapter version {version_id} is already active")
     if not adapter_repo.swap_alias(session, expected_version_id, expected_counter, version_id, when):
@@ -292,6 +295,15 @@ def promote_version(
     active = active_adapter(session)
     assert active is not None
     return active
+
+
+def check_weights(version: AdapterVersion) -> None:
+    """VersionUnavailable unless the version's weights on disk hash to the sha256 recorded for them: a
+    missing or corrupted file never becomes active (and the version it would replace is never purged)."""
+    try:
+        verify_adapter(Path(version.artifact_path), version.sha256)
+    except ModelError as error:
+        raise VersionUnavailable(f"adapter version {version.id}: {error}") from error
 
 
 def versions_carrying(session: Session, request_ids: set[str]) -> list[AdapterVersion]:

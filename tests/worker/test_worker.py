@@ -3,7 +3,6 @@ runs one unlearning job (tiny untrained model, stand-in method registered in the
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,9 +16,8 @@ from core.ml.model import LoadedModel
 from core.queue_contract import RUN_JOB_TASK
 from core.services import batching, erasures, registry
 from core.settings import Settings
-from tests.conftest import MODELS_DIR
+from tests.worker.conftest import worker_environment
 
-REDIS = "redis://127.0.0.1:6379/11"
 # the worker imports the stand-in method, then runs as usual
 WORKER_MAIN = (
     "import tests.core.conftest; from worker.celery_app import celery_app; "
@@ -28,22 +26,8 @@ WORKER_MAIN = (
 
 
 @pytest.fixture
-def worker_env(tmp_path: Path, db_url: str) -> dict[str, str]:
-    (tmp_path / "models").symlink_to(MODELS_DIR)
-    return {
-        **os.environ,
-        "E2U_HOME": str(tmp_path),
-        "E2U_DATABASE_URL": db_url,
-        "E2U_BROKER_URL": REDIS,
-        "E2U_RESULT_BACKEND": REDIS,
-        "E2U_REDIS_URL": REDIS,
-        "E2U_BASE_MODEL": "tiny",
-        "E2U_ENVIRONMENT": "development",  # the worker creates its signing key under E2U_HOME/keys
-        "E2U_UNLEARNING_METHOD": "test-nudge",
-        "E2U_UTILITY_MARGIN": "1.0",
-        "E2U_MIA_MARGIN": "0.5",
-        "E2U_GOLD_MARGIN": "1.0",
-    }
+def worker_env(tmp_path: Path, db_url: str, redis_url: str) -> dict[str, str]:
+    return worker_environment(tmp_path, db_url, redis_url)
 
 
 @pytest.fixture
@@ -68,12 +52,15 @@ def test_worker_runs_one_job(
     worker: subprocess.Popen[bytes],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
 ) -> None:
     # importing the worker module builds its Celery app from the settings: production would refuse
     monkeypatch.setenv("E2U_ENVIRONMENT", "development")
     from worker.celery_app import make_celery
 
-    settings = Settings(environment="development", home=tmp_path, broker_url=REDIS, result_backend=REDIS)
+    settings = Settings(
+        environment="development", home=tmp_path, broker_url=redis_url, result_backend=redis_url
+    )
     request, _ = erasures.create_erasure_request(session, "u9", None, erasures.IntakeConfig(salt="s"))
     [job_id] = batching.trigger_batch_now(
         session,

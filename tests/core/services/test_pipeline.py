@@ -3,6 +3,7 @@ behaviour only (versions, rows, files, certificates, statuses), never quality.""
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import AdapterVersion, ErasureRequest, Interaction, UserProfile, utcnow
 from core.ml.evidence import EvidenceConfig
-from core.ml.model import LoadedModel
+from core.ml.model import LoadedModel, adapter_sha256
 from core.ml.unlearning.base import METHODS, UnlearningMethod, register
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
@@ -318,8 +319,8 @@ def test_lease_held_by_a_live_worker_is_respected(
 
 def test_promotion_is_fenced(session: Session, v1_id: str, adapters_dir: Path) -> None:
     other = adapters_dir / "other"
-    other.mkdir()
-    registry.register_version(session, "other", None, "tiny", other, "0" * 64, {}, {}, set())
+    shutil.copytree(registry.get_version(session, v1_id).artifact_path, other)  # promotion checks the sha256
+    registry.register_version(session, "other", None, "tiny", other, adapter_sha256(other), {}, {}, set())
     with pytest.raises(StalePromotion, match="the active version moved"):
         registry.promote_version(session, "other", v1_id, 7, "admin")  # stale counter
     active = registry.promote_version(session, "other", v1_id, 1, "admin")
