@@ -8,6 +8,7 @@ past A's lease: the takeover of a slow worker, on SQLite and PostgreSQL alike.""
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import AuditEntry, utcnow
 from core.db.repositories import jobs as job_repo
-from core.ml.model import LoadedModel
+from core.ml.model import LoadedModel, adapter_sha256
 from core.ml.unlearning.base import METHODS, register
 from core.services import batching, erasures, pipeline, registry
 from core.services.errors import NotCancellable
@@ -218,8 +219,10 @@ def test_promotion_conflicts_stop_at_the_attempt_cap(world: World) -> None:
     session, session_factory, v1_id = world.session, world.factory, world.v1_id
     tiny_model, adapters_dir = world.model, world.adapters_dir
     other_dir = adapters_dir / "other"
-    other_dir.mkdir()
-    registry.register_version(session, "other", None, "tiny", other_dir, "0" * 64, {}, {}, set())
+    shutil.copytree(registry.get_version(session, v1_id).artifact_path, other_dir)  # promotion checks sha256
+    registry.register_version(
+        session, "other", None, "tiny", other_dir, adapter_sha256(other_dir), {}, {}, set()
+    )
     request, _ = erasures.create_erasure_request(session, "u2", None, INTAKE)
     session.commit()
     capped = settings(max_attempts=2)
