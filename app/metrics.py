@@ -93,13 +93,11 @@ class ApiMetrics:
 
     @staticmethod
     def route_label(request: Request) -> str:
-        """The path template ("/v1/erasure-requests/{request_id}"), so that ids do not explode the labels."""
-        if request.scope.get("route") is None:
-            return "unmatched"
-        path = request.url.path
-        for name, value in request.scope.get("path_params", {}).items():
-            path = path.replace(f"/{value}", f"/{{{name}}}", 1)
-        return path
+        """The path template ("/v1/users/{user_id}/ratings"), so that ids do not explode the labels, nor
+        reach the access log (a user id in a path is personal data)."""
+        route = request.scope.get("route")
+        template = getattr(route, "path", None)
+        return template if isinstance(template, str) else "unmatched"
 
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

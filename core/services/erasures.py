@@ -237,7 +237,7 @@ def cancel_erasure_request(
 ) -> ErasureRequest:
     """Cancel a request that is not yet in a job (received/queued); NotCancellable otherwise, NotFound if
     not ``caller``'s.  Cancelling an already-cancelled request returns it unchanged.  Its data becomes
-    usable again."""
+    usable again; the request keeps the salted user hash, not the raw user id."""
     request = get_erasure_request(session, request_id, caller)
     if request.status == ErasureStatus.CANCELLED:
         return request
@@ -247,7 +247,10 @@ def cancel_erasure_request(
             status=request.status,
         )
     when = now or utcnow()
-    erasure_repo.set_status(session, [request.id], ErasureStatus.CANCELLED, when, cancelled_at=when)
+    # the raw user id goes, as at completion: the data stays, under the user id it has in the catalog
+    erasure_repo.set_status(
+        session, [request.id], ErasureStatus.CANCELLED, when, cancelled_at=when, user_id=None
+    )
     audit_repo.record(session, when, actor, "erasure.cancelled", "erasure_request", request.id)
     return request
 

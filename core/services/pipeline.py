@@ -46,6 +46,7 @@ from core.ml.model import LoadedModel
 from core.ml.prompts import Catalog
 from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
 from core.ml.verification import never_trained_on
+from core.redaction import error_class, redacted_traceback
 from core.services import batching, registry
 from core.services.certificates import certificate_document, sign_certificate
 from core.services.errors import LeaseLost, StalePromotion
@@ -500,10 +501,12 @@ def run_job(
     except INFRASTRUCTURE_ERRORS as error:
         return _retry_later(run, error, may_give_up=True)
     except Exception as error:
-        log.exception("job %s failed before promotion", job_id)
+        # the class only: an exception's text can carry user ids and ratings (core.redaction), and this
+        # reason reaches the job, the requests, the audit log and the result backend
+        log.error("job %s failed before promotion\n%s", job_id, redacted_traceback(error))
         session.rollback()
         session.expire_all()
-        return _fail(run, f"error in phase {job.phase}: {type(error).__name__}: {error}", count_retry=True)
+        return _fail(run, f"error in phase {job.phase}: {error_class(error)}", count_retry=True)
     try:
         if job.phase in (JobPhase.REGISTER, JobPhase.PROMOTE):
             outcome = _promote(run)
@@ -525,9 +528,9 @@ def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobO
     that ``may_give_up`` fails like a failed gate.  The reason names the error's class only: its text can
     carry SQL parameters or paths."""
     session, job, policy = run.session, run.job, run.rt.retry
-    log.warning("job %s: infrastructure error in phase %s", job.id, job.phase, exc_info=error)
+    log.warning("job %s: infrastructure error in phase %s\n%s", job.id, job.phase, redacted_traceback(error))
     session.rollback()
-    reason = f"infrastructure error in phase {job.phase}: {type(error).__name__}"
+    reason = f"infrastructure error in phase {job.phase}: {error_class(error)}"
     try:
         session.refresh(job)
         if may_give_up and job.attempts >= policy.max_attempts:
