@@ -95,9 +95,13 @@ class ApiMetrics:
     def route_label(request: Request) -> str:
         """The path template ("/v1/users/{user_id}/ratings"), so that ids do not explode the labels, nor
         reach the access log (a user id in a path is personal data)."""
-        route = request.scope.get("route")
-        template = getattr(route, "path", None)
-        return template if isinstance(template, str) else "unmatched"
+        template = getattr(request.scope.get("route"), "path_format", None)
+        if not isinstance(template, str):
+            return "unmatched"
+        # the matched route's own template lacks the prefixes of the routers it was included in (static
+        # segments here): take those from the path, the rest from the template
+        segments, tail = request.url.path.split("/"), template.split("/")
+        return "/".join(segments[: len(segments) - len(tail) + 1]) + template
 
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

@@ -160,3 +160,15 @@ def test_swap_forgets_cached_prompt_encodings(
     assert server.scorer._encode.cache_info().currsize > 0  # type: ignore[attr-defined]
     server.activate("v2", adapter_folders["v2"])
     assert server.scorer._encode.cache_info().currsize == 0  # type: ignore[attr-defined]
+
+
+def test_erasure_intake_forgets_cached_prompt_encodings(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+) -> None:
+    server.activate("v1", adapter_folders["v1"])
+    with server.lease() as lease:
+        lease.score(_frame(small_data))
+    assert server.scorer._encode.cache_info().currsize > 0  # type: ignore[attr-defined]
+    server.forget_prompts_of(str(_frame(small_data)["user_id"].iloc[0]))  # no swap needed
+    assert server.scorer._encode.cache_info().currsize == 0  # type: ignore[attr-defined]
+    assert server.active_version == "v1"
