@@ -13,6 +13,7 @@ from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.events import EventPublisher
 from core.ml.model import LoadedModel, ModelConfig, load_base
 from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
+from core.redaction import error_class, redacted_traceback
 from core.services import batching, pipeline
 from core.settings import Settings
 from worker.celery_app import celery_app
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class JobCrashed(RuntimeError):
+    """What a job's unexpected error becomes at the queue: its class, never its text."""
 
 
 def task(**options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -92,7 +97,13 @@ def run_job(job_id: int) -> dict[str, Any]:
         retry=retry_policy(current),
     )
     with session_factory(current.database_url_resolved)() as session:
-        outcome = pipeline.run_job(session, job_id, runtime, session.commit)
+        try:
+            outcome = pipeline.run_job(session, job_id, runtime, session.commit)
+        except Exception as error:
+            # Celery would log this error's text and store it in the result backend: keep both free of
+            # what it may carry (user ids, SQL parameters); the lease runs out and the beat re-sends the job
+            log.error("job %s crashed\n%s", job_id, redacted_traceback(error))
+            raise JobCrashed(f"job {job_id}: {error_class(error)} (message withheld)") from None
         session.commit()
     if outcome.status in ("succeeded", "failed") and not checkpoint_wal(
         engine_for(current.database_url_resolved)
