@@ -44,6 +44,7 @@ from core.db.repositories import jobs as job_repo
 from core.events import EventPublisher, promotion_event
 from core.ml.model import LoadedModel
 from core.ml.prompts import Catalog
+from core.ml.unlearning.base import UnlearningError
 from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
 from core.ml.verification import never_trained_on
 from core.redaction import error_class, redacted_traceback
@@ -72,6 +73,9 @@ HEARTBEAT_EVERY_SECONDS = 2.0
 # Errors of the infrastructure, not of unlearning (the database unreachable, a full disk): the job is tried
 # again later without spending the batch's gate budget.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+# Errors whose texts this code writes from configurations, names and counts, never from data: a failure
+# reason may quote them (every other error is named by its class only: core.redaction).
+SELF_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (UnlearningError,)
 
 
 @dataclass(frozen=True)
@@ -506,7 +510,8 @@ def run_job(
         log.error("job %s failed before promotion\n%s", job_id, redacted_traceback(error))
         session.rollback()
         session.expire_all()
-        return _fail(run, f"error in phase {job.phase}: {error_class(error)}", count_retry=True)
+        said = f": {error}" if isinstance(error, SELF_DESCRIBED_ERRORS) else ""
+        return _fail(run, f"error in phase {job.phase}: {error_class(error)}{said}", count_retry=True)
     try:
         if job.phase in (JobPhase.REGISTER, JobPhase.PROMOTE):
             outcome = _promote(run)
