@@ -22,7 +22,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.metrics import ApiMetrics
 from core.ml.model import ModelError
+from core.redaction import redacted_traceback
 from core.services import errors as service_errors
 from core.serving import NoActiveAdapter
 
@@ -169,11 +171,16 @@ async def render_error(request: Request, error: Exception) -> JSONResponse:
     status = _status_of(error)
     for klass, (code, message) in _DATABASE_ERRORS.items():
         if isinstance(error, klass):
-            log.warning("%s on %s %s", code, request.method, request.url.path)
+            log.warning("%s on %s %s", code, request.method, ApiMetrics.route_label(request))
             return error_response(HTTP_STATUS[klass], code, message)
     if status is not None:  # expected refusals carry their details (ids, file/line/column) as a dict
         return error_response(status, _code_of(error), str(error), getattr(error, "details", None) or None)
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    log.error(
+        "unexpected error on %s %s\n%s",
+        request.method,
+        ApiMetrics.route_label(request),
+        redacted_traceback(error),
+    )
     return error_response(500, "internal_error", "internal error (logged)")
 
 

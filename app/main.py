@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,7 @@ from app.errors import install_error_handler
 from app.imports.endpoints import router as imports_router
 from app.jobs.endpoints import router as jobs_router
 from app.keys.endpoints import router as keys_router
+from app.metrics import ApiMetrics
 from app.recommendations.endpoints import router as recommendations_router
 from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
@@ -25,6 +28,8 @@ from app.system.endpoints import router as system_router
 from core.services import api_keys as api_key_service
 from core.services.errors import Forbidden, Unauthorized
 from core.serving import ModelServer
+
+access = logging.getLogger("e2u.access")
 
 DESCRIPTION = """
 Unlearning-as-a-service for an LLM recommender (E2URec).
@@ -88,6 +93,17 @@ def create_app(
         if runtime is None:
             return await call_next(request)
         return await runtime.metrics.middleware(request, call_next)
+
+    @app.middleware("http")
+    async def access_log(request, call_next):  # type: ignore[no-untyped-def]
+        # the route template, never the path or the query: paths carry user ids (uvicorn's own access
+        # log, which prints the path, is off: ``e2u serve``)
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = ApiMetrics.route_label(request)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        access.info("%s %s %s %.1fms", request.method, route, response.status_code, elapsed_ms)
+        return response
 
     return app
 

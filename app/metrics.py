@@ -93,13 +93,15 @@ class ApiMetrics:
 
     @staticmethod
     def route_label(request: Request) -> str:
-        """The path template ("/v1/erasure-requests/{request_id}"), so that ids do not explode the labels."""
-        if request.scope.get("route") is None:
+        """The path template ("/v1/users/{user_id}/ratings"), so that ids do not explode the labels, nor
+        reach the access log (a user id in a path is personal data)."""
+        template = getattr(request.scope.get("route"), "path_format", None)
+        if not isinstance(template, str):
             return "unmatched"
-        path = request.url.path
-        for name, value in request.scope.get("path_params", {}).items():
-            path = path.replace(f"/{value}", f"/{{{name}}}", 1)
-        return path
+        # the matched route's own template lacks the prefixes of the routers it was included in (static
+        # segments here): take those from the path, the rest from the template
+        segments, tail = request.url.path.split("/"), template.split("/")
+        return "/".join(segments[: len(segments) - len(tail) + 1]) + template
 
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

@@ -134,6 +134,14 @@ class ModelServer:
         with self._forward_lock:
             self._default_catalog = catalog
 
+    def forget_prompts_of(self, user_id: str) -> None:
+        """Drop cached prompt encodings that may hold ``user_id``'s profile and history (at erasure
+        intake, not at the next swap).  The cache is keyed by prompt text, not by user, so every entry
+        goes: re-encoding costs a tokenizer call per prompt."""
+        with self._forward_lock:
+            self.scorer.forget_cached_prompts()
+        log.info("prompt cache emptied for an erasure")
+
     # ------------------------------------------------------------------------------------------ swap
 
     def activate(self, version: str, folder: Path, sha256: str | None = None) -> bool:

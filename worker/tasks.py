@@ -9,10 +9,11 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, ParamSpec, TypeVar
 
-from core.db.engine import session_factory
+from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.events import EventPublisher
 from core.ml.model import LoadedModel, ModelConfig, load_base
 from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
+from core.redaction import error_class, redacted_traceback
 from core.services import batching, pipeline
 from core.settings import Settings
 from worker.celery_app import celery_app
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class JobCrashed(RuntimeError):
+    """What a job's unexpected error becomes at the queue: its class, never its text."""
 
 
 def task(**options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -78,7 +83,8 @@ def form_batches() -> list[int]:
 @task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int) -> dict[str, Any]:
     """Run or resume one unlearning job; a duplicate delivery finds the job leased or done and skips.
-    The result (stored in the result backend) holds ids, a status and a reason: never user data."""
+    The result (stored in the result backend) holds ids, a status and a reason: never user data (reasons
+    name error classes, not their texts: ``core.redaction``)."""
     current = settings()
     runtime = pipeline.PipelineRuntime(
         loaded=base_model(),
@@ -91,8 +97,20 @@ def run_job(job_id: int) -> dict[str, Any]:
         retry=retry_policy(current),
     )
     with session_factory(current.database_url_resolved)() as session:
-        outcome = pipeline.run_job(session, job_id, runtime, session.commit)
+        try:
+            outcome = pipeline.run_job(session, job_id, runtime, session.commit)
+        except Exception as error:
+            # Celery would log this error's text and store it in the result backend: keep both free of
+            # what it may carry (user ids, SQL parameters); the lease runs out and the beat re-sends the job
+            log.error("job %s crashed\n%s", job_id, redacted_traceback(error))
+            raise JobCrashed(f"job {job_id}: {error_class(error)} (message withheld)") from None
         session.commit()
+    if outcome.status in ("succeeded", "failed") and not checkpoint_wal(
+        engine_for(current.database_url_resolved)
+    ):
+        # a job that ends has deleted rows (purge, or a request closed holding none): their old pages
+        # must not stay in SQLite's WAL; a reader held it open, the next job's checkpoint empties it
+        log.warning("job %s: the SQLite WAL could not be emptied now", job_id)
     enqueue_jobs(outcome.follow_up_jobs)  # the exact fallback, created and committed by the job
     if outcome.status == "retry" and outcome.retry_in_seconds is not None:
         # the job holds its lease until then; the beat would also send it once the lease runs out

@@ -77,7 +77,11 @@ def serve(
         )
 
     try:
-        uvicorn.run(create_app(settings, on_ready=ready), host=host, port=port, log_level="info")
+        # uvicorn's access log prints paths, which carry user ids: the app logs route templates
+        # instead (logger ``e2u.access``)
+        uvicorn.run(
+            create_app(settings, on_ready=ready), host=host, port=port, log_level="info", access_log=False
+        )
     finally:
         if process is not None:
             typer.echo("stopping the worker ...")

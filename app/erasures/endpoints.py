@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from app.deps import (
     AdminKey,
     EraseKey,
+    ModelServerDep,
     Page,
     PageDep,
     RuntimeDep,
@@ -101,6 +102,7 @@ def create_erasure_request(
     session: SessionDep,
     settings: SettingsDep,
     key: EraseKey,
+    server: ModelServerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ErasureRequestPublic:
     """From the moment this returns, the data in scope is used in no prompt and no training."""
@@ -109,7 +111,9 @@ def create_erasure_request(
     request, created = service.create_erasure_request(
         session, body.user_id, body.items, config, idempotency_key, actor=actor(key), caller=caller
     )
-    if not created:
+    if created:  # no cached prompt of this process keeps the user's profile and history any longer
+        after_commit(session, lambda: server.forget_prompts_of(body.user_id))
+    else:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/erasure-requests/{request.id}"
     return _public(session, settings, request, caller)

@@ -40,7 +40,8 @@ class ErasureRequestPublic(BaseModel):
     )
     id: str
     user_id: str | None = Field(
-        description="shown to the key that filed the request only; redacted (null) once the data is deleted"
+        description="shown to the key that filed the request only; redacted (null) once the data is deleted "
+        "or the request cancelled"
     )
     user_hash: str = Field(description="salted hash of the user id, as written in the certificate")
     scope: Literal["user", "items"]

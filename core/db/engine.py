@@ -43,7 +43,8 @@ def is_sqlite(session_or_engine: Session | Engine) -> bool:
 
 def make_engine(url: str, pool: PoolConfig | None = None, **kwargs: Any) -> Engine:
     """A new engine (with ``pool``'s sizes, else SQLAlchemy's).  SQLite gets WAL, foreign keys and a busy
-    timeout so that the API and a worker process can share one file."""
+    timeout so that the API and a worker process can share one file.  SQL parameters are left out of
+    error texts (``hide_parameters``): they carry user ids and ratings into tracebacks and logs."""
     in_memory = url.startswith("sqlite") and url.split("///", 1)[-1] in ("", ":memory:")
     if pool is not None and not in_memory:  # an in-memory database has a single connection
         kwargs = {**pool.engine_arguments(), **kwargs}
@@ -51,7 +52,9 @@ def make_engine(url: str, pool: PoolConfig | None = None, **kwargs: Any) -> Engi
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True, **kwargs
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -64,7 +67,19 @@ def make_engine(url: str, pool: PoolConfig | None = None, **kwargs: Any) -> Engi
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+
+
+def checkpoint_wal(engine: Engine) -> bool:
+    """After deleting erased rows on SQLite: copy the WAL into the database file and truncate the WAL to
+    zero bytes, so that the deleted rows' old pages do not stay readable in it (``secure_delete`` zeroes
+    them in the file itself).  Waits up to the busy timeout for readers of older snapshots; returns
+    whether the WAL is empty now.  Does nothing (True) on other databases: see docs/privacy.md."""
+    if engine.dialect.name != "sqlite":
+        return True
+    with engine.connect() as connection:
+        busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    return busy == 0
 
 
 @lru_cache(maxsize=8)

@@ -237,7 +237,7 @@ def cancel_erasure_request(
 ) -> ErasureRequest:
     """Cancel a request that is not yet in a job (received/queued); NotCancellable otherwise, NotFound if
     not ``caller``'s.  Cancelling an already-cancelled request returns it unchanged.  Its data becomes
-    usable again."""
+    usable again; the request keeps the salted user hash, not the raw user id."""
     request = get_erasure_request(session, request_id, caller)
     if request.status == ErasureStatus.CANCELLED:
         return request
@@ -247,9 +247,10 @@ def cancel_erasure_request(
             status=request.status,
         )
     when = now or utcnow()
+    # the raw user id goes, as at completion: the data stays, under the user id it has in the catalog
     cancelled = ErasureStatus.CANCELLED
     if not erasure_repo.transition(
-        session, [request.id], CANCELLABLE_ERASURE_STATUSES, cancelled, when, cancelled_at=when
+        session, [request.id], CANCELLABLE_ERASURE_STATUSES, cancelled, when, cancelled_at=when, user_id=None
     ):
         raise NotCancellable(  # a batch claimed it since it was read
             f"erasure request {request_id} is {request.status}; only a pending request can be cancelled",

@@ -50,8 +50,10 @@ from core.db.repositories import serving as serving_repo
 from core.events import EventPublisher, promotion_event
 from core.ml.model import LoadedModel
 from core.ml.prompts import Catalog
+from core.ml.unlearning.base import UnlearningError
 from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
 from core.ml.verification import never_trained_on
+from core.redaction import error_class, redacted_traceback
 from core.services import batching, registry
 from core.services.certificates import certificate_document, sign_certificate
 from core.services.errors import Conflict, LeaseLost
@@ -84,6 +86,9 @@ DRILL_PAUSE_ENV = "E2U_DRILL_PAUSE"
 # Errors of the infrastructure, not of unlearning (the database unreachable, a full disk): the job is tried
 # again later without spending the batch's gate budget.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+# Errors whose texts this code writes from configurations, names and counts, never from data: a failure
+# reason may quote them (every other error is named by its class only: core.redaction).
+SELF_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (UnlearningError,)
 
 
 @dataclass(frozen=True)
@@ -698,10 +703,13 @@ def _walk(run: _Attempt) -> JobOutcome:
     except INFRASTRUCTURE_ERRORS as error:
         return _retry_later(run, error, may_give_up=True)
     except Exception as error:
-        log.exception("job %s failed before promotion", job_id)
+        # the class only: an exception's text can carry user ids and ratings (core.redaction), and this
+        # reason reaches the job, the requests, the audit log and the result backend
+        log.error("job %s failed before promotion\n%s", job_id, redacted_traceback(error))
         session.rollback()
         session.expire_all()
-        return _fail(run, f"error in phase {job.phase}: {type(error).__name__}: {error}", count_retry=True)
+        said = f": {error}" if isinstance(error, SELF_DESCRIBED_ERRORS) else ""
+        return _fail(run, f"error in phase {job.phase}: {error_class(error)}{said}", count_retry=True)
     try:
         if job.phase in (JobPhase.REGISTER, JobPhase.PROMOTE):
             outcome = _promote(run)
@@ -720,9 +728,9 @@ def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobO
     that ``may_give_up`` fails like a failed gate.  The reason names the error's class only: its text can
     carry SQL parameters or paths."""
     session, job, policy = run.session, run.job, run.rt.retry
-    log.warning("job %s: infrastructure error in phase %s", job.id, job.phase, exc_info=error)
+    log.warning("job %s: infrastructure error in phase %s\n%s", job.id, job.phase, redacted_traceback(error))
     session.rollback()
-    reason = f"infrastructure error in phase {job.phase}: {type(error).__name__}"
+    reason = f"infrastructure error in phase {job.phase}: {error_class(error)}"
     try:
         session.refresh(job)
         if may_give_up and job.attempts >= policy.max_attempts:

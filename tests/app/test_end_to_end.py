@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,8 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import psycopg
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -283,3 +287,77 @@ def test_erasure_end_to_end(stack: Stack, tmp_path: Path) -> None:
     assert client.get("/v1/admin/adapters", headers=headers).json()["active_version_id"] == new
     if stack.settings.redis_url:
         assert runtime._redis is not None and runtime._redis.received >= 1
+
+
+SUBJECT = "subject-7f3a9c"  # a user of the API's own (long enough to search files' bytes for)
+
+
+def _texts_naming(texts: list[str], *user_ids: str) -> list[str]:
+    pattern = re.compile("|".join(rf"\b{re.escape(u)}\b" for u in user_ids))
+    return [text for text in texts if pattern.search(text)]
+
+
+def _result_backend_entries(settings: ApiSettings) -> list[str]:
+    """Every value the queue's result backend holds (Redis, or the embedded file backend under home)."""
+    if settings.result_backend.startswith("redis://"):
+        client = redis.Redis.from_url(settings.result_backend)
+        return [str(client.get(key)) for key in client.scan_iter("celery-task-meta-*")]
+    folder = settings.home / "celery" / "results"
+    return [p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file()]
+
+
+def test_erasure_leaves_no_trace(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """After completion no table row, log line (API access and app logs, the worker's log), result-backend
+    entry or file under the data directory holds the users' ids or readable ratings; the certificate holds
+    only the salted hash."""
+    client, headers = stack.client, stack.headers
+    caplog.set_level(logging.DEBUG)
+    ratings = {"ratings": [{"item_id": f"i{n}", "rating": 5, "timestamp": 2_000_000 + n} for n in range(3)]}
+    assert client.post(f"/v1/users/{SUBJECT}/ratings", json=ratings, headers=headers).status_code == 201
+    assert _recommend(stack, SUBJECT).status_code == 200  # its prompts in the API's cache
+    # a cancelled request, then the ones carried out: the subject (ratings never trained on) and u4
+    cancelled = client.post("/v1/erasure-requests", json={"user_id": SUBJECT}, headers=headers).json()
+    assert client.post(f"/v1/erasure-requests/{cancelled['id']}/cancel", headers=headers).status_code == 200
+    filed = [
+        client.post("/v1/erasure-requests", json={"user_id": user}, headers=headers).json()
+        for user in (SUBJECT, "u4")
+    ]
+    [job_id] = client.post("/v1/admin/jobs/trigger", headers=headers).json()["job_ids"]
+    for request in filed:
+        done = _wait(
+            "the erasure to complete",
+            lambda r=request: (
+                (s := client.get(f"/v1/erasure-requests/{r['id']}", headers=headers).json())["status"]
+                in ("completed", "not_unlearned")
+                and s
+            ),
+            stack.worker_log,
+        )
+        assert done["status"] == "completed", (
+            done,
+            client.get(f"/v1/admin/jobs/{job_id}", headers=headers).json(),
+        )
+    time.sleep(1.0)  # the worker checkpoints the WAL and stores its result after the final commit
+
+    # tables
+    assert _rows_naming(stack.sessions, SUBJECT) == [] and _rows_naming(stack.sessions, "u4") == []
+    # logs: the API's (access and app) and the worker's
+    served = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]  # not the client's
+    assert any("/v1/users/{user_id}/ratings" in line for line in served)
+    assert _texts_naming(served, SUBJECT, "u4") == []
+    assert f"job {job_id}: succeeded" in stack.worker_log.read_text()  # the log is there ...
+    assert _texts_naming(stack.worker_log.read_text().splitlines(), SUBJECT, "u4") == []  # ... and clean
+    # the result backend: an entry per job, none naming the users
+    entries = _result_backend_entries(stack.settings)
+    assert any(str(job_id) in entry for entry in entries)
+    assert _texts_naming(entries, SUBJECT, "u4") == []
+    # every file under the data directory (database and its WAL, prepared data, adapters, queue, logs)
+    files = [p for p in stack.settings.home.rglob("*") if p.is_file() and "models" not in p.parts]
+    assert any(p.name.startswith("samples") for p in files)
+    assert [p for p in files if SUBJECT.encode() in p.read_bytes()] == []
+    samples = pd.read_csv(stack.settings.data_dir / "samples.csv")
+    assert "u4" not in set(samples["user_id"]) and "u3" in set(samples["user_id"])
+    # the certificate names the salted hash, not the user
+    certificate = client.get(f"/v1/erasure-requests/{filed[1]['id']}/certificate", headers=headers).json()
+    payload = base64.b64decode(certificate["payload"]).decode()
+    assert _texts_naming([payload], SUBJECT, "u4") == [] and filed[1]["user_hash"] in payload

@@ -186,12 +186,17 @@ def test_the_watcher_confirms_between_polls(server: ModelServer, adapter_folders
     assert confirmed[:3] == ["v1", "v1", "v1"]
 
 
-def test_swap_forgets_cached_prompt_encodings(
-    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+@pytest.mark.parametrize("when", ["swap", "erasure intake"])
+def test_cached_prompt_encodings_are_forgotten(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData, when: str
 ) -> None:
     server.activate("v1", adapter_folders["v1"])
     with server.lease() as lease:
         lease.score(_frame(small_data))
     assert server.scorer._encode.cache_info().currsize > 0  # type: ignore[attr-defined]
-    server.activate("v2", adapter_folders["v2"])
+    if when == "swap":
+        server.activate("v2", adapter_folders["v2"])
+    else:  # at once, not at the next swap
+        server.forget_prompts_of(str(_frame(small_data)["user_id"].iloc[0]))
+        assert server.active_version == "v1"
     assert server.scorer._encode.cache_info().currsize == 0  # type: ignore[attr-defined]

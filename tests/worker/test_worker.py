@@ -3,6 +3,7 @@ runs one unlearning job (tiny untrained model, stand-in method registered in the
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -86,3 +87,22 @@ def test_worker_runs_one_job(
     active = registry.active_adapter(session)
     assert active is not None and active.version_id != v1_id
     assert not Path(registry.get_version(session, v1_id).artifact_path).exists()
+
+
+def test_a_crashing_job_leaves_its_error_text_out_of_the_queue_and_the_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")  # importing the worker builds its Celery app
+    from worker import tasks
+
+    def crash(*_: object, **__: object) -> None:
+        raise KeyError("u9-secret rated 5.0")
+
+    monkeypatch.setattr(tasks, "settings", lambda: Settings(environment="development", home=tmp_path))
+    monkeypatch.setattr(tasks, "base_model", lambda: None)
+    monkeypatch.setattr(tasks.pipeline, "run_job", crash)
+    with caplog.at_level(logging.DEBUG), pytest.raises(tasks.JobCrashed) as raised:
+        tasks.run_job(7)
+    # what Celery logs and stores: the class and where, never the text
+    assert str(raised.value) == "job 7: KeyError (message withheld)" and raised.value.__cause__ is None
+    assert "KeyError (message withheld)" in caplog.text and "u9-secret" not in caplog.text

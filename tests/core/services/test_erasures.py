@@ -52,6 +52,9 @@ def test_cancel_only_while_pending(session: Session, seeded: PreparedData) -> No
     request, _ = erasures.create_erasure_request(session, "u1", None, INTAKE)
     assert erasures.cancel_erasure_request(session, request.id).status == "cancelled"
     assert erasures.cancel_erasure_request(session, request.id).status == "cancelled"  # idempotent
+    # the raw user id goes at cancel, as at completion (the salted hash stays: idempotency compares it)
+    cancelled = erasures.get_erasure_request(session, request.id)
+    assert cancelled.user_id is None and cancelled.user_hash == erasures.user_hash(INTAKE.salt, "u1")
     other, _ = erasures.create_erasure_request(session, "u2", None, INTAKE)
     other.status = "unlearning"
     session.flush()

@@ -3,6 +3,8 @@ behaviour only (versions, rows, files, certificates, statuses), never quality.""
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from core.db.models import AdapterVersion, ErasureRequest, Interaction, UserProfile, utcnow
+from core.db.models import AdapterVersion, AuditEntry, ErasureRequest, Interaction, UserProfile, utcnow
 from core.ml.evidence import EvidenceConfig
 from core.ml.model import LoadedModel, adapter_sha256
 from core.ml.unlearning.base import METHODS, UnlearningMethod, register
@@ -246,6 +248,45 @@ def test_infrastructure_errors_retry_with_backoff_without_spending_the_gate_budg
     assert gave_up.follow_up_jobs  # the exact fallback (on by default) takes the batch
     assert erasures.get_erasure_request(session, request.id).retry_count == 1
     assert [pipeline.RetryPolicy(6, 30, 100).delay(n) for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
+
+
+class Leaky(UnlearningMethod):
+    """A stand-in method whose error text carries the user's id and a rating (as a pandas KeyError, or a
+    database error with its parameters, would)."""
+
+    name = "test-leaky"
+    config_class = NudgeConfig
+
+    def run(self, inputs, config, child_name, on_progress=None, progress_bar=False):  # type: ignore[no-untyped-def]
+        user = inputs.forget["user_id"].iloc[0]
+        raise KeyError(f"no history for {user}-secret: rated 5.0")
+
+
+if Leaky.name not in METHODS:
+    register(Leaky)
+
+
+def test_error_texts_reach_no_reason_audit_entry_result_or_log(
+    session: Session,
+    v1_id: str,
+    tiny_model: LoadedModel,
+    adapters_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    request, _ = erasures.create_erasure_request(session, "u3", None, INTAKE)
+    [job_id] = batching.trigger_batch_now(session, settings(method="test-leaky", max_retries=0))
+    session.commit()
+    with caplog.at_level(logging.DEBUG):
+        outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
+    # the class and a fixed text, where the error happened in the logs: no user id, no rating
+    assert outcome.status == "failed" and outcome.reason == "error in phase unlearn: KeyError"
+    assert "KeyError (message withheld)" in caplog.text and "unlearning" in caplog.text
+    job = batching.get_job(session, job_id)
+    state = erasures.get_erasure_request(session, request.id)
+    audit = [json.dumps(e.details) for e in session.scalars(select(AuditEntry))]
+    for text in [caplog.text, outcome.reason, job.failure_reason, state.failure_reason, *audit]:
+        assert "u3-secret" not in (text or "") and "rated 5.0" not in (text or "")
+    assert job.failure_reason == state.failure_reason == outcome.reason
 
 
 def test_jobs_formed_together_each_start_from_the_active_version(
