@@ -15,6 +15,7 @@ from core.db.models import AdapterVersion, ErasureRequest, Interaction, UserProf
 from core.ml.evidence import EvidenceConfig
 from core.ml.model import LoadedModel
 from core.ml.unlearning.base import METHODS, UnlearningMethod, register
+from core.ml.verification import SCORES_FILE, ScoreCache
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
 from core.services.batching import JobSettings
@@ -341,3 +342,32 @@ def test_api_keys(session: Session) -> None:
         authenticate(session, plaintext, "erase")
     with pytest.raises(Unauthorized, match="unknown or revoked API key"):
         authenticate(session, plaintext + "x")
+
+
+def test_a_promoted_version_gets_its_verification_scores_before_its_first_job(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    """The warm-up after promotion: the next job's verify step scores no held-out or utility sample of
+    its parent (before it scored the parent's held-out sample at the parent's first job)."""
+    _, first = erase_and_run(session, "u5", tiny_model, adapters_dir)
+    child = registry.get_version(session, batching.get_job(session, first).child_version_id or "")
+    cached = ScoreCache(Path(child.artifact_path) / SCORES_FILE)
+    samples = batching.get_job(session, first).metrics["samples"]
+    assert len(cached.scores["adapter"]) == samples["reference_samples"] + samples["valid"]
+    assert len(cached.scores["base"]) == samples["reference_samples"]
+    _, second = erase_and_run(session, "u6", tiny_model, adapters_dir)
+    job = batching.get_job(session, second)
+    assert job.parent_version_id == child.id
+    assert job.metrics["scores"]["parent_cache"]["computed"] == {"adapter": 0, "base": 0}
+    assert not tiny_model.model.peft_config  # the warm-up freed the adapter it loaded
+
+
+def test_a_failing_warm_up_leaves_the_job_succeeded(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path, monkeypatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pipeline, "warm_version_scores", broken)
+    _, job_id = erase_and_run(session, "u5", tiny_model, adapters_dir)
+    assert batching.get_job(session, job_id).status == "succeeded"
