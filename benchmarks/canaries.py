@@ -26,7 +26,10 @@ The summary per method, planted against not planted, with Clopper-Pearson interv
 - the child's memorisation test: its detection rate on planted canaries is a lower bound on the
   method's leakage (a canary detected in the child was not forgotten), the rate on canaries never
   planted its false-positive rate; ``advantage_low`` (the planted rate's lower bound minus the other's
-  upper bound, at least 0) is what the canaries prove leaked beyond chance.
+  upper bound, at least 0) is what the canaries prove leaked beyond chance;
+- ``membership_auc``: how well each model's memorisation statistic separates planted canaries from the
+  others (no calibration against the population needed): the child's interval above 0.5 is leakage the
+  method left, whatever the memorisation test at ``alpha`` says.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import typer
 from scipy import stats
 
 from benchmarks.report import RESULTS, Machine, save_json
+from core.ml import metrics
 from core.ml.data import Dataset, PreparedData, SampleConfig, holdout_users, load_prepared, prepare
 from core.ml.evidence import EvidenceConfig
 from core.ml.model import LoraSpec, ModelConfig, load_base, new_adapter, save_adapter, unload_adapter
@@ -259,6 +263,29 @@ def _group(records: Sequence[CanaryRecord], alpha: float) -> dict[str, Any]:
     }
 
 
+def membership_auc(
+    records: Sequence[CanaryRecord], child: bool, alpha: float, seed: int = 0
+) -> dict[str, float]:
+    """How well a model's memorisation statistic (the excess over held-out users) tells planted canaries
+    from the others: the AUC (0.5: not at all), with a percentile bootstrap interval over canaries (2000
+    resamples).  Unlike the p-values it needs no calibration against the population, so it sees signal that
+    a canary's atypical taste hides from the memorisation test."""
+    scored = [(r.planted, r.child_excess if child else r.parent_excess) for r in records]
+    pairs = [(p, x) for p, x in scored if x is not None]
+    labels = np.array([p for p, _ in pairs], dtype=bool)
+    values = np.array([x for _, x in pairs], dtype=np.float64)
+    if labels.all() or not labels.any():
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan")}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(2000):
+        idx = rng.integers(0, len(values), len(values))
+        if labels[idx].any() and not labels[idx].all():
+            draws.append(metrics.rank_auc(labels[idx], values[idx]))
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    return {"value": metrics.rank_auc(labels, values), "low": float(low), "high": float(high)}
+
+
 def summarise(records: Sequence[CanaryRecord], alpha: float) -> dict[str, Any]:
     """Per method: planted against not planted (see the module docstring), with the verifier's power,
     false-positive rate and the leakage lower bound read off them."""
@@ -275,6 +302,10 @@ def summarise(records: Sequence[CanaryRecord], alpha: float) -> dict[str, Any]:
             "false_positive_rate": absent["parent_memorised"],
             "leakage_lower_bound": leak["low"],
             "advantage_low": max(0.0, leak["low"] - chance["high"]),
+            "membership_auc": {
+                "parent": membership_auc(mine, False, alpha),
+                "child": membership_auc(mine, True, alpha),
+            },
             "seconds": {
                 "unlearn_mean": float(np.mean([r.unlearn_seconds for r in mine])),
                 "verify_mean": float(np.mean([r.verify_seconds for r in mine])),
@@ -317,8 +348,17 @@ class CanaryResult:
                 f"not planted; child memorised {_rate(p['child_memorised'])} planted, "
                 f"{_rate(n['child_memorised'])} not planted; leakage >= {s['leakage_lower_bound']:.3f}"
             )
+            auc = s["membership_auc"]
+            out.append(
+                f"  planted vs not by the excess: parent AUC {_interval(auc['parent'])}, child AUC "
+                f"{_interval(auc['child'])}"
+            )
             out.append(f"  verdicts planted {p['verdicts']}; not planted {n['verdicts']}")
         return out
+
+
+def _interval(figure: dict[str, float]) -> str:
+    return f"{figure['value']:.3f} [{figure['low']:.3f}, {figure['high']:.3f}]"
 
 
 def _rate(rate: dict[str, Any]) -> str:

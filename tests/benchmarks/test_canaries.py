@@ -3,10 +3,20 @@ run end to end through the service's verifier."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from scipy import stats
 
-from benchmarks.canaries import CanaryConfig, CanaryRecord, Rate, canary_data, run_canaries, summarise
+from benchmarks.canaries import (
+    CanaryConfig,
+    CanaryRecord,
+    Rate,
+    canary_data,
+    membership_auc,
+    run_canaries,
+    summarise,
+)
 from core.ml.data import holdout_users
 from core.ml.model import ModelConfig
 from core.ml.training import TrainConfig
@@ -75,3 +85,12 @@ def test_a_tiny_run_erases_every_canary_through_the_verifier(tiny_config) -> Non
     summary = result.summary["e2urec"]
     assert summary["planted"]["canaries"] + summary["not_planted"]["canaries"] == 4
     assert result.to_dict()["records"][0]["canary"] == result.records[0].canary
+
+
+def test_membership_auc_separates_planted_canaries_by_their_excess() -> None:
+    planted = [replace(_record(f"p{k}", True, 0.5, 0.5, "failed"), child_excess=0.2 + k) for k in range(6)]
+    absent = [replace(_record(f"n{k}", False, 0.5, 0.5, "failed"), child_excess=-0.2 - k) for k in range(6)]
+    auc = membership_auc(planted + absent, child=True, alpha=0.05)
+    assert auc == {"value": 1.0, "low": 1.0, "high": 1.0}
+    tied = membership_auc(planted + absent, child=False, alpha=0.05)  # the parent's excess is 0.1 for all
+    assert tied["value"] == 0.5 and tied["low"] <= 0.5 <= tied["high"]
