@@ -560,7 +560,12 @@ def verify_cost(
             started = time.perf_counter()
             warm_version_scores(scorer, child, job.holdout, job.valid, sizes)
             seconds["warm_up"] = time.perf_counter() - started
-        rows.append({"job": k + 1, "forget_samples": len(forget), **seconds})
+        scores = candidate.figures["scores"]
+        cached = [
+            scores[c]["computed"][s] for c in ("parent_cache", "child_cache") for s in ("adapter", "base")
+        ]
+        scored = sum(scores["forget"].values()) + sum(cached)  # forward passes of the verify step
+        rows.append({"job": k + 1, "forget_samples": len(forget), "verify_scored": scored, **seconds})
         say(f"{'warm' if warm else 'cold'} job {k + 1}: {rows[-1]}")
         parent = child
     return rows
@@ -604,7 +609,7 @@ def cost_command(
         name: {
             part: {"mean": float(np.mean([r[part] for r in rows[1:]])), "jobs": len(rows) - 1}
             for part in rows[0]
-            if part in ("unlearn", "verify", "warm_up")
+            if part in ("unlearn", "verify", "warm_up", "verify_scored")
         }
         for name, rows in runs.items()
     }
