@@ -269,14 +269,14 @@ def test_jobs_formed_together_each_start_from_the_active_version(
     assert active is not None and active.counter == 3
     assert active.version_id == batching.get_job(session, second).child_version_id
     # a version's own figures are computed once: the first job scored v1 and the base model on the
-    # held-out sample and on the utility set; the second reused the base model's held-out scores and
-    # its parent's utility scores (computed as the first job's child) and computed only the parent's
-    # held-out scores, which a version gets at its first job as a parent
+    # held-out sample and on the utility set; the second reused all of its parent's (the utility scores
+    # computed as the first job's child, the held-out ones by the warm-up after that job)
     caches = [batching.get_job(session, j).metrics["scores"]["parent_cache"] for j in (first, second)]
     samples = batching.get_job(session, second).metrics["samples"]
     assert caches[0]["reused"] == {"adapter": 0, "base": 0}
-    assert caches[1]["reused"] == {"adapter": samples["valid"], "base": samples["reference_samples"]}
-    assert caches[1]["computed"] == {"adapter": samples["reference_samples"], "base": 0}
+    held, valid = samples["reference_samples"], samples["valid"]
+    assert caches[1]["reused"] == {"adapter": valid + held, "base": held}
+    assert caches[1]["computed"] == {"adapter": 0, "base": 0}
 
 
 def test_erasure_of_a_user_held_out_of_training_completes_as_never_trained_on(
