@@ -15,8 +15,9 @@ with users held out of training entirely (split "holdout", ``core.ml.data.holdou
 Cost: the figures of a version and of the base model on the held-out sample and the utility subset do not
 depend on the job.  ``ScoreCache`` keeps them beside the adapter's weights (``SCORES_FILE``), so a version's
 own figures are computed once, not once per job: the child's utility scores are written beside it, the
-base model's held-out scores are carried from version to version, and a parent's held-out scores are
-computed at its first job.  Scores of F are never stored.
+base model's held-out scores are carried from version to version, and a promoted version's own held-out
+scores are computed right after its promotion (``warm_version_scores``, off the verify step of its first
+job as a parent; a version that missed it gets them at that first job).  Scores of F are never stored.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pandas as pd
 
 from core.ml import evidence, metrics
 from core.ml.evidence import EvidenceConfig, Verdict
+from core.ml.model import load_adapter, unload_adapter
 from core.ml.scoring import Scorer
 from core.serialization import json_safe
 
@@ -210,6 +212,47 @@ def _by_user(frame: pd.DataFrame, values: np.ndarray) -> list[np.ndarray]:
     return [values[users == user] for user in sorted(set(users))]
 
 
+def _version_scores(
+    scorer: Scorer, adapter: str, cache: ScoreCache, h_frame: pd.DataFrame, v_frame: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A version's own figures as a parent: the base model's and the adapter's held-out scores and the
+    adapter's utility scores, through ``cache``."""
+    return (
+        cache.score(scorer, None, h_frame),
+        cache.score(scorer, adapter, h_frame),
+        cache.score(scorer, adapter, v_frame),
+    )
+
+
+def warm_version_scores(
+    scorer: Scorer,
+    folder: Path,
+    holdout: pd.DataFrame,
+    valid: pd.DataFrame,
+    sizes: VerificationSizes,
+    name: str = "warm_up",
+) -> dict[str, dict[str, int]]:
+    """Compute once the figures that a version needs as a parent (``_version_scores`` on the held-out
+    sample and the utility subset that ``verify_candidate`` will draw with ``sizes``) and store them in its
+    ``ScoreCache`` beside its weights in ``folder``; only what is not cached yet is scored.  Call it after
+    the version is promoted, so that its first job as a parent does not pay for it.  The adapter is loaded
+    as ``name`` and freed after; ``scorer``'s model is left with the adapter that was active (if any).
+    Returns the cache's counts (scores computed and reused)."""
+    cache = ScoreCache(folder / SCORES_FILE)
+    model = scorer.loaded.model
+    loaded_before = set(getattr(model, "peft_config", {}))  # adapters loaded on a peft model
+    active = getattr(model, "active_adapter", None) if loaded_before else None
+    load_adapter(scorer.loaded, folder, name)
+    try:
+        _version_scores(scorer, name, cache, reference_sample(holdout, sizes), utility_subset(valid, sizes))
+    finally:
+        if isinstance(active, str) and active in loaded_before:
+            scorer.loaded.model.set_adapter(active)
+        unload_adapter(scorer.loaded, name)
+    cache.save()
+    return cache.counts()
+
+
 def verify_candidate(
     scorer: Scorer,
     parent_name: str,
@@ -242,9 +285,7 @@ def verify_candidate(
     v_frame = utility_subset(valid, sizes)
     labels_f, labels_h = f_frame["label"].to_numpy(), h_frame["label"].to_numpy()
     base_f, parent_f, child_f = (_score(scorer, who, f_frame) for who in (None, parent_name, child_name))
-    base_h = parent_cache.score(scorer, None, h_frame)
-    parent_h = parent_cache.score(scorer, parent_name, h_frame)
-    parent_v = parent_cache.score(scorer, parent_name, v_frame)
+    base_h, parent_h, parent_v = _version_scores(scorer, parent_name, parent_cache, h_frame, v_frame)
     child_v = child_cache.score(scorer, child_name, v_frame)
     child_cache.carry_base(parent_cache)  # for the child's own jobs as a parent
     scorer.loaded.model.set_adapter(child_name)

@@ -49,10 +49,11 @@ from core.db.repositories import jobs as job_repo
 from core.db.repositories import serving as serving_repo
 from core.events import EventPublisher, promotion_event
 from core.ml.model import LoadedModel
-from core.ml.prompts import Catalog
+from core.ml.prompts import Catalog, PromptBuilder
+from core.ml.scoring import Scorer
 from core.ml.unlearning.base import UnlearningError
 from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
-from core.ml.verification import never_trained_on
+from core.ml.verification import never_trained_on, warm_version_scores
 from core.redaction import error_class, redacted_traceback
 from core.services import batching, registry
 from core.services.certificates import certificate_document, sign_certificate
@@ -717,9 +718,39 @@ def _walk(run: _Attempt) -> JobOutcome:
                 return outcome
         if job.phase == JobPhase.PURGE:
             _purge(run)
-        return _certify(run)
+        outcome = _certify(run)
     except INFRASTRUCTURE_ERRORS as error:
         return _retry_later(run, error, may_give_up=False)
+    _warm_up(run)
+    return outcome
+
+
+def _warm_up(run: _Attempt) -> None:
+    """After the job succeeded, off its requests' path: compute the new active version's own verification
+    figures (``core.ml.verification.warm_version_scores``) so that its first job as a parent does not pay
+    for them in its verify step.  Only a cache: any error is logged, and that job computes them instead."""
+    job_id, child_id = run.job.id, run.job.child_version_id
+    if child_id is None or child_id == run.job.parent_version_id:
+        return
+    try:
+        folder = Path(registry.get_version(run.session, child_id).artifact_path)
+        holdout = catalog_repo.usable_interactions(run.session, splits=["holdout"])
+        valid = catalog_repo.usable_interactions(run.session, splits=["valid"])
+        catalog = Catalog(
+            catalog_repo.titles(run.session), catalog_repo.profiles(run.session, usable_only=False)
+        )
+        run.session.rollback()  # reads only: no transaction stays open while the model scores
+        scorer = Scorer(
+            run.rt.loaded, PromptBuilder(run.rt.loaded.tokenizer, catalog), run.rt.score_batch_size
+        )
+        sizes = run.config.verification_sizes()
+        counts = warm_version_scores(scorer, folder, holdout, valid, sizes)
+        log.info("job %s: version %s's verification scores warmed: %s", job_id, child_id, counts)
+    except Exception as error:  # a cache warm-up never changes a finished job's outcome
+        run.session.rollback()
+        log.warning(
+            "job %s: warming version %s's scores failed\n%s", job_id, child_id, redacted_traceback(error)
+        )
 
 
 def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobOutcome:

@@ -19,17 +19,19 @@ import torch
 
 from core.ml.data import Dataset, PreparedData, SampleConfig, holdout_users, prepare
 from core.ml.evidence import EvidenceConfig, Verdict
-from core.ml.model import LoadedModel, LoraSpec, load_base, new_adapter
+from core.ml.model import LoadedModel, LoraSpec, load_base, new_adapter, save_adapter
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
 from core.ml.training import TrainConfig, train_adapter
 from core.ml.unlearning.base import UnlearningInputs, run_unlearning
 from core.ml.verification import (
+    SCORES_FILE,
     ScoreCache,
     VerificationSizes,
     reference_sample,
     utility_subset,
     verify_candidate,
+    warm_version_scores,
 )
 
 CANARY = "c0"
@@ -199,3 +201,22 @@ def test_sample_draws_are_capped_and_stable_when_other_rows_go(data) -> None:
     in_subset = [pair in chosen for pair in zip(valid["user_id"], valid["item_id"], strict=True)]
     kept = valid[np.array(in_subset) | (np.arange(len(valid)) % 2 == 0)].reset_index(drop=True)
     assert len(kept) < len(valid) and utility_subset(kept, small).equals(subset)
+
+
+def test_a_warmed_version_pays_nothing_for_its_own_figures_at_its_first_job(data, trained, tmp_path) -> None:
+    """``warm_version_scores`` after promotion: the version's held-out and utility scores (and the base
+    model's held-out scores) are stored beside it, so its first verification as a parent scores none."""
+    scorer, forget = trained
+    folder = tmp_path / "with"
+    save_adapter(scorer.loaded, "with", folder)
+    scorer.loaded.model.set_adapter("child")
+    counts = warm_version_scores(scorer, folder, data.split("holdout"), data.split("valid"), SIZES)
+    held, valid = 140, len(data.split("valid"))
+    assert counts["computed"] == {"adapter": held + valid, "base": held}
+    assert scorer.loaded.model.active_adapter == "child" and "warm_up" not in scorer.loaded.model.peft_config
+    again = warm_version_scores(scorer, folder, data.split("holdout"), data.split("valid"), SIZES)
+    assert again["computed"] == {"adapter": 0, "base": 0}  # once per version
+    parent_cache = ScoreCache(folder / SCORES_FILE)
+    warm = verify(scorer, data, forget, "with", "child", parent_cache=parent_cache)
+    assert parent_cache.counts()["computed"] == {"adapter": 0, "base": 0}
+    assert warm.figures["evidence"] == verify(scorer, data, forget, "with", "child").figures["evidence"]

@@ -18,6 +18,7 @@ from core.db.models import AdapterVersion, AuditEntry, ErasureRequest, Interacti
 from core.ml.evidence import EvidenceConfig
 from core.ml.model import LoadedModel, adapter_sha256
 from core.ml.unlearning.base import METHODS, UnlearningMethod, register
+from core.ml.verification import SCORES_FILE, ScoreCache
 from core.services import batching, erasures, pipeline, registry
 from core.services.api_keys import authenticate, create_api_key
 from core.services.batching import JobSettings
@@ -310,14 +311,14 @@ def test_jobs_formed_together_each_start_from_the_active_version(
     assert active is not None and active.counter == 3
     assert active.version_id == batching.get_job(session, second).child_version_id
     # a version's own figures are computed once: the first job scored v1 and the base model on the
-    # held-out sample and on the utility set; the second reused the base model's held-out scores and
-    # its parent's utility scores (computed as the first job's child) and computed only the parent's
-    # held-out scores, which a version gets at its first job as a parent
+    # held-out sample and on the utility set; the second reused all of its parent's (the utility scores
+    # computed as the first job's child, the held-out ones by the warm-up after that job)
     caches = [batching.get_job(session, j).metrics["scores"]["parent_cache"] for j in (first, second)]
     samples = batching.get_job(session, second).metrics["samples"]
     assert caches[0]["reused"] == {"adapter": 0, "base": 0}
-    assert caches[1]["reused"] == {"adapter": samples["valid"], "base": samples["reference_samples"]}
-    assert caches[1]["computed"] == {"adapter": samples["reference_samples"], "base": 0}
+    held, valid = samples["reference_samples"], samples["valid"]
+    assert caches[1]["reused"] == {"adapter": valid + held, "base": held}
+    assert caches[1]["computed"] == {"adapter": 0, "base": 0}
 
 
 def test_erasure_of_a_user_held_out_of_training_completes_as_never_trained_on(
@@ -383,3 +384,32 @@ def test_api_keys(session: Session) -> None:
         authenticate(session, plaintext, "erase")
     with pytest.raises(Unauthorized, match="unknown or revoked API key"):
         authenticate(session, plaintext + "x")
+
+
+def test_a_promoted_version_gets_its_verification_scores_before_its_first_job(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    """The warm-up after promotion: the next job's verify step scores no held-out or utility sample of
+    its parent (before it scored the parent's held-out sample at the parent's first job)."""
+    _, first = erase_and_run(session, "u5", tiny_model, adapters_dir)
+    child = registry.get_version(session, batching.get_job(session, first).child_version_id or "")
+    cached = ScoreCache(Path(child.artifact_path) / SCORES_FILE)
+    samples = batching.get_job(session, first).metrics["samples"]
+    assert len(cached.scores["adapter"]) == samples["reference_samples"] + samples["valid"]
+    assert len(cached.scores["base"]) == samples["reference_samples"]
+    _, second = erase_and_run(session, "u6", tiny_model, adapters_dir)
+    job = batching.get_job(session, second)
+    assert job.parent_version_id == child.id
+    assert job.metrics["scores"]["parent_cache"]["computed"] == {"adapter": 0, "base": 0}
+    assert not tiny_model.model.peft_config  # the warm-up freed the adapter it loaded
+
+
+def test_a_failing_warm_up_leaves_the_job_succeeded(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path, monkeypatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pipeline, "warm_version_scores", broken)
+    _, job_id = erase_and_run(session, "u5", tiny_model, adapters_dir)
+    assert batching.get_job(session, job_id).status == "succeeded"
