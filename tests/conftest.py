@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from core.ml.data import Dataset, PreparedData, SampleConfig, prepare
 from core.ml.model import TINY, LoadedModel, ModelConfig, load_base
@@ -28,6 +30,16 @@ def tiny_config() -> ModelConfig:
 def _tiny_model_once(tiny_config: ModelConfig) -> LoadedModel:
     """Loaded once per session and never handed to a test: ``tiny_model`` gives out copies."""
     return load_base(tiny_config)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """For modules that train the tiny model: a 3M-parameter model gains nothing from threads, and on a
+    shared 2-core machine OpenMP spinning makes each step ~30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

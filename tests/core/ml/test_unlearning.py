@@ -64,14 +64,7 @@ def method_config(name: str, seed: int = 0) -> dict[str, object]:
     return {"seed": seed, "train": RETRAIN_RECIPE.to_dict()} if name == "retrain" else {"seed": seed, **FAST}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # a 3M-parameter model gains nothing from threads, and on a shared 2-core machine OpenMP spinning
-    # makes each step ~30x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from core.ml.data import Dataset, PreparedData, SampleConfig, holdout_users, prepare
 from core.ml.evidence import EvidenceConfig, Verdict
@@ -75,12 +74,7 @@ def canary_dataset(users: int = 40, items: int = 20, per_user: int = 10, seed: i
     return Dataset(interactions, catalog, profiles)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
