@@ -4,12 +4,13 @@ serves in ``serving_confirmations``."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from sqlalchemy import select
 
 from core.db.models import ServingConfirmation
-from core.ml.model import ModelConfig
+from core.ml.model import ModelConfig, adapter_sha256
 from core.services import registry
 from tests.adapters import save_random_adapter
 from tests.app.conftest import Env
@@ -20,7 +21,7 @@ def _promote(env: Env, version_id: str, folder: Path) -> None:
         active = registry.active_adapter(session)
         assert active is not None
         registry.register_version(
-            session, version_id, active.version_id, "tiny", folder, "0" * 64, {}, {}, set()
+            session, version_id, active.version_id, "tiny", folder, adapter_sha256(folder), {}, {}, set()
         )
         registry.promote_version(session, version_id, active.version_id, active.counter, "test")
         session.commit()
@@ -38,9 +39,12 @@ def test_ready_only_while_serving_the_registry_active_version(
         [row] = session.scalars(select(ServingConfirmation)).all()
     assert (row.process_id, row.version_id) == (runtime.process_id, api_env.v1)
 
-    # the registry moves to a version whose weights do not load
+    # the registry moves to a version whose weights then fail to load here (promotion checked them; the
+    # store lost them since)
     runtime.watcher.stop()  # hold the watcher still: the promotion is seen by readiness alone first
-    _promote(api_env, "v2-broken", tmp_path / "missing")
+    broken = save_random_adapter(tiny_config, tmp_path / "v2-broken", 2)
+    _promote(api_env, "v2-broken", broken)
+    shutil.rmtree(broken)
     behind = client.get("/readyz")
     assert behind.status_code == 503
     assert (behind.json()["adapter_version"], behind.json()["registry_version"]) == (api_env.v1, "v2-broken")
