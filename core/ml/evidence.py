@@ -504,10 +504,13 @@ def decide(
             f"forget set raised: child - parent mean log gold probability {change.mean.value:.4f} "
             f"[{change.mean.low:.4f}, {change.mean.high:.4f}], p = {change.p_value:.4f}"
         )
-    if child.p_value_lower <= alpha:
+    # over-unlearning must be material as well as significant: with a few hundred samples a user who is
+    # merely atypical (below the population of held-out users by a few hundredths of a nat) would
+    # otherwise fail, a property of the user and not of the unlearning
+    if child.p_value_lower <= alpha and -child.excess.value > config.effect_of_interest:
         failures.append(
-            f"over-unlearned: the child is below held-out users by {-child.excess.value:.4f} nats, "
-            f"lower-tail p = {child.p_value_lower:.4f} <= {alpha}"
+            f"over-unlearned: the child is below held-out users by {-child.excess.value:.4f} nats "
+            f"> {config.effect_of_interest}, lower-tail p = {child.p_value_lower:.4f} <= {alpha}"
         )
     if utility.difference.low < -config.utility_margin:
         failures.append(
