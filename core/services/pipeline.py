@@ -332,7 +332,7 @@ def _collect(run: _Attempt) -> JobData:
         retain=catalog_repo.usable_interactions(session, splits=["train"]),
         valid=catalog_repo.usable_interactions(session, splits=["valid"]),
         holdout=catalog_repo.usable_interactions(session, splits=["holdout"]),
-        catalog=Catalog(catalog_repo.titles(session), catalog_repo.profiles(session, usable_only=False)),
+        catalog=_prompt_catalog(session),
     )
     run.beat(progress=PROGRESS[JobPhase.UNLEARN])
     return data
@@ -725,6 +725,11 @@ def _walk(run: _Attempt) -> JobOutcome:
     return outcome
 
 
+def _prompt_catalog(session: Session) -> Catalog:
+    """Titles and every profile (erased users' too: their samples may still be in a job's forget set)."""
+    return Catalog(catalog_repo.titles(session), catalog_repo.profiles(session, usable_only=False))
+
+
 def _warm_up(run: _Attempt) -> None:
     """After the job succeeded, off its requests' path: compute the new active version's own verification
     figures (``core.ml.verification.warm_version_scores``) so that its first job as a parent does not pay
@@ -736,9 +741,7 @@ def _warm_up(run: _Attempt) -> None:
         folder = Path(registry.get_version(run.session, child_id).artifact_path)
         holdout = catalog_repo.usable_interactions(run.session, splits=["holdout"])
         valid = catalog_repo.usable_interactions(run.session, splits=["valid"])
-        catalog = Catalog(
-            catalog_repo.titles(run.session), catalog_repo.profiles(run.session, usable_only=False)
-        )
+        catalog = _prompt_catalog(run.session)
         run.session.rollback()  # reads only: no transaction stays open while the model scores
         scorer = Scorer(
             run.rt.loaded, PromptBuilder(run.rt.loaded.tokenizer, catalog), run.rt.score_batch_size

@@ -134,15 +134,7 @@ def test_init_prepares_and_trains_through_the_workflows(
         model_config: Any, prepared: Any, config: TrainConfig, folder: Path, **options: Any
     ) -> Any:
         calls["train"] = (model_config.base, prepared, config, folder)
-        result = SimpleNamespace(
-            steps=30,
-            samples_seen=240,
-            stopped_by="max_steps",
-            resumed_from_step=0,
-            best_valid_auc=0.5,
-            seconds=1.0,
-        )
-        return SimpleNamespace(sha256="1" * 64, result=result)
+        return _trained(steps=30)
 
     monkeypatch.setattr(service, "initialise", fake_initialise)
     monkeypatch.setattr(data, "prepare_data", fake_prepare)
@@ -157,6 +149,19 @@ def test_init_prepares_and_trains_through_the_workflows(
     assert f"adapter saved to {v1}" in result.output and "active adapter version: v1-x" in result.output
 
 
+def _trained(steps: int) -> SimpleNamespace:
+    """What ``train_first_adapter`` returns, as far as the CLI reads it."""
+    result = SimpleNamespace(
+        steps=steps,
+        samples_seen=8 * steps,
+        stopped_by="max_steps",
+        resumed_from_step=0,
+        best_valid_auc=0.5,
+        seconds=1.0,
+    )
+    return SimpleNamespace(sha256="1" * 64, result=result)
+
+
 def _fake_workflows(monkeypatch: pytest.MonkeyPatch, small_data: PreparedData) -> dict[str, Any]:
     """Record the folders that prepare and train would read and write."""
     calls: dict[str, Any] = {}
@@ -169,15 +174,7 @@ def _fake_workflows(monkeypatch: pytest.MonkeyPatch, small_data: PreparedData) -
         model_config: Any, prepared: Any, config: TrainConfig, folder: Path, **options: Any
     ) -> Any:
         calls["train"] = (prepared, folder)
-        result = SimpleNamespace(
-            steps=1,
-            samples_seen=8,
-            stopped_by="max_steps",
-            resumed_from_step=0,
-            best_valid_auc=0.5,
-            seconds=1.0,
-        )
-        return SimpleNamespace(sha256="1" * 64, result=result)
+        return _trained(steps=1)
 
     monkeypatch.setattr(data, "prepare_data", fake_prepare)
     monkeypatch.setattr(model, "load_prepared", lambda folder: f"data from {folder}")

@@ -12,7 +12,7 @@ from core.db.models import Interaction
 from core.ml.data import PreparedData, decode_history, load_prepared, save_prepared
 from core.ml.model import LoadedModel
 from core.services import batching, erasures, pipeline
-from tests.core.services.test_pipeline import INTAKE, KEY, settings
+from tests.core.services.test_pipeline import INTAKE, runtime, settings
 
 
 def test_item_erasure_forgets_the_prompts_that_mention_it_and_files_match_rows(
@@ -35,10 +35,9 @@ def test_item_erasure_forgets_the_prompts_that_mention_it_and_files_match_rows(
     session.commit()
     [job_id] = batching.trigger_batch_now(session, settings())
     session.commit()
-    runtime = pipeline.PipelineRuntime(
-        tiny_model, adapters_dir, "w1", KEY, lease_seconds=60, score_batch_size=8, prepared_data_dir=folder
+    outcome = pipeline.run_job(
+        session, job_id, runtime(tiny_model, adapters_dir, prepared_data_dir=folder), session.commit
     )
-    outcome = pipeline.run_job(session, job_id, runtime, session.commit)
     assert outcome.status == "succeeded", outcome.reason
     done = erasures.get_erasure_request(session, request.id)
     assert done.forget_samples == 1 + mentioning  # the item's sample and every prompt that mentions it

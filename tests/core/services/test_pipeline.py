@@ -51,8 +51,18 @@ def settings(thresholds: EvidenceConfig = REAL, **overrides: object) -> JobSetti
     return JobSettings(**{**values, **overrides})  # type: ignore[arg-type]
 
 
-def runtime(model: LoadedModel, adapters_dir: Path, worker: str = "w1") -> pipeline.PipelineRuntime:
-    return pipeline.PipelineRuntime(model, adapters_dir, worker, KEY, lease_seconds=60, score_batch_size=8)
+def runtime(
+    model: LoadedModel, adapters_dir: Path, worker: str = "w1", prepared_data_dir: Path | None = None
+) -> pipeline.PipelineRuntime:
+    return pipeline.PipelineRuntime(
+        model,
+        adapters_dir,
+        worker,
+        KEY,
+        lease_seconds=60,
+        score_batch_size=8,
+        prepared_data_dir=prepared_data_dir,
+    )
 
 
 def erase_and_run(

@@ -16,7 +16,7 @@ from core.ml.model import LoadedModel
 from core.services import batching, erasures, pipeline
 from core.services.certificates import verify_certificate
 from core.services.prepared_data import ScopeToPurge, purge_prepared
-from tests.core.services.test_pipeline import INTAKE, JWKS, KEY, settings
+from tests.core.services.test_pipeline import INTAKE, JWKS, runtime, settings
 
 
 def _partial_pair(data: PreparedData, user: str) -> str:
@@ -80,10 +80,9 @@ def test_job_purges_prepared_files_and_certifies_it(
     session.commit()
     [job_id] = batching.trigger_batch_now(session, settings())
     session.commit()
-    runtime = pipeline.PipelineRuntime(
-        tiny_model, adapters_dir, "w1", KEY, lease_seconds=60, score_batch_size=8, prepared_data_dir=folder
+    outcome = pipeline.run_job(
+        session, job_id, runtime(tiny_model, adapters_dir, prepared_data_dir=folder), session.commit
     )
-    outcome = pipeline.run_job(session, job_id, runtime, session.commit)
     assert outcome.status == "succeeded", outcome.reason
     on_disk = load_prepared(folder)
     assert on_disk.content_hash() != before
