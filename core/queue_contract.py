@@ -13,8 +13,10 @@ from core.settings import Settings
 
 RUN_JOB_TASK = "e2u.run_job"  # args: [job_id]; result: {job_id, status, reason}
 FORM_BATCHES_TASK = "e2u.form_batches"  # no args; returns the job ids it created
-UNLEARNING_QUEUE = "unlearning"  # GPU workers, prefetch 1
-DEFAULT_QUEUE = "celery"  # everything else (the beat's batch forming)
+# Two queues, served by separate workers in production: a GPU job runs for minutes to hours, and the
+# beat's batch forming (every E2U_BATCH_POLL_SECONDS) must not wait behind it
+UNLEARNING_QUEUE = "unlearning"  # GPU workers, one job at a time, prefetch 1
+DEFAULT_QUEUE = "celery"  # the light periodic tasks (the beat's batch forming)
 SERIALIZER = "json"  # task arguments and results are ids, statuses and reasons: never user data
 
 

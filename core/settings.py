@@ -3,20 +3,46 @@ values they need as explicit arguments."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy.engine import make_url
 
 from core.db.engine import PoolConfig
 from core.signing import KeyStore, SignatureError, SigningKey
 
 DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
+# Secrets from files (docker/compose secrets): a file per setting, named like its variable in lower case
+# (``/run/secrets/e2u_certificate_salt``, ``e2u_database_password``); the environment still wins.
+SECRETS_DIR = Path("/run/secrets")
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="E2U_", env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic's own order (arguments, environment, .env, secret files), with the secrets folder
+        ``E2U_SECRETS_DIR`` (default /run/secrets) read only where it exists: outside a container there
+        is none, and that is no error."""
+        folder = Path(os.environ.get("E2U_SECRETS_DIR", SECRETS_DIR))
+        secrets = [SecretsSettingsSource(settings_cls, secrets_dir=folder)] if folder.is_dir() else []
+        return init_settings, env_settings, dotenv_settings, *secrets
 
     # production unless the embedded launcher (`e2u serve`, `e2u init`) asks for development: production
     # refuses to start without a signing key file and a real certificate salt
@@ -56,6 +82,9 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------------ persistence and queue
     # Empty strings mean "the embedded default under ``home``" (SQLite file, kombu filesystem broker).
     database_url: str = ""
+    # the password of the database URL's user, kept out of the URL (a secret file: e2u_database_password);
+    # it replaces any password the URL holds
+    database_password: SecretStr | None = None
     broker_url: str = ""  # production: redis://host:6379/0
     result_backend: str = ""  # production: redis://host:6379/1
     redis_url: str | None = None  # pub/sub for promotion events; None: the API polls the active alias
@@ -109,7 +138,12 @@ class Settings(BaseSettings):
 
     @property
     def database_url_resolved(self) -> str:
-        return self.database_url or f"sqlite:///{(self.home / 'e2u.sqlite').resolve()}"
+        if not self.database_url:
+            return f"sqlite:///{(self.home / 'e2u.sqlite').resolve()}"
+        if self.database_password is None:
+            return self.database_url
+        url = make_url(self.database_url).set(password=self.database_password.get_secret_value())
+        return url.render_as_string(hide_password=False)
 
     @property
     def broker_url_resolved(self) -> str:

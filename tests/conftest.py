@@ -15,6 +15,7 @@ from core.ml.data import Dataset, PreparedData, SampleConfig, prepare
 from core.ml.model import TINY, LoadedModel, ModelConfig, load_base
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
+from tests.installed import install_wheel
 
 REPO = Path(__file__).resolve().parents[1]
 # Converted models are cached in the repo's var/ (ignored by git) so that only the first run pays ~35 s.
@@ -81,3 +82,9 @@ def small_data() -> PreparedData:
 def tiny_scorer(tiny_model: LoadedModel, small_data: PreparedData) -> Scorer:
     catalog = Catalog.from_frames(small_data.items, small_data.users)
     return Scorer(tiny_model, PromptBuilder(tiny_model.tokenizer, catalog), batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment holding the e2u wheel built from this checkout (tests/installed.py)."""
+    return install_wheel(tmp_path_factory.mktemp("wheel"))

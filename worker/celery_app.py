@@ -1,10 +1,14 @@
 """The Celery app: Redis in production, kombu's filesystem transport in the embedded default (no server).
 
-Run: ``celery -A worker.celery_app worker -B -Q unlearning,celery -c 1`` (``-B`` runs the beat that forms
-batches and re-enqueues jobs whose lease expired; one beat per deployment).
+Embedded: ``celery -A worker.celery_app worker -B -Q unlearning,celery -c 1`` (``-B`` runs the beat that
+forms batches and re-enqueues jobs whose lease expired; one beat per deployment).  Production
+(docker-compose.yml): a GPU worker on the ``unlearning`` queue (one job at a time), a light worker on the
+``celery`` queue, and one ``celery beat`` process; ``python -m worker.health`` checks them.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from celery import Celery
 
@@ -18,6 +22,19 @@ from core.queue_contract import (
 )
 from core.settings import Settings
 
+# The light tasks' limits: forming batches takes a few queries; one stuck past this is cut off, and the
+# beat sends the next one a poll later.  A job's limit is the broker's visibility timeout: past it Redis
+# would hand the same job to a second worker anyway (its late writes are fenced off by the lease).
+LIGHT_TASK_SOFT_SECONDS = 60
+LIGHT_TASK_HARD_SECONDS = 90
+
+
+def beat_schedule_path(settings: Settings) -> Path:
+    """The beat's schedule file (a shelve: the file name may gain a suffix); its folder exists."""
+    folder = (settings.home / "celery").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "beat-schedule"
+
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
@@ -28,6 +45,13 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,  # one long job at a time per process
         task_default_queue=DEFAULT_QUEUE,
         task_routes={RUN_JOB_TASK: {"queue": UNLEARNING_QUEUE}, FORM_BATCHES_TASK: {"queue": DEFAULT_QUEUE}},
+        task_annotations={
+            RUN_JOB_TASK: {"time_limit": settings.visibility_timeout_seconds},
+            FORM_BATCHES_TASK: {
+                "soft_time_limit": LIGHT_TASK_SOFT_SECONDS,
+                "time_limit": LIGHT_TASK_HARD_SECONDS,
+            },
+        },
         broker_transport_options=broker_transport_options(settings),
         result_expires=7 * 24 * 3600,
         task_serializer=SERIALIZER,
@@ -36,7 +60,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         beat_schedule={
             "form-batches": {"task": FORM_BATCHES_TASK, "schedule": settings.batch_poll_seconds},
         },
-        beat_schedule_filename=str((settings.home / "celery" / "beat-schedule").resolve()),
+        beat_schedule_filename=str(beat_schedule_path(settings)),
+        beat_sync_every=1,  # the schedule file is written at each send: its age is the beat's health check
         imports=("worker.tasks",),
     )
     return app

@@ -22,3 +22,6 @@ class Readiness(BaseModel):
         description="versions in memory (the active one, plus any finishing requests)"
     )
     watcher_error: str | None = Field(None, description="the last failure to follow the registry, if any")
+    process_id: str = Field(
+        "", description="the API process that answered (host:pid:random), as named in serving confirmations"
+    )
