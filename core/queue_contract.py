@@ -17,6 +17,10 @@ FORM_BATCHES_TASK = "e2u.form_batches"  # no args; returns the job ids it create
 # beat's batch forming (every E2U_BATCH_POLL_SECONDS) must not wait behind it
 UNLEARNING_QUEUE = "unlearning"  # GPU workers, one job at a time, prefetch 1
 DEFAULT_QUEUE = "celery"  # the light periodic tasks (the beat's batch forming)
+# the light tasks' time limits: forming batches takes a few queries; one stuck past these is cut off, and
+# the beat sends the next a poll later (the light worker's stop_grace_period lies above them)
+LIGHT_TASK_SOFT_SECONDS = 60
+LIGHT_TASK_HARD_SECONDS = 90
 SERIALIZER = "json"  # task arguments and results are ids, statuses and reasons: never user data
 
 

@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from core.db.models import Base
 from tests.core.conftest import PG_DSN, PG_URL
 from tests.installed import ROOT, run
+
 TABLES = {*Base.metadata.tables, "alembic_version"}
 
 # Run by the installed interpreter: migrate, then say where the code came from and what the database holds.
@@ -44,7 +45,9 @@ def _head() -> str | None:
 
 
 def test_installed_wheel_migrates_an_empty_sqlite_file(installed_wheel: Path, tmp_path: Path) -> None:
-    report = _migrate_outside_the_checkout(installed_wheel, f"sqlite:///{tmp_path / 'empty.sqlite'}", tmp_path)
+    report = _migrate_outside_the_checkout(
+        installed_wheel, f"sqlite:///{tmp_path / 'empty.sqlite'}", tmp_path
+    )
     assert report["version"] == _head()
     assert set(report["tables"]) == TABLES
 

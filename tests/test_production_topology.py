@@ -247,10 +247,14 @@ def test_compose_services_walk_an_erasure_through_the_beat(topology: Topology, t
 
         # every queue service answers its own health check
         for service in ("worker-cpu", "worker-light", "beat"):
-            topology.wait(f"{service}'s health check", lambda s=service: topology.healthcheck(s).returncode == 0)
+            topology.wait(
+                f"{service}'s health check", lambda s=service: topology.healthcheck(s).returncode == 0
+            )
 
         # the erasure: accepted, then batched by the beat's timer and carried out, with no admin trigger
-        filed = client.post(f"{topology.base_url}/v1/erasure-requests", json={"user_id": "u3"}, headers=headers)
+        filed = client.post(
+            f"{topology.base_url}/v1/erasure-requests", json={"user_id": "u3"}, headers=headers
+        )
         assert filed.status_code == 201, filed.text
         request = filed.json()
         assert request["status"] == "received"

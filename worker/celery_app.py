@@ -15,18 +15,14 @@ from celery import Celery
 from core.queue_contract import (
     DEFAULT_QUEUE,
     FORM_BATCHES_TASK,
+    LIGHT_TASK_HARD_SECONDS,
+    LIGHT_TASK_SOFT_SECONDS,
     RUN_JOB_TASK,
     SERIALIZER,
     UNLEARNING_QUEUE,
     broker_transport_options,
 )
 from core.settings import Settings
-
-# The light tasks' limits: forming batches takes a few queries; one stuck past this is cut off, and the
-# beat sends the next one a poll later.  A job's limit is the broker's visibility timeout: past it Redis
-# would hand the same job to a second worker anyway (its late writes are fenced off by the lease).
-LIGHT_TASK_SOFT_SECONDS = 60
-LIGHT_TASK_HARD_SECONDS = 90
 
 
 def beat_schedule_path(settings: Settings) -> Path:
@@ -45,6 +41,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,  # one long job at a time per process
         task_default_queue=DEFAULT_QUEUE,
         task_routes={RUN_JOB_TASK: {"queue": UNLEARNING_QUEUE}, FORM_BATCHES_TASK: {"queue": DEFAULT_QUEUE}},
+        # a job's limit is the broker's visibility timeout: past it Redis would hand the job to a second
+        # worker anyway (whose late writes the lease fences off)
         task_annotations={
             RUN_JOB_TASK: {"time_limit": settings.visibility_timeout_seconds},
             FORM_BATCHES_TASK: {

@@ -16,7 +16,15 @@ from core.signing import SigningKey
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("E2U_ENVIRONMENT", "E2U_SIGNING_KEY_FILE", "E2U_CERTIFICATE_SALT", "E2U_RETIRED_KEYS_DIR"):
+    for name in (
+        "E2U_ENVIRONMENT",
+        "E2U_SIGNING_KEY_FILE",
+        "E2U_CERTIFICATE_SALT",
+        "E2U_RETIRED_KEYS_DIR",
+        "E2U_SECRETS_DIR",
+        "E2U_DATABASE_URL",
+        "E2U_DATABASE_PASSWORD",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no .env file
     monkeypatch.setenv("E2U_HOME", str(tmp_path / "home"))
@@ -73,3 +81,45 @@ def test_development_is_what_the_embedded_launcher_asks_for(tmp_path: Path) -> N
     assert path.stat().st_mode & 0o777 == 0o600
     assert EmbeddedSettings().signing_keys.active().kid == kid
     assert SigningKey.load(path).kid == kid
+
+
+# ---------------------------------------------------------------- secrets from files (docker secrets)
+
+
+def test_secrets_come_from_files_and_the_environment_still_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file per setting in E2U_SECRETS_DIR (compose mounts them under /run/secrets): the salt and the
+    database password, whose file replaces the URL's password; a variable set outright wins."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "e2u_certificate_salt").write_text("salt-from-a-file\n")
+    (secrets / "e2u_database_password").write_text("p@ss:w/rd\n")
+    monkeypatch.setenv("E2U_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("E2U_SIGNING_KEY_FILE", str(_key_file(tmp_path)))
+    monkeypatch.setenv("E2U_DATABASE_URL", "postgresql+psycopg://e2u:old@db:5432/e2u")
+    settings = Settings()
+    assert settings.certificate_salt == "salt-from-a-file"
+    assert settings.database_url_resolved == "postgresql+psycopg://e2u:p%40ss%3Aw%2Frd@db:5432/e2u"
+    assert "p@ss" not in repr(settings)  # a SecretStr: never printed
+    monkeypatch.setenv("E2U_CERTIFICATE_SALT", "salt-from-the-environment")
+    assert Settings().certificate_salt == "salt-from-the-environment"
+
+
+def test_production_refuses_to_start_without_its_secret_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No salt file, no salt variable: production refuses, as with no secrets folder at all."""
+    (tmp_path / "secrets").mkdir()
+    monkeypatch.setenv("E2U_SECRETS_DIR", str(tmp_path / "secrets"))
+    monkeypatch.setenv("E2U_SIGNING_KEY_FILE", str(_key_file(tmp_path)))
+    with pytest.raises(ValidationError, match="E2U_CERTIFICATE_SALT must be set"):
+        Settings()
+    monkeypatch.setenv("E2U_SECRETS_DIR", str(tmp_path / "absent"))
+    with pytest.raises(ValidationError, match="E2U_CERTIFICATE_SALT must be set"):
+        Settings()
+
+
+def test_without_a_password_file_the_database_url_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E2U_DATABASE_URL", "postgresql+psycopg://e2u:inline@db:5432/e2u")
+    assert Settings(environment="development").database_url_resolved.endswith("e2u:inline@db:5432/e2u")
