@@ -5,6 +5,7 @@ working directory outside the checkout (the wheel: tests/installed.py)."""
 from __future__ import annotations
 
 import json
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from core.db.models import Base
 from tests.core.conftest import PG_DSN, PG_URL
@@ -65,3 +68,16 @@ def test_installed_wheel_migrates_an_empty_postgres_schema(installed_wheel: Path
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
     assert report["version"] == _head()
     assert set(report["tables"]) == TABLES
+
+
+def test_the_lock_pins_every_dependency_within_its_bounds() -> None:
+    """requirements.lock (the images' versions, scripts/lock.py) pins each run-time dependency of
+    pyproject.toml at a version its bounds admit."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    pinned = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{name} is not in requirements.lock (run python scripts/lock.py)"
+        assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]} is outside {line}"
