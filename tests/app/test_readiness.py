@@ -38,6 +38,7 @@ def test_ready_only_while_serving_the_registry_active_version(
     with api_env.sessions() as session:
         [row] = session.scalars(select(ServingConfirmation)).all()
     assert (row.process_id, row.version_id) == (runtime.process_id, api_env.v1)
+    assert ready.json()["process_id"] == runtime.process_id  # which process answered, as confirmed
 
     # the registry moves to a version whose weights then fail to load here (promotion checked them; the
     # store lost them since)
