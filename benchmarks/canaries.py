@@ -4,7 +4,9 @@ Issue 9 asks for proof that the verifier detects memorisation when it exists, an
 what an unlearning method leaves behind.  The design follows one-run privacy auditing (each canary
 included with probability 1/2, so that the canaries left out are the negative controls):
 
-1. a population whose users all like the even items and dislike the odd ones, and ``canaries`` canary users,
+1. a population whose users like the even items and dislike the odd ones (each rating the other way round
+   with probability ``population_noise``, so that held-out users disagree with the population too, as
+   real users do and as the matched reference needs), and ``canaries`` canary users,
    each with a taste of its own (a random half of the items liked, the rest disliked: so it disagrees with
    the population on about half of them, and no canary's taste can be learned from another's) and a
    profile of its own; all their ratings come first in time, so that they all land in the train split.
@@ -16,9 +18,14 @@ included with probability 1/2, so that the canaries left out are the negative co
 4. for every method and every canary, planted or not: the method unlearns the canary's samples from the
    parent into a child, and ``core.ml.verification.verify_candidate`` judges it with the configured
    ``EvidenceConfig`` and ``VerificationSizes`` (the service's path; the parent's figures are cached
-   across canaries as the service caches them across jobs).
+   across canaries as the service caches them across jobs), twice on the same child: with the reference
+   matched to the canary by the population it disagrees with (``reference`` "matched", the service's
+   verifier now) and with the unmatched population reference and main's utility gate before issue 9's
+   second pass ("population": failed whenever the AUC difference's interval reached below the margin),
+   so that before and after are read off the same canaries, parent and children.
 
-The summary per method, planted against not planted, with Clopper-Pearson intervals on every rate:
+The summary per method and reference (``"e2urec/matched"``), planted against not planted, with
+Clopper-Pearson intervals on every rate:
 
 - the parent's memorisation test (p <= alpha): its detection rate on planted canaries is the verifier's
   power, on the others its false-positive rate;
@@ -84,7 +91,8 @@ class CanaryConfig:
 
     ``population`` users rate ``per_user`` of ``items`` items each; ``canaries`` canaries rate every item;
     ``holdout_fraction`` of all users (never a canary) calibrate the memorisation test; a planted canary's
-    samples appear ``1 + copies`` times in the parent's training data.  ``methods``: registered unlearning
+    samples appear ``1 + copies`` times in the parent's training data; each population rating goes against
+    the population's taste with probability ``population_noise``.  ``methods``: registered unlearning
     methods, each with ``method_configs.get(name, {})`` plus the seed.
     """
 
@@ -95,6 +103,7 @@ class CanaryConfig:
     per_user: int = 10
     holdout_fraction: float = 0.3
     copies: int = 4
+    population_noise: float = 0.2
     history_len: int = 3
     recipe: TrainConfig = PARENT_RECIPE
     methods: tuple[str, ...] = ("e2urec",)
@@ -109,6 +118,8 @@ class CanaryConfig:
     def __post_init__(self) -> None:
         if self.canaries < 2 or self.population < 4 or self.copies < 0:
             raise ValueError("need >= 2 canaries, >= 4 population users and copies >= 0")
+        if not 0 <= self.population_noise < 0.5:
+            raise ValueError(f"population_noise must be in [0, 0.5), got {self.population_noise}")
         if not self.methods:
             raise ValueError("name at least one unlearning method")
 
@@ -134,8 +145,9 @@ def canary_ids(count: int, population: int, fraction: float) -> list[str]:
 
 
 def canary_dataset(config: CanaryConfig) -> tuple[Dataset, list[str]]:
-    """The population (even items liked, odd ones disliked, ratings 4-5 and 1-2) and the canaries (each its
-    own random half of the items liked, every item once, first in time; its own age and occupation)."""
+    """The population (even items liked, odd ones disliked, ratings 4-5 and 1-2, each the other way round
+    with probability ``population_noise``) and the canaries (each its own random half of the items liked,
+    every item once, first in time; its own age and occupation)."""
     rng = np.random.default_rng(config.seed)
     canaries = canary_ids(config.canaries, config.population, config.holdout_fraction)
     rows, t = [], 1_000_000
@@ -148,7 +160,8 @@ def canary_dataset(config: CanaryConfig) -> tuple[Dataset, list[str]]:
     for user in population:
         for i in rng.choice(config.items, size=config.per_user, replace=False):
             t += int(rng.integers(1, 100))
-            rows.append((user, f"i{i}", float(rng.choice([4, 5] if i % 2 == 0 else [1, 2])), t))
+            liked = (i % 2 == 0) != (rng.random() < config.population_noise)
+            rows.append((user, f"i{i}", float(rng.choice([4, 5] if liked else [1, 2])), t))
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     catalog = pd.DataFrame(
         {
@@ -246,6 +259,7 @@ class CanaryRecord:
     reasons: list[str]
     unlearn_seconds: float
     verify_seconds: float
+    reference: str = "matched"  # the verifier's memorisation reference (see the module docstring)
 
 
 def _group(records: Sequence[CanaryRecord], alpha: float) -> dict[str, Any]:
@@ -287,15 +301,15 @@ def membership_auc(
 
 
 def summarise(records: Sequence[CanaryRecord], alpha: float) -> dict[str, Any]:
-    """Per method: planted against not planted (see the module docstring), with the verifier's power,
-    false-positive rate and the leakage lower bound read off them."""
+    """Per method and reference (key ``"method/reference"``): planted against not planted (see the module
+    docstring), with the verifier's power, false-positive rate and the leakage lower bound read off them."""
     out: dict[str, Any] = {}
-    for method in sorted({r.method for r in records}):
-        mine = [r for r in records if r.method == method]
+    for method, reference in sorted({(r.method, r.reference) for r in records}):
+        mine = [r for r in records if (r.method, r.reference) == (method, reference)]
         planted = _group([r for r in mine if r.planted], alpha)
         absent = _group([r for r in mine if not r.planted], alpha)
         leak, chance = planted["child_memorised"], absent["child_memorised"]
-        out[method] = {
+        out[f"{method}/{reference}"] = {
             "planted": planted,
             "not_planted": absent,
             "power": planted["parent_memorised"],
@@ -397,19 +411,34 @@ def run_canaries(config: CanaryConfig, log: Log | None = None, command: str = ""
             unlearn_started = time.perf_counter()
             run_unlearning(method, inputs, settings, child, Progress())
             unlearn_seconds = time.perf_counter() - unlearn_started
-            result = verify_candidate(
-                scorer, PARENT, child, forget, holdout, valid, config.evidence, config.sizes, parent_cache
-            )
+            child_cache, judged = ScoreCache(None), []  # the child's utility scores serve both verdicts
+            for reference, population in (("population", None), ("matched", frames.retain_without(canary))):
+                result = verify_candidate(
+                    scorer,
+                    PARENT,
+                    child,
+                    forget,
+                    holdout,
+                    valid,
+                    config.evidence,
+                    config.sizes,
+                    parent_cache,
+                    child_cache,
+                    population=population,
+                )
+                record = _record(canary, method, frames.planted[canary], len(forget), result.figures)
+                if reference == "population":
+                    record = _with_mains_utility_gate(record, result.figures, config.evidence)
+                judged.append(replace(record, reference=reference))
             activate(loaded.model, PARENT, trainable=False)
             unload_adapter(loaded, child)
-            records.append(_record(canary, method, frames.planted[canary], len(forget), result.figures))
-            r = records[-1]
-            say(
-                f"{method} {canary} planted={r.planted}: parent p {r.parent_p:.3g}, child p "
-                f"{r.child_p if r.child_p is None else f'{r.child_p:.3g}'}, {r.verdict} "
-                f"(unlearn {unlearn_seconds:.1f} s, verify {r.verify_seconds:.1f} s)"
-            )
-            records[-1] = replace(r, unlearn_seconds=unlearn_seconds)
+            for r in judged:
+                say(
+                    f"{method} {canary} planted={r.planted} {r.reference}: parent p {r.parent_p:.3g}, "
+                    f"child p {r.child_p if r.child_p is None else f'{r.child_p:.3g}'}, {r.verdict} "
+                    f"(unlearn {unlearn_seconds:.1f} s, verify {r.verify_seconds:.1f} s)"
+                )
+                records.append(replace(r, unlearn_seconds=unlearn_seconds))
     return CanaryResult(
         config=config,
         machine=Machine.here(loaded.device),
@@ -420,6 +449,18 @@ def run_canaries(config: CanaryConfig, log: Log | None = None, command: str = ""
         seconds_total=time.perf_counter() - started,
         command=command,
     )
+
+
+def _with_mains_utility_gate(
+    record: CanaryRecord, figures: dict[str, Any], config: EvidenceConfig
+) -> CanaryRecord:
+    """The verdict as main's verifier gave it before the utility gate read kept / lost / inconclusive:
+    failed whenever the AUC difference's lower bound reached below ``-utility_margin``."""
+    low = figures["evidence"]["utility"]["difference"]["low"]
+    if low is None or low >= -config.utility_margin or record.verdict == "failed":
+        return record
+    reason = f"utility lost (main's gate): AUC difference's lower bound {low:.4f} < -{config.utility_margin}"
+    return replace(record, verdict="failed", reasons=[*record.reasons, reason])
 
 
 def _record(canary: str, method: str, planted: bool, n: int, figures: dict[str, Any]) -> CanaryRecord:
@@ -472,6 +513,9 @@ def command(
     ] = None,
     max_steps: Annotated[int, typer.Option(help="the parent's training steps")] = 300,
     population: Annotated[int, typer.Option(help="ordinary users (10 ratings each)")] = 120,
+    population_noise: Annotated[
+        float, typer.Option(help="probability that a population rating goes against its taste")
+    ] = 0.2,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option(help="JSON file")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
@@ -492,11 +536,12 @@ def command(
         canaries=canaries,
         copies=copies,
         population=population,
+        population_noise=population_noise,
         recipe=replace(PARENT_RECIPE, max_steps=max_steps, eval_every=max_steps),
         seed=seed,
     )
     line = f"e2u bench canaries --model {model} --canaries {canaries} --copies {copies} --seed {seed}"
-    line += f" --max-steps {max_steps} --population {population}" + (
+    line += f" --max-steps {max_steps} --population {population} --population-noise {population_noise}" + (
         f" --methods {methods}" if methods else ""
     )
     line += f" --method-config '{method_config}'" if method_config else ""

@@ -34,6 +34,7 @@ from benchmarks.report import Machine
 from benchmarks.unlearning import sweep
 from benchmarks.unlearning.config import PARENT, BenchConfig, BenchSizes, full_config
 from benchmarks.unlearning.data import frames_for, scale_train
+from benchmarks.unlearning.output import plot_per_user
 from benchmarks.unlearning.run import parent_recipe, train_parent
 from core.ml import data as data_mod
 from core.ml import metrics
@@ -371,6 +372,9 @@ def command(
     )
     report.save_json(result, json_path)
     plot(result, json_path.with_suffix(".png"))
+    if result["unlearning"]["units"]:  # the per-user distributions, every forget set together
+        per_user_png = json_path.with_name(f"{json_path.stem}_per_user.png")
+        plot_per_user(result["unlearning"]["by_size"]["all"], result["unlearning"]["units"], per_user_png)
     typer.echo("")
     for line in summary_lines(result):
         typer.echo(line)

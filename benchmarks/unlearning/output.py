@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -130,3 +130,56 @@ def _gold_panel(ax: Axes, result: UnlearningResult, names: list[str], colours: l
     span = [*golds, unseen, before]
     ax.set_ylim(max(0.0, min(span) - 0.05), min(1.0, max(span) + 0.05))
     ax.legend(fontsize=8, loc="lower right")
+
+
+def plot_per_user(summary: dict[str, Any], units: list[dict[str, Any]], path: Path) -> None:
+    """The method over many forget users (``sweep.SweepResult.to_dict``'s ``units`` and its ``by_size``
+    "all" entry): per model, the distribution over forget users of the JS divergence to Retrain on the
+    user's samples and of the change of its mean gold-label probability (boxes, every user a dot, the mean
+    with its bootstrap 95% interval), and E2URec minus each other model, paired user by user."""
+    per_user = summary["per_user"]
+    models = [m for m in per_user if m != "retrain"]
+    fig, axes = report.figure(1, 3, (18, 5.5))
+    for ax, key, title in (
+        (axes[0], "jsd_to_retrain", "JSD to Retrain on the user's samples (lower: closer)"),
+        (axes[1], "gold_change", "change of the user's mean gold-label probability"),
+    ):
+        values = [[u[key] for unit in units for u in unit["per_user"][m]] for m in models]
+        ax.boxplot(values, showfliers=False)
+        rng = np.random.default_rng(0)
+        for k, column in enumerate(values, start=1):
+            ax.scatter(k + rng.uniform(-0.15, 0.15, len(column)), column, s=6, alpha=0.4, color="grey")
+        means = [per_user[m][key]["mean"] for m in models]
+        cis = [tuple(per_user[m][key]["ci95"]) for m in models]
+        x = np.arange(1, len(models) + 1)
+        ax.errorbar(
+            x,
+            means,
+            yerr=[
+                [v - lo for v, (lo, _) in zip(means, cis, strict=True)],
+                [hi - v for v, (_, hi) in zip(means, cis, strict=True)],
+            ],
+            fmt="o",
+            color="#c62828",
+            capsize=4,
+        )
+        ax.set_xticks(x, models, fontsize=8, rotation=20)
+        ax.set_title(f"{title}, n={per_user[models[0]][key]['n']} users", fontsize=10)
+    axes[1].axhline(0, color="grey", lw=1)
+    paired = summary["e2urec_minus_other_jsd_to_retrain"]
+    names = list(paired)
+    report.points_with_ci(
+        axes[2],
+        names,
+        [paired[n]["mean"] for n in names],
+        [tuple(paired[n]["ci95"]) for n in names],
+        ["#1565c0"] * len(names),
+        "JSD to Retrain, E2URec minus other, paired per user (< 0: E2URec closer)",
+    )
+    axes[2].lines[-1].remove()  # points_with_ci's chance line at 0.5 means nothing for a difference
+    axes[2].axhline(0, color="grey", lw=1)
+    spread = [0.0, *(v for n in names for v in (paired[n]["mean"], *paired[n]["ci95"]))]
+    margin = 0.1 * (max(spread) - min(spread) or 1e-3)
+    axes[2].set_ylim(min(spread) - margin, max(spread) + margin)
+    fig.tight_layout()
+    report.save_figure(fig, path, dpi=100)

@@ -5,12 +5,15 @@ and every figure carries an interval and the smallest effect its test could have
 configured power). The pieces, each usable alone:
 
 - ``memorisation_test``: the user-level statistic (mean over the user's samples of
-  ``log p_adapter(gold) - log p_base(gold)``, see ``gold_log_ratio``) against the same statistic on users
-  held out of training entirely (``ReferenceNull``, computable once per adapter version), giving the
-  p-value of "the adapter memorised this user";
+  ``log p_adapter(gold) - log p_base(gold)``, see ``gold_log_ratio``) against what a user held out of
+  training *like this one* shows, giving the p-value of "the adapter memorised this user".  The reference
+  is matched to the user (``MatchedReference``, see ``matched_reference`` for the argument): held-out
+  users' log-ratios regressed on each sample's ``label_agreement`` (how often the population the adapter
+  learned from gave this item this label); ``ReferenceNull`` is the unmatched population reference;
 - ``paired_mean_test``: a mean of paired differences on the same samples (bootstrap interval, sign-flip
   p-value, MDE); ``forget_set_change`` applies it to child - parent on the forget set F;
-- ``compare_utility``: paired bootstrap of the AUC difference child - parent on a fixed held-out set;
+- ``compare_utility``: paired bootstrap of the AUC difference child - parent on a fixed held-out set,
+  read as kept / lost / inconclusive against the margin (``UtilityState``);
 - ``teacher_movement``: per-sample divergence(child, teacher) - divergence(parent, teacher) on F;
 - ``decide``: the verdict class (``Verdict``) with its reasons and all the figures (``Evidence``).
 
@@ -183,12 +186,140 @@ def reference_null(reference_log_ratios_by_user: Sequence[ArrayLike]) -> Referen
     return null
 
 
+AGREEMENT_PRIOR = 5.0  # pseudo-ratings that shrink an item's label rate towards the population's
+
+
+def label_agreement(
+    items: ArrayLike, labels: ArrayLike, population_items: ArrayLike, population_labels: ArrayLike
+) -> np.ndarray:
+    """Per sample, ``log q(gold)``: the log of the rate at which the population gave the sample's item the
+    sample's label (0/1), shrunk towards the population's overall rate by ``AGREEMENT_PRIOR``
+    pseudo-ratings (an item the population never rated gets that overall rate).  ``population_*``: the
+    items and labels of the samples the adapter learned from, without the user under test."""
+    item_arr, label_arr = np.asarray(items).astype(str).ravel(), np.asarray(labels).ravel()
+    pop_items = np.asarray(population_items).astype(str).ravel()
+    pop_labels = np.asarray(population_labels, dtype=np.float64).ravel()
+    if len(item_arr) != len(label_arr) or len(pop_items) != len(pop_labels):
+        raise ValueError("items and labels must have the same length")
+    overall = float(pop_labels.mean()) if len(pop_labels) else 0.5
+    keys, inverse = np.unique(pop_items, return_inverse=True)
+    positives = np.bincount(inverse, weights=pop_labels, minlength=len(keys))
+    counts = np.bincount(inverse, minlength=len(keys))
+    rate = np.full(len(item_arr), overall)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, item_arr), len(keys) - 1)
+        seen = keys[at] == item_arr
+        rate[seen] = (positives[at[seen]] + AGREEMENT_PRIOR * overall) / (counts[at[seen]] + AGREEMENT_PRIOR)
+    gold = np.where(label_arr == 1, rate, 1 - rate)
+    return np.asarray(np.log(np.clip(gold, metrics.EPS, 1.0)))
+
+
+@dataclass(frozen=True)
+class MatchedReference:
+    """Held-out users' log-ratios given their samples' ``label_agreement`` c: a weighted least-squares line
+    ``a + b c`` (each user weighs 1 in all, as ``ReferenceNull`` averages user means), the line's
+    covariance clustered by user, and the random-effects null of the residuals (``residuals``).
+
+    ``coefficients`` is ``(a,)`` alone when the held-out samples' agreement has no spread or there are
+    only two held-out users (no slope can be estimated: the test is then the population reference).
+    ``covariate_range``: the lowest and highest held-out user mean of c; a user outside it is extrapolated
+    to, which ``prediction_variance`` prices.
+    """
+
+    coefficients: tuple[float, ...]
+    covariance: tuple[tuple[float, ...], ...]
+    residuals: ReferenceNull
+    covariate_range: tuple[float, float]
+
+    @property
+    def df(self) -> int:
+        """Users less the line's parameters."""
+        return max(1, self.residuals.users - len(self.coefficients))
+
+    def design(self, mean_covariate: float) -> np.ndarray:
+        return np.array([1.0, mean_covariate][: len(self.coefficients)])
+
+    def expected(self, mean_covariate: float) -> float:
+        """A never-trained user's expected mean log-ratio at this mean agreement."""
+        return float(self.design(mean_covariate) @ np.array(self.coefficients))
+
+    def prediction_variance(self, mean_covariate: float) -> float:
+        """Variance of ``expected`` from the line's estimation (grows away from the held-out users)."""
+        g = self.design(mean_covariate)
+        return float(g @ np.array(self.covariance) @ g)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def matched_reference(
+    reference_log_ratios_by_user: Sequence[ArrayLike], reference_covariates_by_user: Sequence[ArrayLike]
+) -> MatchedReference:
+    """Fit ``MatchedReference`` to held-out users' per-sample log-ratios and ``label_agreement`` (one pair
+    of arrays per user, same lengths).
+
+    Why this reference (RMIA/LiRA's point, without reference models): the population reference asks
+    whether a user sits above *typical* never-trained users, but a never-trained user who disagrees with
+    the population gets low gold-label probabilities from any adapter that learned the population, so a
+    memorised atypical user still sits below typical users (the canaries: power 2/7), and a never-trained
+    user more typical than most sits above them (a false positive).  What an unseen user would show is,
+    first of all, what the population taught the adapter about each of its items: ``label_agreement`` is
+    that, computed from the training data without the user, and an adapter that learned nothing but the
+    population has ``log p_adapter(gold) ~ log q(gold)``.  Held-out users are never-trained users with
+    samples of every agreement, so regressing their log-ratios on it gives what a never-trained user with
+    this user's agreement shows; the user's excess over that line is the memorisation.  The alternatives
+    need what the service lacks: per-item comparison needs held-out users who rated the same items with
+    the same labels (sparse), the base model's own score says what a pretrained model expects, not what
+    the population taught the adapter (and says nothing on a random-init model), and LiRA's shadow models
+    cost a training each.  The null's variance adds the line's own uncertainty at the user's agreement
+    (clustered by user, so users with many samples do not count as many users), so a user unlike any
+    held-out user is judged with a wide null (inconclusive), not extrapolated to with false confidence.
+    """
+    pairs = [
+        (np.asarray(x, dtype=np.float64).ravel(), np.asarray(c, dtype=np.float64).ravel())
+        for x, c in zip(reference_log_ratios_by_user, reference_covariates_by_user, strict=True)
+    ]
+    if any(len(x) != len(c) for x, c in pairs):
+        raise ValueError("each held-out user needs one covariate per log-ratio")
+    pairs = [(x, c) for x, c in pairs if len(x)]
+    if not all(np.isfinite(c).all() for _, c in pairs):
+        raise ValueError("reference covariates must be finite")
+    users = len(pairs)
+    if users < 2:
+        raise ValueError(f"a reference needs >= 2 held-out users with samples, got {users}")
+    x = np.concatenate([x for x, _ in pairs])
+    c = np.concatenate([c for _, c in pairs])
+    weights = np.concatenate([np.full(len(x), 1.0 / len(x)) for x, _ in pairs])
+    owner = np.repeat(np.arange(users), [len(x) for x, _ in pairs])
+    spread = float(np.average((c - np.average(c, weights=weights)) ** 2, weights=weights))
+    sloped = users >= 3 and spread > 1e-10  # a line needs a spread and a degree of freedom left
+    design = np.column_stack([np.ones_like(c), c]) if sloped else np.ones((len(c), 1))
+    bread = np.linalg.inv(design.T @ (design * weights[:, None]))
+    coefficients = bread @ (design.T @ (weights * x))
+    residual = x - design @ coefficients
+    # cluster-robust (by user) covariance of the line, with the small-sample factor U / (U - 1): for the
+    # intercept alone it is exactly ReferenceNull's variance of the mean (means_variance / users)
+    scores = np.zeros((users, design.shape[1]))
+    np.add.at(scores, owner, design * (weights * residual)[:, None])
+    covariance = users / (users - 1) * bread @ (scores.T @ scores) @ bread
+    offsets = np.split(residual, np.cumsum([len(x) for x, _ in pairs])[:-1])
+    mean_covariates = [float(c.mean()) for _, c in pairs]
+    return MatchedReference(
+        coefficients=tuple(float(v) for v in coefficients),
+        covariance=tuple(tuple(float(v) for v in row) for row in covariance),
+        residuals=reference_null(offsets),
+        covariate_range=(min(mean_covariates), max(mean_covariates)),
+    )
+
+
 @dataclass(frozen=True)
 class MemorisationTest:
     """One user's memorisation statistic against held-out users.
 
     ``mean``: the user's mean log-ratio (t interval from its own samples; NaN bounds at n = 1).
-    ``reference_mean``: held-out users' mean (t interval over users).
+    ``reference_mean``: what a held-out user shows (``reference`` "population": held-out users' mean;
+    "matched": the ``MatchedReference`` line at the user's mean agreement ``covariate``), with its
+    estimation interval.
     ``excess``: ``mean - reference_mean``, the memorisation effect, with an interval that includes a
     held-out user's natural offset (it cannot be told apart from memorisation on one user).
     ``p_value``: one-sided, "the adapter raised this user's gold-label probabilities beyond what an unseen
@@ -208,20 +339,24 @@ class MemorisationTest:
     mde: float
     reference_users: int
     reference_samples: int
+    reference: str = "population"
+    covariate: float | None = None
 
 
 def memorisation_test(
     user_log_ratios: ArrayLike,
-    reference_log_ratios_by_user: Sequence[ArrayLike] | ReferenceNull,
+    reference_log_ratios_by_user: Sequence[ArrayLike] | ReferenceNull | MatchedReference,
     alpha: float = 0.05,
     power: float = 0.8,
+    covariates: ArrayLike | None = None,
 ) -> MemorisationTest:
     """Test whether an adapter memorised a user, calibrated on users held out of training entirely.
 
     ``user_log_ratios``: the user's per-sample ``log p_adapter(gold) - log p_base(gold)`` (nats).
     ``reference_log_ratios_by_user``: the same for held-out users, one array per user, scored with the
-    same adapter (or their ``ReferenceNull``). ``alpha``: level of the intervals (two-sided) and of the
-    MDE (one-sided); ``power``: the MDE's power.
+    same adapter (or their ``ReferenceNull``), or a ``MatchedReference``, which needs the user's
+    per-sample ``covariates`` (``label_agreement``). ``alpha``: level of the intervals (two-sided) and of
+    the MDE (one-sided); ``power``: the MDE's power.
 
     Why a standardised statistic and not a resampled null: a held-out user's mean of n samples varies by
     its own offset (tau^2) plus sample noise (sigma^2 / n). Resampling reference users' samples with
@@ -239,30 +374,40 @@ def memorisation_test(
     x = np.asarray(user_log_ratios, dtype=np.float64).ravel()
     if len(x) == 0 or not np.isfinite(x).all():
         raise ValueError("user_log_ratios must be a non-empty array of finite numbers")
-    null = (
-        reference_log_ratios_by_user
-        if isinstance(reference_log_ratios_by_user, ReferenceNull)
-        else reference_null(reference_log_ratios_by_user)
-    )
     n, mean = len(x), float(x.mean())
-    null_sd = math.sqrt(null.null_variance(n))
-    excess = mean - null.mean
+    reference = reference_log_ratios_by_user
+    covariate: float | None = None
+    if isinstance(reference, MatchedReference):
+        if covariates is None:
+            raise ValueError("a matched reference needs the user's covariates (label_agreement)")
+        c = np.asarray(covariates, dtype=np.float64).ravel()
+        if len(c) != n or not np.isfinite(c).all():
+            raise ValueError(f"covariates must be {n} finite numbers, one per log-ratio, got {len(c)}")
+        covariate, null, df, kind = float(c.mean()), reference.residuals, reference.df, "matched"
+        expected, estimation = reference.expected(covariate), reference.prediction_variance(covariate)
+    else:
+        null = reference if isinstance(reference, ReferenceNull) else reference_null(reference)
+        expected, estimation, df, kind = null.mean, null.means_variance / null.users, null.df, "population"
+    null_sd = math.sqrt(null.user_variance + null.within_variance / n + estimation)
+    excess = mean - expected
     statistic = excess / null_sd
-    two_sided = float(stats.t.ppf(1 - alpha / 2, null.df))
-    ref_half = two_sided * math.sqrt(null.means_variance / null.users)
+    two_sided = float(stats.t.ppf(1 - alpha / 2, df))
+    ref_half = two_sided * math.sqrt(estimation)
     return MemorisationTest(
         n=n,
         mean=_t_interval(x, alpha),
-        reference_mean=Estimate(null.mean, null.mean - ref_half, null.mean + ref_half),
+        reference_mean=Estimate(expected, expected - ref_half, expected + ref_half),
         excess=Estimate(excess, excess - two_sided * null_sd, excess + two_sided * null_sd),
         null_sd=null_sd,
         statistic=statistic,
-        df=null.df,
-        p_value=float(stats.t.sf(statistic, null.df)),
-        p_value_lower=float(stats.t.cdf(statistic, null.df)),
-        mde=float(stats.t.ppf(1 - alpha, null.df) + stats.t.ppf(power, null.df)) * null_sd,
+        df=df,
+        p_value=float(stats.t.sf(statistic, df)),
+        p_value_lower=float(stats.t.cdf(statistic, df)),
+        mde=float(stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)) * null_sd,
         reference_users=null.users,
         reference_samples=null.samples,
+        reference=kind,
+        covariate=covariate,
     )
 
 
@@ -342,11 +487,22 @@ def forget_set_change(
     return paired_mean_test(child - parent, config, stream=1)
 
 
+class UtilityState(StrEnum):
+    """What the utility set says about the child's AUC against the parent's, at ``utility_margin``."""
+
+    KEPT = "kept"  # the difference's lower bound is above -margin: any loss is within the margin
+    LOST = "lost"  # evidenced and material: the interval is below 0 and the point below -margin
+    INCONCLUSIVE = "inconclusive"  # neither: the interval is too wide for the margin at this set's size
+
+
 @dataclass(frozen=True)
 class UtilityComparison:
     """AUCs of parent and child on one fixed held-out set and their difference child - parent, with
     paired bootstrap intervals (the same resampled samples for both); ``mde``: the AUC difference
-    detectable with the configured power given the bootstrap standard error."""
+    detectable with the configured power given the bootstrap standard error; ``state``: kept, lost or
+    inconclusive (``UtilityState``); ``samples_needed``: the set size at which, with the same point
+    difference, the interval's lower bound would clear ``-utility_margin`` (its half-width scales as
+    1 / sqrt(n); inf when the point itself is at or below ``-utility_margin``)."""
 
     n: int
     positives: int
@@ -354,6 +510,8 @@ class UtilityComparison:
     child_auc: Estimate
     difference: Estimate
     mde: float
+    state: UtilityState = UtilityState.KEPT
+    samples_needed: float = 0.0
 
 
 def compare_utility(
@@ -381,13 +539,23 @@ def compare_utility(
     parent_auc, child_auc = metrics.rank_auc(y, parent), metrics.rank_auc(y, child)
     diff_rep = child_rep - parent_rep
     z = float(stats.norm.ppf(1 - config.alpha / 2) + stats.norm.ppf(config.power))
+    difference = _percentile(child_auc - parent_auc, diff_rep, config.alpha)
+    margin, half_width = config.utility_margin, difference.value - difference.low
+    if difference.low >= -margin:
+        state = UtilityState.KEPT
+    elif difference.high < 0 and difference.value < -margin:
+        state = UtilityState.LOST
+    else:
+        state = UtilityState.INCONCLUSIVE
     return UtilityComparison(
         n=len(y),
         positives=positives,
         parent_auc=_percentile(parent_auc, parent_rep, config.alpha),
         child_auc=_percentile(child_auc, child_rep, config.alpha),
-        difference=_percentile(child_auc - parent_auc, diff_rep, config.alpha),
+        difference=difference,
         mde=z * float(np.nanstd(diff_rep, ddof=1)),
+        state=state,
+        samples_needed=_samples_needed(len(y), half_width, margin + difference.value),
     )
 
 
@@ -452,44 +620,59 @@ def decide(
     *,
     parent_forget_log_ratios: ArrayLike,
     child_forget_log_ratios: ArrayLike,
-    reference: Sequence[ArrayLike] | ReferenceNull,
+    reference: Sequence[ArrayLike] | ReferenceNull | MatchedReference,
     utility_labels: ArrayLike,
     parent_utility_probs: ArrayLike,
     child_utility_probs: ArrayLike,
     config: EvidenceConfig,
-    child_reference: Sequence[ArrayLike] | ReferenceNull | None = None,
+    child_reference: Sequence[ArrayLike] | ReferenceNull | MatchedReference | None = None,
     movement: TeacherMovement | None = None,
+    forget_covariates: ArrayLike | None = None,
 ) -> Evidence:
     """The verdict on one erasure from the figures of parent and child.
 
     ``parent_forget_log_ratios``/``child_forget_log_ratios``: per-sample ``gold_log_ratio`` of each adapter
     on the forget samples (same samples, same order). ``reference``: held-out users' log-ratios under the
-    parent (or their ``ReferenceNull``); ``child_reference``: the same under the child, if scored (else the
-    parent's is used: the child is meant to match the parent away from F, which the utility check holds).
-    ``utility_*``: the fixed held-out utility set. ``movement``: ``teacher_movement``, recorded, not gated.
+    parent (or their ``ReferenceNull``), or their ``MatchedReference``, which needs the forget samples'
+    ``label_agreement`` as ``forget_covariates``; ``child_reference``: the same under the child, if scored
+    (else the parent's is used: the child is meant to match the parent away from F, which the utility
+    check holds). ``utility_*``: the fixed held-out utility set. ``movement``: ``teacher_movement``,
+    recorded, not gated.
 
     Failed, whatever the parent carried, if any of: the child's memorisation p <= alpha (signal remains);
     the child raised F's gold-label probability above the parent's (significant paired increase); the child
-    sits below held-out users (lower-tail p <= alpha: over-unlearned); the AUC difference's lower bound is
-    below ``-utility_margin``. Otherwise forgotten when the parent's memorisation p <= alpha and the child
-    fell significantly below the parent on F; no_prior_signal when the parent's p > alpha and its MDE is at
-    most ``effect_of_interest``; else inconclusive. Each failure test runs at ``alpha``: a child that
-    forgot exactly (its F scores like a held-out user's) fails by chance at about ``2 * alpha`` through
-    the child's two memorisation tails, plus what the utility gate adds.
+    sits below held-out users materially (lower-tail p <= alpha and below by more than
+    ``effect_of_interest``: over-unlearned); utility lost (``UtilityState.LOST``: the AUC difference's
+    interval below 0 and its point below ``-utility_margin``). Otherwise forgotten when the parent's
+    memorisation p <= alpha and the child fell significantly below the parent on F; no_prior_signal when
+    the parent's p > alpha and its MDE is at most ``effect_of_interest``; else inconclusive. Each failure
+    test runs at ``alpha``: a child that forgot exactly (its F scores like a held-out user's) fails by
+    chance at about ``alpha`` through the child's upper memorisation tail, plus what the utility gate adds.
+
+    Two decisions, argued:
+
+    - Utility: a utility set too small for the margin (its interval reaches below ``-utility_margin``
+      while the point or the interval's top does not show a loss) says *inconclusive utility*, recorded
+      as a reason with the set size the margin needs (``samples_needed``), and does not fail the job; only
+      an evidenced, material loss fails. Utility is the operator's concern, not the data subject's: failing
+      for noise sent jobs to the exact fallback (a retraining) without any privacy gain, and the
+      canaries' 103-207-sample utility sets failed nearly every job that way. The verdict class keeps
+      saying what the forgetting evidence supports.
+    - "Signal remains" stays strict (significance alone), while over-unlearning must also be material:
+      the privacy risk is one-sided. A child that still carries the user, however slightly but
+      significantly, is what the service exists to prevent, and its failure costs only the exact
+      fallback; a child somewhat below never-trained users harms no one's privacy, and with hundreds of
+      samples a deficit of a few hundredths of a nat is significant for users the reference does not
+      match well.
     """
     alpha = config.alpha
     parent_f, child_f = _same_length(
         parent_forget_log_ratios, child_forget_log_ratios, "parent and child forget log-ratios"
     )
-    parent_null = reference if isinstance(reference, ReferenceNull) else reference_null(reference)
-    if child_reference is None:
-        child_null = parent_null
-    elif isinstance(child_reference, ReferenceNull):
-        child_null = child_reference
-    else:
-        child_null = reference_null(child_reference)
-    parent = memorisation_test(parent_f, parent_null, alpha, config.power)
-    child = memorisation_test(child_f, child_null, alpha, config.power)
+    parent_null = _fitted(reference)
+    child_null = parent_null if child_reference is None else _fitted(child_reference)
+    parent = memorisation_test(parent_f, parent_null, alpha, config.power, forget_covariates)
+    child = memorisation_test(child_f, child_null, alpha, config.power, forget_covariates)
     change = forget_set_change(child_f, parent_f, config)
     utility = compare_utility(utility_labels, parent_utility_probs, child_utility_probs, config)
 
@@ -512,11 +695,10 @@ def decide(
             f"over-unlearned: the child is below held-out users by {-child.excess.value:.4f} nats "
             f"> {config.effect_of_interest}, lower-tail p = {child.p_value_lower:.4f} <= {alpha}"
         )
-    if utility.difference.low < -config.utility_margin:
-        failures.append(
-            f"utility lost: AUC difference {utility.difference.value:.4f} [{utility.difference.low:.4f}, "
-            f"{utility.difference.high:.4f}] reaches below -{config.utility_margin}"
-        )
+    auc = utility.difference
+    auc_text = f"AUC difference {auc.value:.4f} [{auc.low:.4f}, {auc.high:.4f}]"
+    if utility.state == UtilityState.LOST:
+        failures.append(f"utility lost: {auc_text} is below 0 and its point below -{config.utility_margin}")
 
     if failures:
         verdict, reasons = Verdict.FAILED, failures
@@ -547,7 +729,23 @@ def decide(
             f"no memorisation seen in the parent (p = {parent.p_value:.4f}), but {parent.n} samples only "
             f"detect {parent.mde:.4f} nats > {config.effect_of_interest} with power {config.power}"
         ]
+    if utility.state == UtilityState.INCONCLUSIVE:
+        needed = (
+            f"about {utility.samples_needed:.0f} needed for this margin"
+            if math.isfinite(utility.samples_needed)
+            else "the point itself is beyond the margin: a larger set would tell kept from lost"
+        )
+        reasons.append(
+            f"inconclusive utility: {auc_text} reaches below -{config.utility_margin} without evidencing a "
+            f"loss; {utility.n} utility samples, {needed}"
+        )
     return Evidence(verdict, tuple(reasons), parent, child, change, utility, movement, config)
+
+
+def _fitted(
+    reference: Sequence[ArrayLike] | ReferenceNull | MatchedReference,
+) -> ReferenceNull | MatchedReference:
+    return reference if isinstance(reference, ReferenceNull | MatchedReference) else reference_null(reference)
 
 
 # -------------------------------------------------------------------------------------------- internals
@@ -558,6 +756,12 @@ def _same_length(a: ArrayLike, b: ArrayLike, what: str) -> tuple[np.ndarray, np.
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"{what} must be non-empty and paired: lengths {len(x)} and {len(y)}")
     return x, y
+
+
+def _samples_needed(n: int, half_width: float, room: float) -> float:
+    """The set size at which a half-width shrinking as 1 / sqrt(n) fits in ``room`` (inf: never)."""
+    needed = n * (half_width / room) ** 2 if room > 0 else math.inf
+    return float(math.ceil(needed)) if math.isfinite(needed) else math.inf
 
 
 def _t_interval(x: np.ndarray, alpha: float) -> Estimate:

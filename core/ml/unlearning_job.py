@@ -129,6 +129,7 @@ def unlearn_and_verify(
             parent_cache,
             child_cache,
             report.details.get("teacher_divergence"),
+            population=data.retain,
         )
         shutil.rmtree(child_folder, ignore_errors=True)
         sha256 = save_adapter(loaded, child_name, child_folder, dict(metadata))

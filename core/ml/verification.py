@@ -6,8 +6,10 @@ with users held out of training entirely (split "holdout", ``core.ml.data.holdou
 - the base model (adapter disabled), the parent and the child score the forget set F; their per-sample
   ``evidence.gold_log_ratio`` give the parent's and the child's memorisation tests and the paired change
   child - parent on F;
-- the base model and the parent score a capped sample of held-out users (``reference_sample``): the
-  parent's ``ReferenceNull``;
+- the base model and the parent score a capped sample of held-out users (``reference_sample``): with
+  the population the parent learned from (the training samples less F), the parent's
+  ``MatchedReference`` (what a never-trained user with F's agreement with the population shows; see
+  ``evidence.matched_reference``), else its unmatched ``ReferenceNull``;
 - parent and child score the fixed utility subset (``utility_subset`` of the valid split);
 - ``evidence.decide`` gives the verdict class (forgotten / no_prior_signal / inconclusive / failed), its
   reasons and every figure with its interval and MDE.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,14 +267,18 @@ def verify_candidate(
     parent_cache: ScoreCache | None = None,
     child_cache: ScoreCache | None = None,
     teacher_divergence: dict[str, float] | None = None,
+    population: pd.DataFrame | None = None,
 ) -> VerificationResult:
     """The verdict on ``child_name`` against ``parent_name`` (both loaded in ``scorer``'s model).
 
     ``forget``: F (non-empty; capped by ``forget_subset``); ``holdout``: samples of users held out of
     training (``reference_sample`` draws from them); ``valid``: the valid split (``utility_subset`` draws
     the fixed utility set).  ``parent_cache``/``child_cache``: the versions' ``ScoreCache`` (the child's
-    takes the base model's scores from the parent's); not saved here.  A failed verdict when there is no
-    calibration (fewer than two held-out users with samples, or an utility set with one label only).
+    takes the base model's scores from the parent's); not saved here.  ``population``: the training
+    samples the parent learned from (item, label; F's samples are left out here), which match the
+    reference to F (``evidence.label_agreement``); None: the unmatched population reference.  A failed
+    verdict when there is no calibration (too few held-out users with samples, or an utility set with one
+    label only).
     Leaves ``child_name`` as the active adapter.
     """
     if forget.empty:
@@ -315,8 +321,15 @@ def verify_candidate(
     # held-out users, significant: a choice to make with real data, not here.
     parent_lr = evidence.gold_log_ratio(labels_f, parent_f, base_f)
     child_lr = evidence.gold_log_ratio(labels_f, child_f, base_f)
-    reference = _by_user(h_frame, evidence.gold_log_ratio(labels_h, parent_h, base_h))
+    reference_lr = _by_user(h_frame, evidence.gold_log_ratio(labels_h, parent_h, base_h))
     try:
+        reference: list[np.ndarray] | evidence.MatchedReference = reference_lr
+        covariates = None
+        if population is not None:
+            agreement = _agreement(population, forget)
+            covariates = agreement(f_frame)
+            reference = evidence.matched_reference(reference_lr, _by_user(h_frame, agreement(h_frame)))
+            figures["reference"] = reference.to_dict()
         found = evidence.decide(
             parent_forget_log_ratios=parent_lr,
             child_forget_log_ratios=child_lr,
@@ -325,6 +338,7 @@ def verify_candidate(
             parent_utility_probs=parent_v,
             child_utility_probs=child_v,
             config=config,
+            forget_covariates=covariates,
         )
     except ValueError as error:
         reason = f"cannot verify: {error}"  # no calibration (held-out users) or no usable utility set
@@ -333,6 +347,21 @@ def verify_candidate(
     figures["evidence"] = found.to_dict()
     figures["seconds"] = time.perf_counter() - started
     return VerificationResult(found.verdict, found.reasons, _finish(figures, found.verdict, found.reasons))
+
+
+def _agreement(population: pd.DataFrame, forget: pd.DataFrame) -> Callable[[pd.DataFrame], np.ndarray]:
+    """``evidence.label_agreement`` of a frame's samples with ``population`` less F's (user, item) pairs:
+    the population the parent learned from, without the user under test."""
+    in_forget = pd.MultiIndex.from_frame(population[["user_id", "item_id"]].astype(str)).isin(
+        pd.MultiIndex.from_frame(forget[["user_id", "item_id"]].astype(str))
+    )
+    kept = population[~in_forget]
+    items, labels = kept["item_id"].to_numpy(), kept["label"].to_numpy()
+
+    def agreement(frame: pd.DataFrame) -> np.ndarray:
+        return evidence.label_agreement(frame["item_id"].to_numpy(), frame["label"].to_numpy(), items, labels)
+
+    return agreement
 
 
 def _finish(figures: dict[str, Any], verdict: Verdict, reasons: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def _record(canary: str, planted: bool, parent_p: float, child_p: float, verdict
 def test_summary_reads_power_false_positives_and_the_leakage_bound_off_the_records() -> None:
     records = [_record(f"p{k}", True, 0.001, 0.01 if k < 6 else 0.5, "failed") for k in range(8)]
     records += [_record(f"n{k}", False, 0.5 if k else 0.01, 0.6, "no_prior_signal") for k in range(8)]
-    summary = summarise(records, 0.05)["m"]
+    summary = summarise(records, 0.05)["m/matched"]
     assert summary["power"]["hits"] == 8 and summary["power"]["n"] == 8
     assert summary["false_positive_rate"]["hits"] == 1
     planted_child = summary["planted"]["child_memorised"]
@@ -77,13 +77,15 @@ def test_a_tiny_run_erases_every_canary_through_the_verifier(tiny_config) -> Non
         model=tiny_config, canaries=4, population=20, copies=1, recipe=recipe, seed=1, score_batch_size=32
     )
     result = run_canaries(config)
-    assert [r.canary for r in result.records] == sorted(result.planted)
+    assert [r.canary for r in result.records][::2] == sorted(result.planted)
     assert {r.planted for r in result.records} == {True, False}
     for record in result.records:
         assert record.verdict in ("forgotten", "no_prior_signal", "inconclusive", "failed")
         assert 0 <= record.parent_p <= 1 and record.reasons and record.verify_seconds > 0
-    summary = result.summary["e2urec"]
-    assert summary["planted"]["canaries"] + summary["not_planted"]["canaries"] == 4
+    assert {r.reference for r in result.records} == {"matched", "population"}  # both, same children
+    for reference in ("matched", "population"):
+        summary = result.summary[f"e2urec/{reference}"]
+        assert summary["planted"]["canaries"] + summary["not_planted"]["canaries"] == 4
     assert result.to_dict()["records"][0]["canary"] == result.records[0].canary
 
 

@@ -19,6 +19,7 @@ import pytest
 from benchmarks import gpu_proof
 from benchmarks.unlearning import sweep
 from benchmarks.unlearning.config import BenchmarkError, BenchSizes
+from benchmarks.unlearning.output import plot_per_user
 from benchmarks.unlearning.run import Predictions
 from core.ml import metrics
 from core.ml.data import SampleConfig, prepare
@@ -91,7 +92,9 @@ def _config(tiny_config, **values) -> gpu_proof.ProofConfig:
     return replace(config, bench=bench, **values)
 
 
-def test_a_smoke_proof_runs_every_size_and_seed_and_reports_paired_differences(tiny_config, data) -> None:
+def test_a_smoke_proof_runs_every_size_and_seed_and_reports_paired_differences(
+    tiny_config, data, tmp_path: Path
+) -> None:
     saved: list[dict] = []
     result = gpu_proof.run_proof(data, _config(tiny_config), save=saved.append)
     units = result["unlearning"]["units"]
@@ -113,6 +116,9 @@ def test_a_smoke_proof_runs_every_size_and_seed_and_reports_paired_differences(t
     json.dumps(result, allow_nan=True)  # JSON-ready
     lines = gpu_proof.summary_lines(result)
     assert any("E2URec/Retrain time" in line for line in lines)
+    drawn = tmp_path / "per_user.png"  # the per-user distributions and paired differences
+    plot_per_user(by_size["all"], units, drawn)
+    assert drawn.stat().st_size > 10_000
 
 
 def test_the_time_box_skips_forget_sets_and_says_so(tiny_config, data) -> None:

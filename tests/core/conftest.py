@@ -23,6 +23,8 @@ from core.db.migrate import upgrade
 from core.db.models import Base
 from core.ml.data import PreparedData
 from core.ml.model import LoadedModel, LoraSpec, new_adapter, save_adapter, unload_adapter
+from core.ml.training import training_step
+from core.ml.unlearning.adapters import activate
 from core.ml.unlearning.base import METHODS, MethodConfig, UnlearningMethod, UnlearningReport, register
 from core.services.bootstrap import import_prepared, register_first_version
 
@@ -89,6 +91,9 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 @dataclass(frozen=True)
 class NudgeConfig(MethodConfig):
     scale: float = 1e-4  # the child differs from the parent (a new version) but scores the same
+    # > 0: the child then trains that many steps on F (lr 5e-2), so that it raises F's gold-label
+    # probability, which the real verifier fails ("forget set raised"): a failure that is not noise
+    learn_forget_steps: int = 0
 
 
 class Nudge(UnlearningMethod):
@@ -109,6 +114,13 @@ class Nudge(UnlearningMethod):
                     target = params[name.replace(f".{inputs.parent_name}.", f".{child_name}.")]
                     target.copy_(value + config.scale * torch.randn(value.shape, generator=generator))
         model.set_adapter(child_name)
+        if config.learn_forget_steps:
+            activate(model, child_name, trainable=True)
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            optimiser = torch.optim.AdamW(trainable, lr=5e-2)
+            for _ in range(config.learn_forget_steps):
+                training_step(inputs.scorer, optimiser, inputs.forget)
+            activate(model, child_name, trainable=False)
         for step in range(1, 4):
             if on_progress:
                 on_progress("nudge", step, 3)

@@ -110,13 +110,21 @@ def test_a_child_slightly_below_held_out_users_is_not_over_unlearned() -> None:
     assert not [r for r in result.reasons if r.startswith("over-unlearned")]  # ...but not material
 
 
-def test_utility_is_judged_on_the_intervals_lower_bound_not_on_the_point() -> None:
+def test_utility_is_lost_only_when_evidenced_and_material_and_inconclusive_on_a_small_set() -> None:
+    """A utility set too small for the margin (the interval reaches below -margin without showing a loss)
+    reports inconclusive utility with the size the margin needs, and the verdict stays what the
+    forgetting evidence says; before, that case failed the job as "utility lost"."""
     rng = np.random.default_rng(6)
     parent_f = held_out_user(rng, 20, shift=0.5)
     child_f = parent_f - parent_f.mean() + CENTRE  # forgotten, and exactly a typical held-out user
     labels, parent_u = utility_set(rng)
-    # (noise on the child's scores, its seed, whether the utility gate fails)
-    for noise, seed, fails in ((0.3, 0, True), (0.08, 1, True), (0.02, 0, False)):
+    # (noise on the child's scores, its seed, the utility state, the verdict)
+    cases = (
+        (0.3, 0, evidence.UtilityState.LOST, Verdict.FAILED),
+        (0.08, 1, evidence.UtilityState.INCONCLUSIVE, Verdict.FORGOTTEN),
+        (0.02, 0, evidence.UtilityState.KEPT, Verdict.FORGOTTEN),
+    )
+    for noise, seed, state, verdict in cases:
         child_u = np.clip(parent_u + np.random.default_rng(seed).normal(0, noise, len(parent_u)), 0, 1)
         result = decide(
             parent_f,
@@ -127,12 +135,31 @@ def test_utility_is_judged_on_the_intervals_lower_bound_not_on_the_point() -> No
         )
         drop = result.utility.difference
         assert drop.low <= drop.value <= drop.high and drop.value < 0
-        utility_reasons = [r for r in result.reasons if r.startswith("utility lost")]
-        assert bool(utility_reasons) == fails and (result.verdict == Verdict.FAILED) == fails, result.reasons
-        if noise == 0.08:  # the point drop is within the margin, its interval is not
+        assert result.utility.state == state and result.verdict == verdict, result.reasons
+        lost = [r for r in result.reasons if r.startswith("utility lost")]
+        unsure = [r for r in result.reasons if r.startswith("inconclusive utility")]
+        assert bool(lost) == (state == evidence.UtilityState.LOST)
+        assert bool(unsure) == (state == evidence.UtilityState.INCONCLUSIVE)
+        if state == evidence.UtilityState.LOST:
+            assert drop.high < 0 and drop.value < -CONFIG.utility_margin
+        if state == evidence.UtilityState.INCONCLUSIVE:  # the point is within the margin, the interval not
             assert drop.low < -CONFIG.utility_margin < drop.value
-        if not fails:
-            assert drop.low > -CONFIG.utility_margin and result.verdict == Verdict.FORGOTTEN
+            assert result.utility.samples_needed > result.utility.n
+            assert f"about {result.utility.samples_needed:.0f} needed" in unsure[0]
+        if state == evidence.UtilityState.KEPT:
+            assert drop.low > -CONFIG.utility_margin and result.utility.samples_needed <= result.utility.n
+
+
+def test_a_small_significant_excess_still_fails_as_signal_remains_while_a_small_deficit_does_not() -> None:
+    """The two tails are asymmetric on purpose (``decide``'s docstring): the privacy risk is one-sided."""
+    rng = np.random.default_rng(13)
+    parent_f = held_out_user(rng, 400, shift=0.5)
+    for offset, failed in ((+0.15, True), (-0.15, False)):  # both inside the 0.2 of interest
+        child_f = parent_f - parent_f.mean() + CENTRE + offset
+        result = decide(parent_f, child_f)
+        assert min(result.child.p_value, result.child.p_value_lower) <= CONFIG.alpha  # both significant
+        assert (result.verdict == Verdict.FAILED) == failed, result.reasons
+        assert bool([r for r in result.reasons if r.startswith("signal remains")]) == failed
 
 
 def skewed_user(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
@@ -242,10 +269,101 @@ def test_config_round_trips_and_refuses_nonsense() -> None:
         EvidenceConfig.from_dict({"alpha": 0.05, "gold_margin": 0.1})
 
 
-def test_a_twenty_sample_user_and_a_500_sample_utility_set_are_decided_well_under_a_second() -> None:
+def test_deciding_costs_less_than_a_quarter_of_its_bootstrap_done_one_resample_at_a_time() -> None:
+    """The verdict's 2000 paired AUC resamples are one vectorised pass: deciding a 20-sample user on a
+    500-sample utility set (best of 3) costs less than 500 resamples done one by one, timed in the same run
+    (a ratio, so that a loaded machine slows both sides; it measured 2.8-4.4x apart on the loaded 2-core
+    box; the absolute 0.5 s bound it replaces failed on main under load)."""
     rng = np.random.default_rng(12)
     parent_f = held_out_user(rng, 20, shift=0.5)
+    labels, probs = utility_set(rng)
     decide(parent_f, parent_f - 0.5)  # warm-up: imports and first-call costs
+    deciding = []
+    for _ in range(3):
+        started = time.perf_counter()
+        decide(parent_f, parent_f - 0.5)
+        deciding.append(time.perf_counter() - started)
     started = time.perf_counter()
-    decide(parent_f, parent_f - 0.5)
-    assert time.perf_counter() - started < 0.5
+    for _ in range(500):  # a quarter of the resamples, two AUCs each, as a loop would do them
+        idx = rng.integers(0, len(labels), len(labels))
+        metrics.rank_auc(labels[idx], probs[idx]) - metrics.rank_auc(labels[idx], probs[idx])
+    assert min(deciding) < time.perf_counter() - started
+
+
+# ------------------------------------------------------------------- the reference matched to the user
+
+AGREE, DISAGREE = np.log(0.8), np.log(0.2)  # label_agreement of a sample the population agrees with, or not
+INTERCEPT, SLOPE = 0.3, 0.5  # a never-trained user's log-ratio follows the population's agreement
+
+
+def typed_user(
+    rng: np.random.Generator, n: int, disagree: float, shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A user who disagrees with the population on a fraction ``disagree`` of its samples: per-sample
+    log-ratios (``shift``: memorisation) and agreements."""
+    c = np.where(rng.random(n) < disagree, DISAGREE, AGREE)
+    return INTERCEPT + SLOPE * c + rng.normal(0, TAU) + shift + rng.normal(0, SIGMA, n), c
+
+
+def test_the_matched_reference_holds_its_level_at_every_typicality_and_finds_atypical_memorised() -> None:
+    """Held-out users of every typicality calibrate both references; new users, never trained or memorised
+    by 0.2 nats, of three typicalities.  The population reference rejects a fifth of very typical
+    never-trained users and misses atypical memorised ones; the matched one holds alpha and has power."""
+    rng = np.random.default_rng(14)
+    held = [typed_user(rng, int(rng.integers(10, 40)), rng.uniform(0.05, 0.5)) for _ in range(100)]
+    matched = evidence.matched_reference([x for x, _ in held], [c for _, c in held])
+    population = evidence.reference_null([x for x, _ in held])
+    assert matched.coefficients[1] == pytest.approx(SLOPE, abs=0.1)
+
+    def rate(disagree: float, shift: float, reference: str) -> float:
+        hits = []
+        for _ in range(300):
+            x, c = typed_user(rng, 20, disagree, shift)
+            test = (
+                evidence.memorisation_test(x, matched, covariates=c)
+                if reference == "matched"
+                else evidence.memorisation_test(x, population)
+            )
+            hits.append(test.p_value <= 0.05)
+        return float(np.mean(hits))
+
+    for disagree in (0.05, 0.275, 0.5):
+        assert rate(disagree, 0.0, "matched") <= 0.10  # the null holds whatever the user's typicality
+    assert rate(0.05, 0.0, "population") > 0.15  # typical never-trained users flagged as memorised
+    assert rate(0.5, 0.2, "matched") > 0.65  # an atypical memorised user is found...
+    assert rate(0.5, 0.2, "population") < 0.2  # ...where it still sits below typical users
+
+
+def test_a_matched_reference_without_spread_in_agreement_is_the_population_reference() -> None:
+    rng = np.random.default_rng(15)
+    held = reference(rng)
+    flat = evidence.matched_reference(held, [np.full(len(x), AGREE) for x in held])
+    assert len(flat.coefficients) == 1  # no slope to estimate
+    x = held_out_user(rng, 12, shift=0.3)
+    mine = evidence.memorisation_test(x, flat, covariates=np.full(12, AGREE))
+    theirs = evidence.memorisation_test(x, held)
+    assert mine.p_value == pytest.approx(theirs.p_value) and mine.null_sd == pytest.approx(theirs.null_sd)
+    assert mine.reference == "matched" and theirs.reference == "population"
+    with pytest.raises(ValueError, match="needs the user's covariates"):
+        evidence.memorisation_test(x, flat)
+    with pytest.raises(ValueError, match="one covariate per log-ratio"):
+        evidence.matched_reference(held, [np.zeros(3) for _ in held])
+
+
+def test_a_user_unlike_every_held_out_user_gets_a_wider_null() -> None:
+    """Extrapolation is priced: the line's uncertainty grows away from the held-out users' agreement."""
+    rng = np.random.default_rng(16)
+    held = [typed_user(rng, 20, rng.uniform(0.1, 0.3), 0.0) for _ in range(40)]
+    matched = evidence.matched_reference([x for x, _ in held], [c for _, c in held])
+    low, high = matched.covariate_range
+    inside = matched.prediction_variance((low + high) / 2)
+    assert matched.prediction_variance(DISAGREE) > 2 * inside > 0
+
+
+def test_label_agreement_is_the_populations_smoothed_rate_of_the_gold_label() -> None:
+    prior = evidence.AGREEMENT_PRIOR
+    items, labels = ["a"] * 8 + ["b"] * 2, [1] * 6 + [0] * 2 + [0, 0]  # overall rate 0.6
+    got = evidence.label_agreement(["a", "a", "b", "zz"], [1, 0, 1, 0], items, labels)
+    rate_a, rate_b = (6 + prior * 0.6) / (8 + prior), (0 + prior * 0.6) / (2 + prior)
+    expected = np.log([rate_a, 1 - rate_a, rate_b, 1 - 0.6])  # an unseen item gets the overall rate
+    assert got == pytest.approx(expected)

