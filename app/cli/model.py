@@ -24,7 +24,11 @@ AdapterOpt = Annotated[Path | None, typer.Option(help="adapter folder (default: 
 
 
 def model_config(settings: Settings, base: str | None) -> ModelConfig:
-    return ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
+    return ModelConfig(
+        base=base or settings.base_model,
+        cache_dir=str(settings.models_dir),
+        prompt_file=settings.prompt_file_name,
+    )
 
 
 def train_v1(

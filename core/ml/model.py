@@ -21,6 +21,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
+from core.ml.prompts import BUILTIN, PromptTemplate, load_template
+
 log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2"
@@ -42,14 +44,17 @@ class ModelConfig:
     """Which base model to use and how to read its answers.
 
     ``base``: "smollm2", "tiny" (random init, for tests), or a local folder / hub id already on disk.
-    ``label_words``: (positive, negative) answer words, each must be one token.
+    ``label_words``: (positive, negative) answer words of the built-in prompt, each must be one token.
     ``cache_dir``: where converted models live.
+    ``prompt_file``: a TOML prompt template (``core.ml.prompts.load_template``); its label words replace
+    ``label_words``.  None: the built-in prompt.
     """
 
     base: str = SMOLLM2
     label_words: tuple[str, str] = ("Yes", "No")
     cache_dir: str = "var/models"
     device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda"
+    prompt_file: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.label_words) != 2 or self.label_words[0] == self.label_words[1]:
@@ -57,6 +62,16 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def prompt(self) -> PromptTemplate:
+        """The prompt template this configuration names (PromptError when its file does not fit)."""
+        if self.prompt_file is None:
+            return (
+                BUILTIN
+                if self.label_words == BUILTIN.label_words
+                else PromptTemplate(label_words=self.label_words)
+            )
+        return load_template(Path(self.prompt_file))
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,7 @@ class LoadedModel:
     label_ids: tuple[int, int]
     device: torch.device
     config: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptTemplate = BUILTIN  # how samples are worded for this model
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -215,7 +231,9 @@ def label_token_ids(tokenizer: Any, words: tuple[str, str]) -> tuple[int, int]:
 
 
 def load_base(config: ModelConfig) -> LoadedModel:
-    """Load the frozen base model and tokenizer (no adapter yet), on CUDA/bf16 if available."""
+    """Load the frozen base model and tokenizer (no adapter yet), on CUDA/bf16 if available.  The prompt
+    template is read and checked first, so that a bad one fails the start before the model loads."""
+    prompt = config.prompt()
     source = resolve_base(config)
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -229,7 +247,9 @@ def load_base(config: ModelConfig) -> LoadedModel:
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(model, tokenizer, label_token_ids(tokenizer, config.label_words), device, config)
+    return LoadedModel(
+        model, tokenizer, label_token_ids(tokenizer, prompt.label_words), device, config, prompt
+    )
 
 
 # ---------------------------------------------------------------------------------------------- adapters

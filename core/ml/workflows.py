@@ -40,7 +40,7 @@ def prepare_data(
 
 def scorer_for(loaded: LoadedModel, data: PreparedData, batch_size: int = 16) -> Scorer:
     catalog = Catalog.from_frames(data.items, data.users)
-    return Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog), batch_size=batch_size)
+    return Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog, loaded.prompt), batch_size=batch_size)
 
 
 CURVE_FILE = "learning_curve.json"
