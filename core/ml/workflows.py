@@ -29,12 +29,14 @@ def prepare_data(
     ratings: Path | None = None,
     items: Path | None = None,
     users: Path | None = None,
+    feedback: data_mod.FeedbackConfig | None = None,
 ) -> tuple[PreparedData, str]:
-    """Build and save samples from MovieLens-100K (default) or the given CSVs. Returns (data, sha256)."""
+    """Build and save samples from MovieLens-100K (default) or the given CSVs, labelled as ``feedback``
+    says (default: explicit ratings, ``sample_config.like_threshold``). Returns (data, sha256)."""
     if (ratings is None) != (items is None):
         raise data_mod.DataError("give both --ratings and --items, or neither (MovieLens-100K)")
     dataset = data_mod.import_csv(ratings, items, users) if ratings and items else data_mod.load_movielens()
-    prepared = data_mod.prepare(dataset, sample_config)
+    prepared = data_mod.prepare(dataset, sample_config, feedback)
     return prepared, data_mod.save_prepared(prepared, folder)
 
 

@@ -15,7 +15,7 @@ from app.main import create_app
 from app.settings import ApiSettings
 from core.db.engine import session_factory
 from core.db.migrate import upgrade
-from core.ml.data import PreparedData, save_prepared
+from core.ml.data import PreparedData, load_prepared, save_prepared
 from core.ml.model import adapter_sha256
 from core.services import registry
 from core.services.api_keys import create_api_key
@@ -89,3 +89,24 @@ def test_admin_endpoint_imports_and_the_api_serves_it(
     assert served.status_code == 200 and served.json()["adapter_version"] == version["id"]
     again = http.post("/v1/admin/adapters/import", json={"path": str(peft_folder)}, headers=headers)
     assert again.status_code == 409
+
+
+def test_data_prepare_reads_clicks_as_implicit_feedback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2U_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")
+    (tmp_path / "clicks.csv").write_text(
+        "user,item,rating,timestamp\n"
+        + "".join(f"u{u},i{i},1,{100 * u + i}\n" for u in range(3) for i in range(4))
+    )
+    (tmp_path / "items.csv").write_text("item,title\n" + "".join(f"i{i},Product {i}\n" for i in range(9)))
+    options = ["--ratings", str(tmp_path / "clicks.csv"), "--items", str(tmp_path / "items.csv")]
+    result = CliRunner().invoke(
+        cli, ["data", "prepare", *options, "--feedback", "implicit", "--negatives", "1", "--history-len", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    samples = load_prepared(tmp_path / "home" / "data" / "default").samples
+    assert (samples["label"] == 1).sum() == 12 and (samples["label"] == 0).sum() == 12
+    refused = CliRunner().invoke(cli, ["data", "prepare", *options, "--feedback", "stars"])
+    assert refused.exit_code == 2 and "feedback kind must be one of" in refused.output
