@@ -44,7 +44,8 @@ def test_implicit_feedback_samples_k_unseen_negatives_per_event() -> None:
     # prompt histories hold the user's events only; a negative sees its event's history
     for user, item, history in zip(samples["user_id"], samples["item_id"], samples["history"], strict=True):
         assert all((user, i) in seen and r == 1.0 for i, r in decode_history(history)), (user, item)
-    event_history = dict(zip(zip(positives["user_id"], positives["timestamp"]), positives["history"]))
+    keys = zip(positives["user_id"], positives["timestamp"], strict=True)
+    event_history = dict(zip(keys, positives["history"], strict=True))
     assert all(
         event_history[(u, t)] == h
         for u, t, h in zip(negatives["user_id"], negatives["timestamp"], negatives["history"], strict=True)
