@@ -72,7 +72,7 @@ def prepare(
     folder = folder or settings.data_dir
     config = SampleConfig(history_len=history_len or settings.history_len)
     try:
-        prepared, sha = prepare_data(folder, config, ratings, items, users, feedback)
+        prepared, sha = prepare_data(folder, config, ratings, items, users, feedback=feedback)
     except DataError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

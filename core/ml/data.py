@@ -439,8 +439,8 @@ IMPLICIT_THRESHOLD = 0.5  # between them: label = rating > threshold
 class FeedbackConfig:
     """How the rows of a ratings CSV become labelled samples.
 
-    ``explicit``: each row is a rating; label 1 when ``rating > threshold``.  ``implicit``: each row is an
-    event (a click, a watch; its rating column is ignored) and a positive (rating 1); for each positive,
+    ``explicit``: each row is a rating; label 1 when ``rating > like_threshold``.  ``implicit``: each row is
+    an event (a click, a watch; its rating column is ignored) and a positive (rating 1); for each positive,
     ``negatives_per_positive`` items the user never interacted with are drawn uniformly without
     replacement as negatives (rating 0, label 0) at the positive's time (fewer when the catalog runs out).
     The draw is seeded by ``seed`` and the user id, so a user's negatives do not depend on other users.
@@ -448,7 +448,7 @@ class FeedbackConfig:
     """
 
     kind: str = "explicit"
-    threshold: float = 3.0
+    like_threshold: float = 3.0  # explicit only; becomes the prepared data's ``SampleConfig.like_threshold``
     negatives_per_positive: int = 4
     seed: int = 0
 
@@ -460,7 +460,7 @@ class FeedbackConfig:
 
     def sample_config(self, config: SampleConfig) -> SampleConfig:
         """``config`` with the like threshold this feedback labels by."""
-        threshold = self.threshold if self.kind == "explicit" else IMPLICIT_THRESHOLD
+        threshold = self.like_threshold if self.kind == "explicit" else IMPLICIT_THRESHOLD
         return replace(config, like_threshold=threshold)
 
 

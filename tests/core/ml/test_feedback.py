@@ -16,7 +16,7 @@ def test_explicit_feedback_labels_by_its_threshold() -> None:
     dataset = synthetic_dataset()
     default = prepare(dataset, CONFIG)
     assert prepare(dataset, CONFIG, FeedbackConfig()).samples.equals(default.samples)  # the old labels
-    strict = prepare(dataset, CONFIG, FeedbackConfig(threshold=4.0))
+    strict = prepare(dataset, CONFIG, FeedbackConfig(like_threshold=4.0))
     assert strict.config.like_threshold == 4.0
     assert (strict.samples["label"] == (strict.samples["rating"] > 4.0).astype(int)).all()
     assert strict.samples["label"].sum() < default.samples["label"].sum()
