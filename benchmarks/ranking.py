@@ -29,13 +29,10 @@ class RankingResult:
     max_abs_score_difference: float
     machine: str
     device: str
-    # False: the prompt template puts user fields after the target, so "prefix-shared" falls back to plain
-    shares_prefix: bool = True
 
     def summary(self) -> str:
-        fallback = "" if self.shares_prefix else " (the template cannot share the prefix: both are plain)"
         return (
-            f"{self.candidates} candidates, {self.base} on {self.device}{fallback}: plain "
+            f"{self.candidates} candidates, {self.base} on {self.device}: plain "
             f"{self.plain_seconds_median:.2f} s, prefix-shared {self.shared_seconds_median:.2f} s, "
             f"speed-up {self.speedup:.2f}x (max |score diff| {self.max_abs_score_difference:.2e})"
         )
@@ -78,5 +75,4 @@ def measure(
         max_abs_score_difference=max_diff,
         machine=Machine.here(loaded.device).summary(),
         device=str(loaded.device),
-        shares_prefix=loaded.prompt.shares_prefix,
     )

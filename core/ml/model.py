@@ -62,7 +62,12 @@ class ModelConfig:
             raise ValueError(f"label_words must be two different words, got {self.label_words}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Without ``prompt_file`` when None, so that configurations recorded before it existed read back
+        unchanged."""
+        values = asdict(self)
+        if self.prompt_file is None:
+            del values["prompt_file"]
+        return values
 
     def prompt(self) -> PromptTemplate:
         """The prompt template this configuration names (PromptError when its file does not fit)."""
