@@ -83,9 +83,16 @@ def confirmer(sessions: sessionmaker[Session], process_id: str) -> Callable[[str
     return confirm
 
 
+def model_config(settings: ApiSettings) -> ModelConfig:
+    """The base model and prompt this API serves with."""
+    return ModelConfig(
+        base=settings.base_model, cache_dir=str(settings.models_dir), prompt_file=settings.prompt_file_name
+    )
+
+
 def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -> ModelServer:
     """Load the base model and the default prompt catalog (the adapter comes from the watcher)."""
-    loaded = load_base(ModelConfig(base=settings.base_model, cache_dir=str(settings.models_dir)))
+    loaded = load_base(model_config(settings))
     try:
         with sessions() as session:
             catalog = recommendation_service.prompt_catalog(session, [])

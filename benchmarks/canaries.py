@@ -591,7 +591,7 @@ def verify_cost(
     small = [u for u, n in sizes_by_user.items() if 20 <= n <= 40]  # like a 20-rating request
     users = sorted(small, key=lambda u: hashlib.sha256(f"cost:{u}".encode()).hexdigest())
     catalog = Catalog.from_frames(data.items, data.users)
-    scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog), 16)
+    scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog, loaded.prompt), 16)
     plan = UnlearningPlan(method, method_config or {}, evidence_config, sizes)
     parent, rows = folder, []
     for k in range(jobs):

@@ -29,7 +29,12 @@ def _setup(base: str | None, threads: int | None) -> tuple[Settings, ModelConfig
     if threads is not None:
         torch.set_num_threads(threads)
     settings = Settings()
-    return settings, ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
+    model = ModelConfig(
+        base=base or settings.base_model,
+        cache_dir=str(settings.models_dir),
+        prompt_file=settings.prompt_file_name,
+    )
+    return settings, model
 
 
 def _fail(error: Exception) -> typer.Exit:

@@ -198,7 +198,7 @@ def measure(
             if variant.short_titles
             else data.items
         )
-        builder = PromptBuilder(loaded.tokenizer, Catalog.from_frames(items, data.users))
+        builder = PromptBuilder(loaded.tokenizer, Catalog.from_frames(items, data.users), loaded.prompt)
         scorers[variant.name] = Scorer(loaded, builder, batch_size=variant.batch_size)
         params[variant.name] = _attach(loaded, variant)
         optimisers[variant.name] = torch.optim.AdamW(params[variant.name], lr=1e-4, weight_decay=0.0)

@@ -71,7 +71,7 @@ class AdapterLease:
             # this request's titles and profiles (data under erasure left out), else the server's default
             wanted = catalog if catalog is not None else server._default_catalog
             if scorer.builder.catalog is not wanted:
-                scorer.builder = PromptBuilder(server.loaded.tokenizer, wanted)
+                scorer.builder = PromptBuilder(server.loaded.tokenizer, wanted, server.loaded.prompt)
             yield scorer
 
     def recommend(
@@ -102,7 +102,9 @@ class ModelServer:
 
     def __init__(self, loaded: LoadedModel, catalog: Catalog, batch_size: int = 16) -> None:
         self.loaded = loaded
-        self.scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog), batch_size=batch_size)
+        self.scorer = Scorer(
+            loaded, PromptBuilder(loaded.tokenizer, catalog, loaded.prompt), batch_size=batch_size
+        )
         self._default_catalog = catalog
         self._forward_lock = threading.Lock()  # one forward pass (and one adapter edit) at a time
         self._state_lock = threading.Lock()  # the pointers below; always taken after _forward_lock

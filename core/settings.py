@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     home: Path = Path("var")  # prepared data, converted models, adapter store, embedded database
     base_model: str = "smollm2"  # "smollm2", "tiny", or a local model folder / hub id on disk
     history_len: int = 5
+    # bring your own recommender: a TOML prompt template (core/ml/prompts.py load_template), checked when
+    # the model loads; None: the built-in prompt
+    prompt_file: Path | None = None
+
+    @property
+    def prompt_file_name(self) -> str | None:
+        """``prompt_file`` as ``ModelConfig.prompt_file`` takes it."""
+        return str(self.prompt_file) if self.prompt_file else None
 
     @property
     def data_dir(self) -> Path:

@@ -45,7 +45,11 @@ def settings() -> Settings:
 def base_model() -> LoadedModel:
     """Loaded once per worker process; jobs load adapters beside it and free them after."""
     current = settings()
-    return load_base(ModelConfig(base=current.base_model, cache_dir=str(current.models_dir)))
+    return load_base(
+        ModelConfig(
+            base=current.base_model, cache_dir=str(current.models_dir), prompt_file=current.prompt_file_name
+        )
+    )
 
 
 def retry_policy(current: Settings) -> pipeline.RetryPolicy:

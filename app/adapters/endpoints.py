@@ -1,10 +1,12 @@
-"""Adapter versions (admin scope): list, read, promote, roll back; the activation log."""
+"""Adapter versions (admin scope): list, read, promote, roll back, import the first one; the activation
+log."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 from sqlalchemy.orm import Session
 
 from app.adapters.schemas import (
@@ -12,15 +14,19 @@ from app.adapters.schemas import (
     ActivationPublic,
     AdapterVersionList,
     AdapterVersionPublic,
+    ImportAdapterRequest,
     PromoteRequest,
 )
 from app.deps import AdminKey, RuntimeDep, SessionDep, actor, after_commit
 from app.errors import error_responses
-from app.runtime import Runtime
+from app.runtime import Runtime, model_config
 from core.db.models import AdapterVersion, VersionStatus
 from core.events import EventPublisher, promotion_event
+from core.ml.data import DataError, load_prepared
+from core.ml.model import load_base
 from core.services import registry as service
-from core.services.errors import Conflict
+from core.services.adapter_import import import_adapter
+from core.services.errors import Conflict, InvalidInput
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -114,6 +120,40 @@ _alias_route(
     "Roll back",
     "Return to an earlier version; refused (409) when it predates a completed erasure.",
 )
+
+
+@router.post(
+    "/adapters/import",
+    response_model=AdapterVersionPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403, 409, 422),
+    summary="Import the first version",
+)
+def import_first_adapter(
+    body: ImportAdapterRequest, session: SessionDep, runtime: RuntimeDep, key: AdminKey
+) -> AdapterVersionPublic:
+    """Bring your own adapter: check a LoRA folder trained elsewhere (plain PEFT) against the served base
+    model and prompt, evaluate it on the prepared data, and make it the first active version (the root of
+    the lineage, ``config.kind`` "imported").  422 for an adapter that does not fit (the reason named), 409
+    once any version exists."""
+    settings = runtime.settings
+    try:
+        data = load_prepared(settings.data_dir)
+    except DataError as error:
+        raise InvalidInput(f"no prepared data to evaluate the adapter on: {error}") from None
+    result = import_adapter(
+        session,
+        load_base(model_config(settings)),  # a copy of its own: the served one is never edited here
+        Path(body.path),
+        data,
+        settings.adapters_dir,
+        settings.base_model,
+        body.base_sha256,
+        body.split,
+        actor(key),
+    )
+    after_commit(session, runtime.watcher.wake)
+    return _public(session, service.get_version(session, result.version_id), result.version_id)
 
 
 @router.get(

@@ -70,3 +70,14 @@ class ActivationPublic(BaseModel):
 
 class ActivationList(BaseModel):
     events: list[ActivationPublic]
+
+
+class ImportAdapterRequest(BaseModel):
+    model_config = request_body({"path": "/srv/customer/lora-v7", "split": "test"})
+    path: str = Field(
+        ..., min_length=1, max_length=1000, description="a PEFT LoRA folder on the service's machine"
+    )
+    base_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the base weights it was trained on"
+    )
+    split: str = Field("test", pattern=r"^(train|valid|test|holdout)$", description="split to evaluate on")

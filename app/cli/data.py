@@ -9,7 +9,7 @@ import typer
 
 from core.db.engine import session_factory
 from core.db.migrate import upgrade
-from core.ml.data import DataError, SampleConfig
+from core.ml.data import DataError, FeedbackConfig, SampleConfig
 from core.ml.workflows import prepare_data
 from core.services.bootstrap import registry_is_initialised
 from core.services.errors import ServiceError
@@ -65,13 +65,14 @@ def prepare(
     users: Path | None = None,
     history_len: int | None = None,
     folder: Path | None = None,
+    feedback: FeedbackConfig | None = None,
 ) -> None:
     """Prepare the samples into ``folder`` (default ``settings.data_dir``) and say what was made; exit 2 on
     unusable data."""
     folder = folder or settings.data_dir
     config = SampleConfig(history_len=history_len or settings.history_len)
     try:
-        prepared, sha = prepare_data(folder, config, ratings, items, users)
+        prepared, sha = prepare_data(folder, config, ratings, items, users, feedback=feedback)
     except DataError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -88,12 +89,24 @@ def data_prepare(
         int | None, typer.Option(help="K, the number of earlier ratings in a prompt")
     ] = None,
     data_dir: DataDirOpt = None,
+    feedback: Annotated[
+        str, typer.Option(help="explicit: ratings, liked above --like-threshold; implicit: each row an event")
+    ] = "explicit",
+    like_threshold: Annotated[float, typer.Option(help="explicit: a rating above it is a like")] = 3.0,
+    negatives: Annotated[
+        int, typer.Option(help="implicit: negatives per event, drawn from items the user never touched")
+    ] = 4,
+    negative_seed: Annotated[int, typer.Option(help="implicit: seed of the negative draw")] = 0,
 ) -> None:
     """Build samples and the chronological train/valid/test split (MovieLens-100K unless CSVs are given).
     Refused once the registry is initialised, unless ``--data-dir`` names a separate folder."""
     settings = Settings()
     refuse_on_initialised_registry(settings, "data prepare", outside(data_dir, settings.home / "data"))
-    prepare(settings, ratings, items, users, history_len, data_dir)
+    try:
+        config = FeedbackConfig(feedback, like_threshold, negatives, negative_seed)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    prepare(settings, ratings, items, users, history_len, data_dir, config)
 
 
 @data_app.command("import")

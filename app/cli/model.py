@@ -1,4 +1,5 @@
-"""The model area: ``e2u train``, ``e2u evaluate``, ``e2u recommend`` (files under E2U_HOME, no database)."""
+"""The model area: ``e2u train``, ``e2u evaluate``, ``e2u recommend`` (files under E2U_HOME, no database),
+and ``e2u model import-adapter`` (bring your own adapter: registers it as the first version)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ from typing import Annotated
 import typer
 
 from app.cli.data import DataDirOpt, outside, refuse_on_initialised_registry
-from core.ml.data import load_prepared
+from core.db.engine import session_factory
+from core.db.migrate import upgrade
+from core.ml.data import DataError, load_prepared
 from core.ml.evaluation import evaluate_all
-from core.ml.model import LoraSpec, ModelConfig
+from core.ml.model import LoraSpec, ModelConfig, ModelError, load_base
+from core.ml.prompts import PromptError
 from core.ml.recommender import popular_unseen, recommend, user_history
 from core.ml.training import SCHEDULES, CheckpointError, TrainConfig
 from core.ml.workflows import CURVE_FILE, load_scorer, train_first_adapter
+from core.services.adapter_import import import_adapter
+from core.services.errors import ServiceError
 from core.settings import Settings
+
+model_app = typer.Typer(
+    help="Bring your own model: import an adapter trained elsewhere.", no_args_is_help=True
+)
 
 BaseOpt = Annotated[
     str | None, typer.Option(help="smollm2, tiny, or a local model folder (default: settings)")
@@ -24,7 +34,11 @@ AdapterOpt = Annotated[Path | None, typer.Option(help="adapter folder (default: 
 
 
 def model_config(settings: Settings, base: str | None) -> ModelConfig:
-    return ModelConfig(base=base or settings.base_model, cache_dir=str(settings.models_dir))
+    return ModelConfig(
+        base=base or settings.base_model,
+        cache_dir=str(settings.models_dir),
+        prompt_file=settings.prompt_file_name,
+    )
 
 
 def train_v1(
@@ -166,3 +180,40 @@ def recommend_cmd(
         recommend(scorer, user, history, popular_unseen(interactions, user, candidates), k), 1
     ):
         typer.echo(f"{rank:>3}. {rec.score:.3f}  {rec.item_id:>6}  {rec.title}")
+
+
+@model_app.command("import-adapter")
+def import_adapter_cmd(
+    path: Annotated[Path, typer.Argument(help="a PEFT LoRA folder (adapter_config.json + safetensors)")],
+    base_sha256: Annotated[
+        str | None, typer.Option(help="sha256 of the base weights it was trained on (checked if given)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="the prepared split to evaluate it on")] = "test",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Check a LoRA adapter trained elsewhere (plain PEFT) against this service's base model and prompt
+    (E2U_BASE_MODEL, E2U_PROMPT_FILE), evaluate it, and register it as the first active version (marked
+    imported), importing the prepared data (`e2u data prepare`) into the empty database beside it.
+    Refused once any version exists.  Then `e2u serve` serves it."""
+    settings = Settings()
+    url = settings.database_url_resolved
+    upgrade(url)
+    try:
+        data = load_prepared(data_dir or settings.data_dir)
+        loaded = load_base(model_config(settings, None))
+        with session_factory(url)() as session:
+            result = import_adapter(
+                session, loaded, path, data, settings.adapters_dir, settings.base_model, base_sha256, split
+            )
+            session.commit()
+    except (DataError, ModelError, PromptError, ServiceError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    adapter = result.evaluation["results"][0]
+    low, high = adapter["auc_ci95"]
+    typer.echo(
+        f"imported {path} as version {result.version_id} (active, root of the lineage; sha256 "
+        f"{result.sha256[:12]}); LoRA rank {result.check.rank} on {', '.join(result.check.target_modules)}; "
+        f"{split} AUC {adapter['auc']:.4f} [95% CI {low:.3f}, {high:.3f}] on {adapter['samples']} samples; "
+        f"{result.imported_interactions} interactions imported"
+    )

@@ -76,7 +76,7 @@ class BenchConfig:
             raise BenchmarkError(f"a method is listed twice: {self.methods}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "model": self.model.to_dict()}  # the model's own (no prompt_file when None)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BenchConfig:

@@ -14,9 +14,10 @@ import io
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 # One rule for user and item ids at every entry point (API bodies and paths, CSV imports, erasure requests):
@@ -373,7 +374,12 @@ def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFr
     ``holdout_users`` user is split "holdout"; over the other users the split is global and
     chronological: the earliest interactions train, the next validate, the latest test.
     """
-    ordered = interactions.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(
+    # a sampled negative (implicit feedback) is a sample but never part of a prompt history; at equal time
+    # it sorts before its positive, so both see the same history (data without negatives keeps its order)
+    ordered = interactions.assign(sampled=interactions.get("sampled", False)).assign(
+        _event=lambda frame: ~frame["sampled"].astype(bool)
+    )
+    ordered = ordered.sort_values(["timestamp", "user_id", "_event", "item_id"], kind="stable").reset_index(
         drop=True
     )
     held_out = ordered["user_id"].isin(holdout_users(ordered["user_id"], config.holdout_user_fraction))
@@ -387,8 +393,9 @@ def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFr
     records = []
     for _user, group in ordered.groupby("user_id", sort=False):
         past: list[tuple[str, float]] = []
-        columns = (group[c].tolist() for c in ("user_id", "item_id", "rating", "timestamp", "split"))
-        for user_id, item_id, rating, timestamp, split_name in zip(*columns, strict=True):
+        names = ("user_id", "item_id", "rating", "timestamp", "split", "sampled")
+        columns = (group[c].tolist() for c in names)
+        for user_id, item_id, rating, timestamp, split_name, sampled in zip(*columns, strict=True):
             if len(past) >= config.min_history:
                 records.append(
                     (
@@ -401,15 +408,92 @@ def build_samples(interactions: pd.DataFrame, config: SampleConfig) -> pd.DataFr
                         split_name,
                     )
                 )
-            past.append((str(item_id), float(rating)))
+            if not sampled:
+                past.append((str(item_id), float(rating)))
     samples = pd.DataFrame.from_records(records, columns=SAMPLE_COLUMNS)
     return samples.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
 
 
-def prepare(dataset: Dataset, config: SampleConfig | None = None) -> PreparedData:
-    """Build samples and splits from a dataset."""
+def prepare(
+    dataset: Dataset, config: SampleConfig | None = None, feedback: FeedbackConfig | None = None
+) -> PreparedData:
+    """Build samples and splits from a dataset, its interactions read as ``feedback`` says (default:
+    explicit ratings with ``config.like_threshold``)."""
     cfg = config or SampleConfig()
-    return PreparedData(build_samples(dataset.interactions, cfg), dataset.items, dataset.users, cfg)
+    if feedback is not None:
+        cfg = feedback.sample_config(cfg)
+        interactions = derive_feedback(dataset.interactions, dataset.items["item_id"], feedback)
+    else:
+        interactions = dataset.interactions
+    return PreparedData(build_samples(interactions, cfg), dataset.items, dataset.users, cfg)
+
+
+# ---------------------------------------------------------------------------------------------- feedback
+
+FEEDBACK_KINDS = ("explicit", "implicit")
+IMPLICIT_POSITIVE, IMPLICIT_NEGATIVE = 1.0, 0.0  # the ratings implicit samples carry
+IMPLICIT_THRESHOLD = 0.5  # between them: label = rating > threshold
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """How the rows of a ratings CSV become labelled samples.
+
+    ``explicit``: each row is a rating; label 1 when ``rating > like_threshold``.  ``implicit``: each row is
+    an event (a click, a watch; its rating column is ignored) and a positive (rating 1); for each positive,
+    ``negatives_per_positive`` items the user never interacted with are drawn uniformly without
+    replacement as negatives (rating 0, label 0) at the positive's time (fewer when the catalog runs out).
+    The draw is seeded by ``seed`` and the user id, so a user's negatives do not depend on other users.
+    Negatives are samples (trained on, and forgotten with their user) but never part of a prompt history.
+    """
+
+    kind: str = "explicit"
+    like_threshold: float = 3.0  # explicit only; becomes the prepared data's ``SampleConfig.like_threshold``
+    negatives_per_positive: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEEDBACK_KINDS:
+            raise ValueError(f"feedback kind must be one of {FEEDBACK_KINDS}, got {self.kind!r}")
+        if self.negatives_per_positive < 1:
+            raise ValueError(f"negatives_per_positive must be >= 1, got {self.negatives_per_positive}")
+
+    def sample_config(self, config: SampleConfig) -> SampleConfig:
+        """``config`` with the like threshold this feedback labels by."""
+        threshold = self.like_threshold if self.kind == "explicit" else IMPLICIT_THRESHOLD
+        return replace(config, like_threshold=threshold)
+
+
+def sample_negatives(
+    interactions: pd.DataFrame, item_ids: Iterable[str], per_positive: int, seed: int
+) -> pd.DataFrame:
+    """Negatives for implicit feedback (see ``FeedbackConfig``): rows user_id, item_id, rating 0,
+    timestamp (the positive's)."""
+    catalog = sorted(set(item_ids))
+    records = []
+    for user, group in interactions.groupby("user_id", sort=True):
+        seen = set(group["item_id"])
+        unseen = [item for item in catalog if item not in seen]
+        user_seed = int.from_bytes(hashlib.sha256(f"negatives:{user}".encode()).digest()[:8], "big")
+        rng = np.random.default_rng([seed, user_seed])
+        ordered = group.sort_values(["timestamp", "item_id"], kind="stable")
+        wanted = min(len(unseen), per_positive * len(ordered))
+        drawn = [unseen[k] for k in rng.choice(len(unseen), size=wanted, replace=False)] if wanted else []
+        times = np.repeat(ordered["timestamp"].to_numpy(), per_positive)[:wanted]
+        records += [(user, item, IMPLICIT_NEGATIVE, int(t)) for item, t in zip(drawn, times, strict=True)]
+    return pd.DataFrame.from_records(records, columns=INTERACTION_COLUMNS)
+
+
+def derive_feedback(
+    interactions: pd.DataFrame, item_ids: Iterable[str], feedback: FeedbackConfig
+) -> pd.DataFrame:
+    """The interactions to build samples from: unchanged for explicit feedback; for implicit, the events
+    as positives plus sampled negatives, with a ``sampled`` column that keeps negatives out of histories."""
+    if feedback.kind == "explicit":
+        return interactions
+    events = interactions[INTERACTION_COLUMNS].assign(rating=IMPLICIT_POSITIVE, sampled=False)
+    negatives = sample_negatives(events, item_ids, feedback.negatives_per_positive, feedback.seed)
+    return pd.concat([events, negatives.assign(sampled=True)], ignore_index=True)
 
 
 def select_forget(

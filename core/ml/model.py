@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
+
+from core.ml.prompts import BUILTIN, PromptTemplate, load_template
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +45,39 @@ class ModelConfig:
     """Which base model to use and how to read its answers.
 
     ``base``: "smollm2", "tiny" (random init, for tests), or a local folder / hub id already on disk.
-    ``label_words``: (positive, negative) answer words, each must be one token.
+    ``label_words``: (positive, negative) answer words of the built-in prompt, each must be one token.
     ``cache_dir``: where converted models live.
+    ``prompt_file``: a TOML prompt template (``core.ml.prompts.load_template``); its label words replace
+    ``label_words``.  None: the built-in prompt.
     """
 
     base: str = SMOLLM2
     label_words: tuple[str, str] = ("Yes", "No")
     cache_dir: str = "var/models"
     device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda"
+    prompt_file: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.label_words) != 2 or self.label_words[0] == self.label_words[1]:
             raise ValueError(f"label_words must be two different words, got {self.label_words}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Without ``prompt_file`` when None, so that configurations recorded before it existed read back
+        unchanged."""
+        values = asdict(self)
+        if self.prompt_file is None:
+            del values["prompt_file"]
+        return values
+
+    def prompt(self) -> PromptTemplate:
+        """The prompt template this configuration names (PromptError when its file does not fit)."""
+        if self.prompt_file is None:
+            return (
+                BUILTIN
+                if self.label_words == BUILTIN.label_words
+                else PromptTemplate(label_words=self.label_words)
+            )
+        return load_template(Path(self.prompt_file))
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,7 @@ class LoadedModel:
     label_ids: tuple[int, int]
     device: torch.device
     config: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptTemplate = BUILTIN  # how samples are worded for this model
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -215,7 +237,9 @@ def label_token_ids(tokenizer: Any, words: tuple[str, str]) -> tuple[int, int]:
 
 
 def load_base(config: ModelConfig) -> LoadedModel:
-    """Load the frozen base model and tokenizer (no adapter yet), on CUDA/bf16 if available."""
+    """Load the frozen base model and tokenizer (no adapter yet), on CUDA/bf16 if available.  The prompt
+    template is read and checked first, so that a bad one fails the start before the model loads."""
+    prompt = config.prompt()
     source = resolve_base(config)
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -229,7 +253,9 @@ def load_base(config: ModelConfig) -> LoadedModel:
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(model, tokenizer, label_token_ids(tokenizer, config.label_words), device, config)
+    return LoadedModel(
+        model, tokenizer, label_token_ids(tokenizer, prompt.label_words), device, config, prompt
+    )
 
 
 # ---------------------------------------------------------------------------------------------- adapters
@@ -320,3 +346,106 @@ def describe(config: ModelConfig) -> dict[str, Any]:
     source = resolve_base(config)
     hf = AutoConfig.from_pretrained(source)
     return {"base": config.base, "source": str(source), "model_type": hf.model_type}
+
+
+# ------------------------------------------------------------------------------------- imported adapters
+
+
+def base_sha256(source: Path | str) -> str:
+    """sha256 over the base model's weight files (``*.safetensors``, ``*.bin``; names and bytes, sorted):
+    pins the exact base an imported adapter was checked against."""
+    folder = Path(source)
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin"))
+    if not files:
+        raise ModelError(f"{folder}: no weight files to hash (*.safetensors or *.bin)")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as weights:
+            for chunk in iter(lambda: weights.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImportedAdapterInfo:
+    """What ``check_imported_adapter`` read from a PEFT LoRA folder and checked against the base."""
+
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]  # as the adapter names them
+    trained_on: str | None  # the adapter's ``base_model_name_or_path``
+    base_sha256: str  # of the base it was checked against
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_adapter_config(folder: Path) -> dict[str, Any]:
+    path = folder / "adapter_config.json"
+    if not path.exists():
+        raise ModelError(f"{folder}: not a PEFT adapter folder (no adapter_config.json)")
+    if not (folder / "adapter_model.safetensors").exists():
+        raise ModelError(f"{folder}: no adapter_model.safetensors (save it with save_pretrained)")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{path}: not JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return config
+
+
+def _matching_modules(model: Any, targets: list[str] | str) -> dict[str, list[str]]:
+    """For each target module name (or a regex string, as PEFT allows), the base's modules it names."""
+    names = [name for name, _ in model.named_modules() if name]
+    if isinstance(targets, str):
+        return {targets: [n for n in names if re.fullmatch(targets, n)]}
+    return {t: [n for n in names if n == t or n.endswith(f".{t}")] for t in targets}
+
+
+def check_imported_adapter(
+    loaded: LoadedModel, folder: Path, expected_base_sha256: str | None = None
+) -> ImportedAdapterInfo:
+    """Check that a LoRA folder saved by plain PEFT (``save_pretrained``) fits this deployment, before it
+    is loaded: a LoRA adapter for a causal LM, trained on the base this service runs (same name; same
+    weights when ``expected_base_sha256`` is given), with a rank >= 1 and target modules that exist in the
+    base, and label words that are one token each.  ModelError naming the first thing that does not fit."""
+    config = _read_adapter_config(folder)
+    if config.get("peft_type") != "LORA":
+        raise ModelError(
+            f"{folder}: a {config.get('peft_type')!r} adapter; only LoRA adapters can be imported"
+        )
+    if config.get("task_type") not in (None, "CAUSAL_LM"):
+        raise ModelError(f"{folder}: task_type {config['task_type']!r}; this service scores causal LMs")
+    if config.get("modules_to_save"):
+        raise ModelError(
+            f"{folder}: modules_to_save {config['modules_to_save']} are fully trained copies of base "
+            "modules; only LoRA weights can be unlearned"
+        )
+    source = resolve_base(loaded.config)
+    trained_on = config.get("base_model_name_or_path")
+    ours = Path(str(source)).name
+    if trained_on and Path(str(trained_on)).name != ours:
+        raise ModelError(
+            f"{folder}: the adapter was trained on base model {trained_on!r}; this service runs {ours!r}"
+        )
+    digest = base_sha256(source)
+    if expected_base_sha256 is not None and expected_base_sha256.lower() != digest:
+        raise ModelError(
+            f"{folder}: the base model's weights hash to {digest[:16]}…, "
+            f"expected {expected_base_sha256[:16]}…"
+        )
+    rank = config.get("r")
+    if not isinstance(rank, int) or rank < 1:
+        raise ModelError(f"{folder}: LoRA rank r must be an integer >= 1, got {rank!r}")
+    targets = config.get("target_modules")
+    if not targets or not isinstance(targets, list | str):
+        raise ModelError(f"{folder}: target_modules missing or not a list of module names: {targets!r}")
+    base = loaded.model.get_base_model() if isinstance(loaded.model, PeftModel) else loaded.model
+    missing = sorted(t for t, found in _matching_modules(base, targets).items() if not found)
+    if missing:
+        raise ModelError(f"{folder}: target module(s) {missing} do not exist in base model {ours!r}")
+    label_token_ids(loaded.tokenizer, loaded.prompt.label_words)
+    named = (targets,) if isinstance(targets, str) else tuple(sorted(targets))
+    return ImportedAdapterInfo(rank, float(config.get("lora_alpha", rank)), named, trained_on, digest)

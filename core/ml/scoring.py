@@ -140,10 +140,11 @@ class Scorer:
         share_prefix: bool = True,
     ) -> np.ndarray:
         """P(positive) of each candidate item for one user; with ``share_prefix`` the user's prompt prefix is
-        encoded once and its KV cache re-used for all candidates."""
+        encoded once and its KV cache re-used for all candidates (only when the template allows it:
+        ``PromptTemplate.shares_prefix``; otherwise plain scoring)."""
         if not candidates:
             return np.zeros(0)
-        if not share_prefix:
+        if not (share_prefix and self.builder.template.shares_prefix):
             frame = pd.DataFrame(
                 {"user_id": user_id, "item_id": list(candidates), "history": encode_history(history)}
             )

@@ -95,7 +95,9 @@ def unlearn_and_verify(
     valid = utility_subset(data.valid, plan.sizes)
     parent_cache = ScoreCache(parent_folder / SCORES_FILE)
     child_cache = ScoreCache(None)
-    scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, data.catalog), batch_size=score_batch_size)
+    scorer = Scorer(
+        loaded, PromptBuilder(loaded.tokenizer, data.catalog, loaded.prompt), batch_size=score_batch_size
+    )
     parent_name, child_name = f"{name}_parent", f"{name}_child"
     try:
         load_adapter(loaded, parent_folder, parent_name, sha256=parent_sha256)

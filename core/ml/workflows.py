@@ -29,18 +29,20 @@ def prepare_data(
     ratings: Path | None = None,
     items: Path | None = None,
     users: Path | None = None,
+    feedback: data_mod.FeedbackConfig | None = None,
 ) -> tuple[PreparedData, str]:
-    """Build and save samples from MovieLens-100K (default) or the given CSVs. Returns (data, sha256)."""
+    """Build and save samples from MovieLens-100K (default) or the given CSVs, labelled as ``feedback``
+    says (default: explicit ratings, ``sample_config.like_threshold``). Returns (data, sha256)."""
     if (ratings is None) != (items is None):
         raise data_mod.DataError("give both --ratings and --items, or neither (MovieLens-100K)")
     dataset = data_mod.import_csv(ratings, items, users) if ratings and items else data_mod.load_movielens()
-    prepared = data_mod.prepare(dataset, sample_config)
+    prepared = data_mod.prepare(dataset, sample_config, feedback)
     return prepared, data_mod.save_prepared(prepared, folder)
 
 
 def scorer_for(loaded: LoadedModel, data: PreparedData, batch_size: int = 16) -> Scorer:
     catalog = Catalog.from_frames(data.items, data.users)
-    return Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog), batch_size=batch_size)
+    return Scorer(loaded, PromptBuilder(loaded.tokenizer, catalog, loaded.prompt), batch_size=batch_size)
 
 
 CURVE_FILE = "learning_curve.json"

@@ -744,7 +744,9 @@ def _warm_up(run: _Attempt) -> None:
         catalog = _prompt_catalog(run.session)
         run.session.rollback()  # reads only: no transaction stays open while the model scores
         scorer = Scorer(
-            run.rt.loaded, PromptBuilder(run.rt.loaded.tokenizer, catalog), run.rt.score_batch_size
+            run.rt.loaded,
+            PromptBuilder(run.rt.loaded.tokenizer, catalog, run.rt.loaded.prompt),
+            run.rt.score_batch_size,
         )
         sizes = run.config.verification_sizes()
         counts = warm_version_scores(scorer, folder, holdout, valid, sizes)

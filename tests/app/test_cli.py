@@ -126,8 +126,8 @@ def test_init_prepares_and_trains_through_the_workflows(
         train_v1()
         return InitReport("v1-x", imported_interactions=0, signing_key_id="k", dev_api_key_file=None)
 
-    def fake_prepare(folder: Path, config: Any, *csvs: Any) -> tuple[PreparedData, str]:
-        calls["prepare"] = (folder, config.history_len, csvs)
+    def fake_prepare(folder: Path, config: Any, *csvs: Any, feedback: Any) -> tuple[PreparedData, str]:
+        calls["prepare"] = (folder, config.history_len, csvs, feedback)
         return small_data, "0" * 64
 
     def fake_train(
@@ -143,7 +143,7 @@ def test_init_prepares_and_trains_through_the_workflows(
     result = CliRunner().invoke(app, ["init", "--quick-steps", "30"])
     assert result.exit_code == 0, result.output
     data_dir = tmp_path / "data" / "default"
-    assert calls["prepare"] == (data_dir, 3, (None, None, None))
+    assert calls["prepare"] == (data_dir, 3, (None, None, None), None)  # explicit ratings
     v1 = tmp_path / "adapters" / "v1"
     assert calls["train"] == ("tiny", f"data from {data_dir}", TrainConfig.quick(30), v1)
     assert f"adapter saved to {v1}" in result.output and "active adapter version: v1-x" in result.output
@@ -166,7 +166,7 @@ def _fake_workflows(monkeypatch: pytest.MonkeyPatch, small_data: PreparedData) -
     """Record the folders that prepare and train would read and write."""
     calls: dict[str, Any] = {}
 
-    def fake_prepare(folder: Path, config: Any, *csvs: Any) -> tuple[PreparedData, str]:
+    def fake_prepare(folder: Path, config: Any, *csvs: Any, **options: Any) -> tuple[PreparedData, str]:
         calls["prepare"] = folder
         return small_data, "0" * 64
 

@@ -39,6 +39,28 @@ def _run(session: Session, user: str, model: LoadedModel, adapters_dir: Path, ti
     return batching.get_job(session, job_id), predicate
 
 
+def serving_process(
+    server: ModelServer,
+    session_factory: sessionmaker[Session],
+    poll_seconds: float,
+    process_id: str = "api-1",
+) -> AdapterWatcher:
+    """The watcher of a serving process on ``server``: follows the registry's active version and records
+    its switches as ``process_id``, as an API process does."""
+
+    def resolve() -> ActiveAdapter | None:
+        with session_factory() as own:
+            active = registry.active_adapter(own)
+        return None if active is None else ActiveAdapter(active.version_id, Path(active.artifact_path))
+
+    def confirm(version: str) -> None:
+        with session_factory() as own:
+            serving_repo.confirm(own, process_id, version, utcnow())
+            own.commit()
+
+    return AdapterWatcher(server, resolve, poll_seconds=poll_seconds, confirm=confirm, confirm_seconds=0.5)
+
+
 def _at(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp)
 
@@ -52,18 +74,7 @@ def test_the_job_waits_for_the_serving_process_and_destroys_the_old_weights_afte
 ) -> None:
     # a serving process: the real model server and watcher, on a slow poll so that the job must wait
     server = ModelServer(copy.deepcopy(tiny_model), Catalog(titles={}, profiles={}), batch_size=8)
-
-    def resolve() -> ActiveAdapter | None:
-        with session_factory() as own:
-            active = registry.active_adapter(own)
-        return None if active is None else ActiveAdapter(active.version_id, Path(active.artifact_path))
-
-    def confirm(version: str) -> None:
-        with session_factory() as own:
-            serving_repo.confirm(own, "api-1", version, utcnow())
-            own.commit()
-
-    watcher = AdapterWatcher(server, resolve, poll_seconds=1.5, confirm=confirm, confirm_seconds=0.5)
+    watcher = serving_process(server, session_factory, poll_seconds=1.5)
     watcher.tick()
     assert server.active_version == v1_id
     watcher.start()
