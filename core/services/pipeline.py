@@ -96,7 +96,8 @@ SELF_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (UnlearningError,)
 class RetryPolicy:
     """How a job is tried again after an infrastructure error: after ``delay_seconds``, doubling with each
     attempt up to ``max_delay_seconds``; a job not yet promoted gives up after ``max_attempts`` tries (its
-    lease counts them) and then fails like a failed gate.  A promoted job never gives up: its purge and
+    lease counts them) and then fails like a failed gate (a registered child not yet promoted: like a
+    promotion conflict).  A promoted job never gives up: its purge and
     certificates must happen."""
 
     max_attempts: int = 6
@@ -720,7 +721,9 @@ def _walk(run: _Attempt) -> JobOutcome:
             _purge(run)
         outcome = _certify(run)
     except INFRASTRUCTURE_ERRORS as error:
-        return _retry_later(run, error, may_give_up=False)
+        # not promoted yet (e.g. the child's weights unreadable): capped like a conflict; promoted: the
+        # purge and the certificates must happen, so it never gives up
+        return _retry_later(run, error, may_give_up=job.phase in (JobPhase.REGISTER, JobPhase.PROMOTE))
     _warm_up(run)
     return outcome
 
@@ -759,16 +762,21 @@ def _warm_up(run: _Attempt) -> None:
 def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobOutcome:
     """After an infrastructure error: keep the lease for the policy's delay (so that no worker, nor the
     beat, takes the job up before), without spending the gate budget; past the policy's attempts, a job
-    that ``may_give_up`` fails like a failed gate.  The reason names the error's class only: its text can
-    carry SQL parameters or paths."""
+    that ``may_give_up`` and is not promoted fails like a failed gate (with a registered child: like a
+    promotion conflict, the child rejected and the batch re-queued).  The reason names the error's class
+    only: its text can carry SQL parameters or paths."""
     session, job, policy = run.session, run.job, run.rt.retry
     log.warning("job %s: infrastructure error in phase %s\n%s", job.id, job.phase, redacted_traceback(error))
     session.rollback()
     reason = f"infrastructure error in phase {job.phase}: {error_class(error)}"
     try:
         session.refresh(job)
-        if may_give_up and job.attempts >= policy.max_attempts:
-            return _fail(run, f"{reason} (gave up after {job.attempts} attempts)", count_retry=True)
+        promoted = PHASES.index(JobPhase(job.phase)) >= PHASES.index(JobPhase.PURGE)
+        if may_give_up and not promoted and job.attempts >= policy.max_attempts:
+            gave_up = f"{reason} (gave up after {job.attempts} attempts)"
+            if job.child_version_id is not None:  # a registered child that cannot be promoted: a conflict
+                return _conflict(run, gave_up)
+            return _fail(run, gave_up, count_retry=True)
         delay = policy.delay(job.attempts)
         if not job_repo.heartbeat(
             session, job.id, run.rt.worker_id, run.rt.clock(), delay, failure_reason=reason

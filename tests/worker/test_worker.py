@@ -106,3 +106,24 @@ def test_a_crashing_job_leaves_its_error_text_out_of_the_queue_and_the_log(
     # what Celery logs and stores: the class and where, never the text
     assert str(raised.value) == "job 7: KeyError (message withheld)" and raised.value.__cause__ is None
     assert "KeyError (message withheld)" in caplog.text and "u9-secret" not in caplog.text
+
+
+def test_the_worker_engine_honours_the_pool_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str
+) -> None:
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")  # importing the worker builds its Celery app
+    from worker import tasks
+
+    pooled = Settings(
+        environment="development",
+        home=tmp_path,
+        database_url=db_url,
+        db_pool_size=3,
+        db_max_overflow=1,
+        db_pool_timeout_seconds=2.5,
+    )
+    monkeypatch.setattr(tasks, "settings", lambda: pooled)
+    pool = tasks.engine().pool  # what the tasks' sessions and the WAL checkpoint use
+    assert (pool.size(), pool._max_overflow, pool._timeout) == (3, 1, 2.5)  # type: ignore[attr-defined]
+    with tasks.sessions()() as session:
+        assert session.get_bind() is tasks.engine()
