@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any, ParamSpec, TypeVar
 
@@ -82,9 +83,15 @@ def enqueue_jobs(job_ids: list[int]) -> None:
 
 @task(name=FORM_BATCHES_TASK)
 def form_batches() -> list[int]:
-    """Form batches from queued requests and re-enqueue open jobs nobody holds."""
+    """Delete the data of requests whose deadline is near (whatever happens to unlearning), form batches
+    from queued requests and re-enqueue open jobs nobody holds."""
     current = settings()
     with sessions()() as session:
+        margin = timedelta(hours=current.deadline_delete_margin_hours)
+        deleted = pipeline.delete_data_due(session, margin, current.data_dir.resolve())
+        session.commit()
+        if deleted:
+            log.warning("deadline: data of %d open request(s) deleted ahead of unlearning", len(deleted))
         created = batching.form_batches(session, batching.job_settings_from(current))
         session.commit()
         orphaned = batching.jobs_needing_worker(session)
