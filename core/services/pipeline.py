@@ -98,8 +98,7 @@ class RetryPolicy:
     """How a job is tried again after an infrastructure error: after ``delay_seconds``, doubling with each
     attempt up to ``max_delay_seconds``; a job not yet promoted gives up after ``max_attempts`` tries (its
     lease counts them) and then fails like a failed gate (a registered child not yet promoted: like a
-    promotion conflict).  A promoted job never gives up: its purge and
-    certificates must happen."""
+    promotion conflict).  A promoted job never gives up: its purge and certificates must happen."""
 
     max_attempts: int = 6
     delay_seconds: float = 30.0
