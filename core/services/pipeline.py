@@ -587,11 +587,7 @@ def delete_data_due(
             request.forget_samples = len(trained)
     if prepared_data_dir is not None:
         scopes = [
-            ScopeToPurge(
-                r.id, r.user_id, None if r.scope == "user" else tuple(erasure_repo.scope_items(session, r.id))
-            )
-            for r in due
-            if r.user_id is not None
+            ScopeToPurge(r.id, r.user_id, _scope_items(session, r)) for r in due if r.user_id is not None
         ]
         purge_prepared(prepared_data_dir, scopes)
     for request in due:
