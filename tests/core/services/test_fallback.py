@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db.models import AuditEntry, Interaction, UserProfile, utcnow
+from core.ml.data import PreparedData, load_prepared, save_prepared
 from core.ml.model import LoadedModel
 from core.ml.unlearning.base import METHODS, UnlearningError, UnlearningMethod, register
 from core.services import batching, erasures, pipeline, registry
@@ -142,17 +143,20 @@ def test_a_requeued_not_unlearned_request_completes_by_an_exact_retrain_without_
 
 
 def test_data_near_its_deadline_is_deleted_even_when_unlearning_never_ran(
-    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path, seeded: PreparedData
 ) -> None:
+    prepared = adapters_dir.parent / "prepared"
+    save_prepared(seeded, prepared)
     now = utcnow()
     late, _ = erasures.create_erasure_request(session, "u4", None, INTAKE, now=now - timedelta(days=29.5))
     fresh, _ = erasures.create_erasure_request(session, "u5", None, INTAKE, now=now)
     session.commit()
     trained = _rows(session, "u4")
     # the queue stalled, no worker ran: the beat's deadline pass deletes what is due within the margin
-    assert pipeline.delete_data_due(session, timedelta(hours=24), now=now) == [late.id]
+    assert pipeline.delete_data_due(session, timedelta(hours=24), prepared, now=now) == [late.id]
     session.commit()
-    assert pipeline.delete_data_due(session, timedelta(hours=24), now=now) == []  # once
+    assert pipeline.delete_data_due(session, timedelta(hours=24), prepared, now=now) == []  # once
+    assert "u4" not in set(load_prepared(prepared).samples["user_id"])  # the prepared copy went too
     waiting = erasures.get_erasure_request(session, late.id)
     assert (waiting.status, waiting.user_id) == ("received", "u4")  # still open for unlearning
     assert waiting.rows_deleted == trained and waiting.profile_deleted and waiting.forget_samples
