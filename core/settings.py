@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # a request still open past this fraction of the time from filing to its deadline is "at risk"
     # (flag on the request, count in /metrics)
     deadline_risk_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    # the deadline guarantee: the beat deletes the stored rows and profile of any open request whose
+    # deadline is within this margin, even when unlearning has not run (pipeline.delete_data_due)
+    deadline_delete_margin_hours: float = Field(default=24.0, ge=0.0)
     batch_size: int = 8  # a batch forms when this many requests wait ...
     batch_max_wait_seconds: float = 300.0  # ... or the oldest has waited this long
     batch_poll_seconds: float = 15.0  # how often the beat task looks for batches and expired leases

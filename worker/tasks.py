@@ -6,8 +6,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.events import EventPublisher
@@ -52,6 +56,16 @@ def base_model() -> LoadedModel:
     )
 
 
+def engine() -> Engine:
+    """The process's database engine, with the pool settings (``E2U_DB_POOL_*``) as the API's."""
+    current = settings()
+    return engine_for(current.database_url_resolved, current.db_pool)
+
+
+def sessions() -> sessionmaker[Session]:
+    return session_factory(engine())
+
+
 def retry_policy(current: Settings) -> pipeline.RetryPolicy:
     """How jobs are tried again after infrastructure errors (``E2U_JOB_*`` settings)."""
     return pipeline.RetryPolicy(
@@ -73,9 +87,15 @@ def enqueue_jobs(job_ids: list[int]) -> None:
 
 @task(name=FORM_BATCHES_TASK)
 def form_batches() -> list[int]:
-    """Form batches from queued requests and re-enqueue open jobs nobody holds."""
+    """Delete the data of requests whose deadline is near (whatever happens to unlearning), form batches
+    from queued requests and re-enqueue open jobs nobody holds."""
     current = settings()
-    with session_factory(current.database_url_resolved)() as session:
+    with sessions()() as session:
+        margin = timedelta(hours=current.deadline_delete_margin_hours)
+        deleted = pipeline.delete_data_due(session, margin, current.data_dir.resolve())
+        session.commit()
+        if deleted:
+            log.warning("deadline: data of %d open request(s) deleted ahead of unlearning", len(deleted))
         created = batching.form_batches(session, batching.job_settings_from(current))
         session.commit()
         orphaned = batching.jobs_needing_worker(session)
@@ -100,7 +120,7 @@ def run_job(job_id: int) -> dict[str, Any]:
         prepared_data_dir=current.data_dir.resolve(),
         retry=retry_policy(current),
     )
-    with session_factory(current.database_url_resolved)() as session:
+    with sessions()() as session:
         try:
             outcome = pipeline.run_job(session, job_id, runtime, session.commit)
         except Exception as error:
@@ -109,9 +129,7 @@ def run_job(job_id: int) -> dict[str, Any]:
             log.error("job %s crashed\n%s", job_id, redacted_traceback(error))
             raise JobCrashed(f"job {job_id}: {error_class(error)} (message withheld)") from None
         session.commit()
-    if outcome.status in ("succeeded", "failed") and not checkpoint_wal(
-        engine_for(current.database_url_resolved)
-    ):
+    if outcome.status in ("succeeded", "failed") and not checkpoint_wal(engine()):
         # a job that ends has deleted rows (purge, or a request closed holding none): their old pages
         # must not stay in SQLite's WAL; a reader held it open, the next job's checkpoint empties it
         log.warning("job %s: the SQLite WAL could not be emptied now", job_id)

@@ -9,7 +9,7 @@ import typer
 
 from core.db.engine import session_factory
 from core.db.migrate import upgrade
-from core.ml.data import DataError, FeedbackConfig, SampleConfig
+from core.ml.data import DataError, FeedbackConfig, SampleConfig, find_data_files
 from core.ml.workflows import prepare_data
 from core.services.bootstrap import registry_is_initialised
 from core.services.errors import ServiceError
@@ -18,9 +18,40 @@ from core.settings import Settings
 
 data_app = typer.Typer(help="Prepare or import rating data.", no_args_is_help=True)
 
-RatingsOpt = Annotated[Path, typer.Option(help="ratings CSV: user,item,rating,timestamp")]
-ItemsOpt = Annotated[Path, typer.Option(help="items CSV: item,title[,genres]")]
+RatingsOpt = Annotated[
+    Path | None,
+    typer.Option(help="ratings CSV: user,item,rating,timestamp (or MovieLens' userId,movieId,...)"),
+]
+ItemsOpt = Annotated[
+    Path | None, typer.Option(help="items CSV: item,title[,genres] (or movieId,title,genres)")
+]
 UsersOpt = Annotated[Path | None, typer.Option(help="optional users CSV: user[,age,gender,occupation]")]
+FromOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from",
+        help="a MovieLens folder as downloaded (ml-latest-small, ml-25m: ratings.csv + movies.csv; ml-1m: "
+        "ratings.dat + movies.dat [+ users.dat]) or one with ratings.csv + items.csv [+ users.csv]",
+    ),
+]
+LIKE_RULE = "label: liked when rating > 3 (3.5 and up liked; 3 and below not)"
+
+
+def data_files(
+    source: Path | None, ratings: Path | None, items: Path | None, users: Path | None
+) -> tuple[Path | None, Path | None, Path | None]:
+    """The files to read: those found in the ``--from`` folder, or the ones named one by one (not both);
+    exit 2 when the folder holds none."""
+    if source is None:
+        return ratings, items, users
+    if ratings is not None or items is not None or users is not None:
+        typer.echo("error: give --from FOLDER or --ratings/--items/--users, not both", err=True)
+        raise typer.Exit(2)
+    try:
+        return find_data_files(source)
+    except DataError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 DataDirOpt = Annotated[
@@ -78,12 +109,14 @@ def prepare(
         raise typer.Exit(2) from None
     counts = prepared.samples["split"].value_counts().to_dict()
     typer.echo(f"prepared {len(prepared.samples)} samples {counts} in {folder} (sha256 {sha[:12]})")
+    typer.echo(f"{LIKE_RULE}; {int(prepared.samples['label'].sum())} of {len(prepared.samples)} liked")
 
 
 @data_app.command("prepare")
 def data_prepare(
-    ratings: Annotated[Path | None, typer.Option(help="ratings CSV: user,item,rating,timestamp")] = None,
-    items: Annotated[Path | None, typer.Option(help="items CSV: item,title[,genres]")] = None,
+    source: FromOpt = None,
+    ratings: RatingsOpt = None,
+    items: ItemsOpt = None,
     users: UsersOpt = None,
     history_len: Annotated[
         int | None, typer.Option(help="K, the number of earlier ratings in a prompt")
@@ -98,9 +131,11 @@ def data_prepare(
     ] = 4,
     negative_seed: Annotated[int, typer.Option(help="implicit: seed of the negative draw")] = 0,
 ) -> None:
-    """Build samples and the chronological train/valid/test split (MovieLens-100K unless CSVs are given).
-    Refused once the registry is initialised, unless ``--data-dir`` names a separate folder."""
+    """Build samples and the chronological train/valid/test split (MovieLens-100K unless a folder or
+    files are given).  Refused once the registry is initialised, unless ``--data-dir`` names a separate
+    folder."""
     settings = Settings()
+    ratings, items, users = data_files(source, ratings, items, users)
     refuse_on_initialised_registry(settings, "data prepare", outside(data_dir, settings.home / "data"))
     try:
         config = FeedbackConfig(feedback, like_threshold, negatives, negative_seed)
@@ -110,9 +145,16 @@ def data_prepare(
 
 
 @data_app.command("import")
-def data_import(ratings: RatingsOpt, items: ItemsOpt, users: UsersOpt = None) -> None:
+def data_import(
+    source: FromOpt = None, ratings: RatingsOpt = None, items: ItemsOpt = None, users: UsersOpt = None
+) -> None:
     """Import your own items and ratings into the service's database (all or nothing; the running service
-    sees them at once).  Ratings become new interactions; existing items get the file's titles/genres."""
+    sees them at once).  Ratings become new interactions; existing items get the file's titles/genres.
+    The files are streamed: any size fits in a bounded memory."""
+    ratings, items, users = data_files(source, ratings, items, users)
+    if ratings is None or items is None:
+        typer.echo("error: give --from FOLDER, or --ratings and --items", err=True)
+        raise typer.Exit(2)
     settings = Settings()
     url = settings.database_url_resolved
     upgrade(url)
@@ -130,3 +172,4 @@ def data_import(ratings: RatingsOpt, items: ItemsOpt, users: UsersOpt = None) ->
         f"{report.items_added} added, {report.items_updated} updated; profiles: "
         f"{report.profiles_added} added, {report.profiles_updated} updated"
     )
+    typer.echo(LIKE_RULE)

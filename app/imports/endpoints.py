@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile, status
@@ -16,11 +17,14 @@ router = APIRouter(prefix="/admin/imports", tags=["admin"])
 
 
 def _source(upload: UploadFile, default_name: str, limit_bytes: int) -> CsvSource:
+    """The upload as a stream (Starlette spools a large one to disk): the import reads it a row at a time,
+    never whole into memory."""
     name = upload.filename or default_name
-    content = upload.file.read(limit_bytes + 1)
-    if len(content) > limit_bytes:
+    size = upload.file.seek(0, os.SEEK_END)
+    upload.file.seek(0)
+    if size > limit_bytes:
         raise PayloadTooLarge(f"{name}: larger than {limit_bytes} bytes (E2U_MAX_IMPORT_BYTES)", file=name)
-    return CsvSource(name, content)
+    return CsvSource(name, stream=upload.file)
 
 
 @router.post(
@@ -35,14 +39,22 @@ def import_data(
     settings: SettingsDep,
     key: AdminKey,
     ratings: Annotated[
-        UploadFile, File(description="CSV with header `user,item,rating,timestamp` (unix seconds)")
+        UploadFile,
+        File(
+            description="CSV with header `user,item,rating,timestamp` (unix seconds; MovieLens' "
+            "`userId,movieId,rating,timestamp` too) or ML-1M's `ratings.dat` (`::`, no header)"
+        ),
     ],
-    items: Annotated[UploadFile, File(description="CSV with header `item,title[,genres]`")],
+    items: Annotated[
+        UploadFile,
+        File(description="CSV with header `item,title[,genres]` (or `movieId,title,genres`) or `movies.dat`"),
+    ],
     users: Annotated[
         UploadFile | None, File(description="optional CSV with header `user[,age,gender,occupation]`")
     ] = None,
 ) -> ImportPublic:
-    """All or nothing.  New items are added and existing ones get the file's title and genres; ratings
+    """All or nothing, streamed (any size in bounded memory).  Ratings may be half stars; a rating above 3
+    is a like.  New items are added and existing ones get the file's title and genres; ratings
     become new interactions (split "new"), which ratings may also name items already in the catalog.
 
     Refused, with the file, line and column in `error.details`: a malformed file (422), a rating of a

@@ -7,15 +7,19 @@ item) with label = 1 if the target's rating > 3 else 0.  Everything here is plai
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import importlib.util
 import io
+import itertools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -163,10 +167,12 @@ def load_movielens(path: Path | None = None) -> Dataset:
 @dataclass(frozen=True)
 class CsvSource:
     """A CSV held in memory (an upload): ``name`` is what errors call the file, ``content`` its UTF-8 text
-    or bytes."""
+    or bytes; or, with ``stream``, a binary file object read once from its current position (an upload
+    spooled to disk: never read into memory whole)."""
 
     name: str
-    content: str | bytes
+    content: str | bytes = b""
+    stream: BinaryIO | None = None
 
 
 CsvInput = Path | CsvSource
@@ -182,17 +188,171 @@ class CsvData:
     origins: dict[str, tuple[str, tuple[int, ...]]]
 
 
-def _name(source: CsvInput) -> str:
+def source_name(source: CsvInput) -> str:
+    """What errors call a file: its path, or an upload's name."""
     return source.name if isinstance(source, CsvSource) else str(source)
 
 
 def _fail(path: CsvInput | str, line: int, column: str, why: str) -> DataError:
-    name = path if isinstance(path, str) else _name(path)
+    name = path if isinstance(path, str) else source_name(path)
     return DataError(f"{name}: line {line}, column {column!r}: {why}", name, line, column)
 
 
+# The three files and their columns (canonical names).  Headers may also use MovieLens' own names
+# (ml-latest, ml-25m: ``userId,movieId,rating,timestamp`` and ``movieId,title,genres``) or snake_case ids.
+FileKind = Literal["ratings", "items", "users"]
+COLUMNS: dict[FileKind, tuple[str, ...]] = {
+    "ratings": ("user", "item", "rating", "timestamp"),
+    "items": ("item", "title", "genres"),
+    "users": ("user", "age", "gender", "occupation"),
+}
+REQUIRED: dict[FileKind, tuple[str, ...]] = {
+    "ratings": ("user", "item", "rating", "timestamp"),
+    "items": ("item", "title"),
+    "users": ("user",),
+}
+COLUMN_ALIASES = {
+    "userid": "user",
+    "user_id": "user",
+    "movieid": "item",
+    "movie_id": "item",
+    "itemid": "item",
+    "item_id": "item",
+}
+# MovieLens 1M/10M ``.dat`` files: no header, fields separated by "::", in this order
+# (ratings.dat ``UserID::MovieID::Rating::Timestamp``, movies.dat ``MovieID::Title::Genres``,
+# users.dat ``UserID::Gender::Age::Occupation::Zip-code``; 10M has no users.dat)
+DAT_SEPARATOR = "::"
+DAT_COLUMNS: dict[FileKind, tuple[str, ...]] = {
+    "ratings": ("user", "item", "rating", "timestamp"),
+    "items": ("item", "title", "genres"),
+    "users": ("user", "gender", "age", "occupation", "zip"),
+}
+Row = tuple[int, dict[str, str]]  # (1-based line, canonical column -> stripped text)
+
+
+def _canonical(column: str) -> str:
+    name = column.strip()
+    return COLUMN_ALIASES.get(name.lower(), name)
+
+
+@contextmanager
+def _binary(source: CsvInput) -> Iterator[BinaryIO]:
+    name = source_name(source)
+    if isinstance(source, CsvSource):
+        if source.stream is not None:
+            yield source.stream
+            return
+        raw = source.content
+        yield io.BytesIO(raw.encode() if isinstance(raw, str) else raw)
+        return
+    if not source.exists():
+        raise DataError(f"{name}: file not found", name)
+    with source.open("rb") as file:
+        yield file
+
+
+def _is_dat(first_line: bytes) -> bool:
+    return DAT_SEPARATOR.encode() in first_line
+
+
+def iter_rows(source: CsvInput, kind: FileKind) -> Iterator[Row]:
+    """The rows of a ratings, items or users file, one at a time (the file is streamed, never held whole):
+    a CSV with a header (``COLUMNS``, MovieLens' names accepted: ``COLUMN_ALIASES``; UTF-8, a byte-order
+    mark allowed) or a MovieLens ``.dat`` file (``::``, no header; UTF-8, else Latin-1 as ML-1M ships).
+    Empty lines are skipped.  DataError (file, line, column) for a missing column, a row with more fields
+    than the header, undecodable text or broken quoting."""
+    with _binary(source) as raw:
+        first = raw.readline()
+        lines = itertools.chain([first], raw)  # a binary file iterates by line, its line ends kept
+        if _is_dat(first.removeprefix(b"\xef\xbb\xbf")):
+            yield from _dat_rows(source_name(source), lines, kind)
+        else:
+            yield from _csv_rows(source_name(source), lines, kind)
+
+
+def _dat_rows(name: str, lines: Iterable[bytes], kind: FileKind) -> Iterator[Row]:
+    columns = DAT_COLUMNS[kind]
+    for line, data in enumerate(lines, start=1):
+        try:
+            text = data.decode("utf-8-sig" if line == 1 else "utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")  # ML-1M's movies.dat is Latin-1
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            continue
+        fields = text.split(DAT_SEPARATOR)
+        if len(fields) != len(columns):
+            why = f"{len(fields)} '::'-separated fields, expected {len(columns)}"
+            raise _fail(name, line, "<fields>", why)
+        yield line, {c: f.strip() for c, f in zip(columns, fields, strict=True)}
+
+
+def _csv_rows(name: str, lines: Iterable[bytes], kind: FileKind) -> Iterator[Row]:
+    reader = csv.reader(codecs.iterdecode(lines, "utf-8-sig"))
+    try:
+        header = [_canonical(h) for h in next(reader, [])]
+        missing = [c for c in REQUIRED[kind] if c not in header]
+        if missing:
+            raise DataError(f"{name}: line 1: missing column(s) {missing}; header is {header}", name, 1)
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) > len(header):
+                raise _fail(name, reader.line_num, "<extra>", f"more fields than the header's {len(header)}")
+            yield reader.line_num, {c: f.strip() for c, f in zip(header, fields, strict=False)}
+    except csv.Error as error:
+        raise DataError(f"{name}: line {reader.line_num}: {error}", name, reader.line_num) from None
+    except UnicodeDecodeError as error:
+        line = reader.line_num + 1
+        raise DataError(f"{name}: line {line}: not UTF-8 text ({error.reason})", name, line) from None
+
+
+def parse_item(source: CsvInput | str, line: int, row: dict[str, str]) -> dict[str, str]:
+    """An items row as ``{"item_id", "title", "genres"}``; DataError naming the line and column."""
+    item, title = row.get("item", ""), row.get("title", "")
+    if not item:
+        raise _fail(source, line, "item", "empty item id")
+    if not title:
+        raise _fail(source, line, "title", "empty title")
+    return {"item_id": item, "title": title, "genres": row.get("genres", "")}
+
+
+def parse_rating(
+    source: CsvInput | str, line: int, row: dict[str, str], known_items: Container[str]
+) -> dict[str, str | float | int]:
+    """A ratings row as ``{"user_id", "item_id", "rating", "timestamp"}`` (rating a float in [0, 10],
+    half stars included; timestamp unix seconds); ``known_items``: the items it may name."""
+    user, item = row.get("user", ""), row.get("item", "")
+    if not user:
+        raise _fail(source, line, "user", "empty user id")
+    if item not in known_items:
+        raise _fail(source, line, "item", f"unknown item {item!r} (not in the items file)")
+    try:
+        rating = float(row["rating"])
+    except ValueError:
+        raise _fail(source, line, "rating", f"not a number: {row['rating']!r}") from None
+    if not 0 <= rating <= 10:
+        raise _fail(source, line, "rating", f"out of range [0, 10]: {rating}")
+    try:
+        timestamp = int(float(row["timestamp"]))
+    except (ValueError, OverflowError):
+        raise _fail(source, line, "timestamp", f"not a unix time: {row['timestamp']!r}") from None
+    return {"user_id": user, "item_id": item, "rating": rating, "timestamp": timestamp}
+
+
+def parse_user(source: CsvInput | str, line: int, row: dict[str, str]) -> dict[str, str]:
+    """A users row as ``{"user_id", "age", "gender", "occupation"}`` (missing fields empty)."""
+    user = row.get("user", "")
+    if not user:
+        raise _fail(source, line, "user", "empty user id")
+    return {"user_id": user, **{c: row.get(c, "") for c in ("age", "gender", "occupation")}}
+
+
 def import_csv(ratings_path: CsvInput, items_path: CsvInput, users_path: CsvInput | None = None) -> Dataset:
-    """Read a user's own data: ratings CSV (user,item,rating,timestamp), items CSV (item,title[,genres]).
+    """Read a user's own data: ratings CSV (user,item,rating,timestamp), items CSV (item,title[,genres]),
+    optional users CSV (user[,age,gender,occupation]); MovieLens' own headers and ``.dat`` files too
+    (``iter_rows``).
 
     Each argument is a file path or a ``CsvSource`` (in-memory text or bytes, e.g. an HTTP upload).
     Everything is validated before anything is returned, so a bad file never leaves a half import.
@@ -209,126 +369,82 @@ def read_csv_data(
 ) -> CsvData:
     """``import_csv`` plus where each row came from.  ``known_items``: item ids that ratings may name
     besides those of the items file (the catalog already stored, for an incremental import)."""
-    item_frame, item_lines = _read_items(items)
+    item_frame, item_lines = _read(items, "items")
     catalog = set(item_frame["item_id"]) | set(known_items)
-    rating_frame, rating_lines = _read_ratings(ratings, catalog)
+    rating_frame, rating_lines = _read(ratings, "ratings", catalog)
     if users is not None:
-        user_frame, user_lines = _read_users(users)
+        user_frame, user_lines = _read(users, "users")
     else:
         user_frame, user_lines = pd.DataFrame(columns=["user_id", "age", "gender", "occupation"]), ()
     origins = {
-        "interactions": (_name(ratings), rating_lines),
-        "items": (_name(items), item_lines),
-        "users": (_name(users) if users is not None else "", user_lines),
+        "interactions": (source_name(ratings), rating_lines),
+        "items": (source_name(items), item_lines),
+        "users": (source_name(users) if users is not None else "", user_lines),
     }
     return CsvData(Dataset(interactions=rating_frame, items=item_frame, users=user_frame), origins)
 
 
-def _text(source: CsvInput) -> str:
-    name = _name(source)
-    try:
-        if isinstance(source, CsvSource):
-            raw = source.content
-            # utf-8-sig: spreadsheet exports often start with a byte-order mark
-            return raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
-        if not source.exists():
-            raise DataError(f"{name}: file not found", name)
-        return source.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{name}: not UTF-8 text ({error.reason} at byte {error.start})", name) from None
+class DuplicateCheck:
+    """Refuses a key seen on an earlier line of the same file; ``what``: the message, ``{}`` the key."""
+
+    def __init__(self, source: CsvInput | str, column: str, what: str) -> None:
+        self.source, self.column, self.what = source, column, what
+        self.first_line: dict[object, int] = {}
+
+    def check(self, key: object, line: int, shown: str) -> None:
+        first = self.first_line.setdefault(key, line)
+        if first != line:
+            raise _fail(self.source, line, self.column, f"{self.what.format(shown)} (first on line {first})")
 
 
-def _open_rows(source: CsvInput, required: list[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    name = _name(source)
-    reader = csv.DictReader(io.StringIO(_text(source), newline=""))
-    try:
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(f"{name}: line 1: missing column(s) {missing}; header is {header}", name, 1)
-        rows = []
-        for row in reader:
-            clean = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            if None in row:
-                raise _fail(name, reader.line_num, "<extra>", f"more fields than the header's {len(header)}")
-            rows.append((reader.line_num, clean))
-    except csv.Error as error:
-        raise DataError(f"{name}: line {reader.line_num}: {error}", name, reader.line_num) from None
-    return header, rows
+# per file: the fields that must be unique and the message of a repeat, the frame's columns
+_UNIQUE: dict[FileKind, tuple[tuple[str, ...], str, str, list[str]]] = {
+    "items": (("item_id",), "item", "duplicate item id {}", ["item_id", "title", "genres"]),
+    "ratings": (("user_id", "item_id"), "item", "item {} rated twice", INTERACTION_COLUMNS),
+    "users": (("user_id",), "user", "duplicate user id {}", ["user_id", "age", "gender", "occupation"]),
+}
 
 
-def _read_items(path: CsvInput) -> tuple[pd.DataFrame, tuple[int, ...]]:
-    _, rows = _open_rows(path, ["item", "title"])
-    seen: set[str] = set()
-    records = []
-    for line, row in rows:
-        item, title = row.get("item", ""), row.get("title", "")
-        if not item:
-            raise _fail(path, line, "item", "empty item id")
-        if item in seen:
-            raise _fail(path, line, "item", f"duplicate item id {item!r}")
-        if not title:
-            raise _fail(path, line, "title", "empty title")
-        seen.add(item)
-        records.append({"item_id": item, "title": title, "genres": row.get("genres", "")})
-    if not records:
-        raise DataError(f"{_name(path)}: no items", _name(path))
-    frame = pd.DataFrame(records, columns=["item_id", "title", "genres"])
-    return frame, tuple(line for line, _ in rows)
+def _read(
+    path: CsvInput, kind: FileKind, known_items: set[str] | None = None
+) -> tuple[pd.DataFrame, tuple[int, ...]]:
+    """A whole file as a frame (``prepare`` needs it whole) and the line of each row; at least one row
+    of ratings and of items."""
+    keys, column, message, columns = _UNIQUE[kind]
+    duplicates = DuplicateCheck(path, column, message)
+    records: list[dict[str, object]] = []
+    lines = []
+    for line, row in iter_rows(path, kind):
+        record: dict[str, object]
+        if kind == "ratings":
+            record = dict(parse_rating(path, line, row, known_items or set()))
+        else:
+            record = dict(parse_item(path, line, row) if kind == "items" else parse_user(path, line, row))
+        duplicates.check(tuple(record[k] for k in keys), line, repr(record[keys[-1]]))
+        records.append(record)
+        lines.append(line)
+    if not records and kind != "users":
+        raise DataError(f"{source_name(path)}: no {kind}", source_name(path))
+    return pd.DataFrame(records, columns=columns), tuple(lines)
 
 
-def _read_ratings(path: CsvInput, known_items: set[str]) -> tuple[pd.DataFrame, tuple[int, ...]]:
-    _, rows = _open_rows(path, ["user", "item", "rating", "timestamp"])
-    records = []
-    first_line: dict[tuple[str, str], int] = {}
-    for line, row in rows:
-        user, item = row.get("user", ""), row.get("item", "")
-        if not user:
-            raise _fail(path, line, "user", "empty user id")
-        if item not in known_items:
-            raise _fail(path, line, "item", f"unknown item {item!r} (not in the items file)")
-        if (user, item) in first_line:
-            raise _fail(
-                path, line, "item", f"item {item!r} rated twice (first on line {first_line[(user, item)]})"
-            )
-        first_line[(user, item)] = line
-        try:
-            rating = float(row["rating"])
-        except ValueError:
-            raise _fail(path, line, "rating", f"not a number: {row['rating']!r}") from None
-        if not 0 <= rating <= 10:
-            raise _fail(path, line, "rating", f"out of range [0, 10]: {rating}")
-        try:
-            timestamp = int(float(row["timestamp"]))
-        except (ValueError, OverflowError):
-            raise _fail(path, line, "timestamp", f"not a unix time: {row['timestamp']!r}") from None
-        records.append({"user_id": user, "item_id": item, "rating": rating, "timestamp": timestamp})
-    if not records:
-        raise DataError(f"{_name(path)}: no ratings", _name(path))
-    return pd.DataFrame(records, columns=INTERACTION_COLUMNS), tuple(line for line, _ in rows)
+# MovieLens folders as downloaded: the first layout whose ratings and items files exist is used
+MOVIELENS_LAYOUTS = (
+    ("ratings.csv", "items.csv", "users.csv"),  # this project's own CSVs
+    ("ratings.csv", "movies.csv", "users.csv"),  # ml-latest-small, ml-latest, ml-25m, ml-32m (no users)
+    ("ratings.dat", "movies.dat", "users.dat"),  # ml-1m (ml-10m: no users.dat)
+)
 
 
-def _read_users(path: CsvInput) -> tuple[pd.DataFrame, tuple[int, ...]]:
-    _, rows = _open_rows(path, ["user"])
-    seen: set[str] = set()
-    records = []
-    for line, row in rows:
-        user = row["user"]
-        if not user:
-            raise _fail(path, line, "user", "empty user id")
-        if user in seen:
-            raise _fail(path, line, "user", f"duplicate user id {user!r}")
-        seen.add(user)
-        records.append(
-            {
-                "user_id": user,
-                "age": row.get("age", ""),
-                "gender": row.get("gender", ""),
-                "occupation": row.get("occupation", ""),
-            }
-        )
-    frame = pd.DataFrame(records, columns=["user_id", "age", "gender", "occupation"])
-    return frame, tuple(line for line, _ in rows)
+def find_data_files(folder: Path) -> tuple[Path, Path, Path | None]:
+    """(ratings, items, users or None) of a data folder (``MOVIELENS_LAYOUTS``); DataError when none fits."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    for ratings, items, users in MOVIELENS_LAYOUTS:
+        if (folder / ratings).is_file() and (folder / items).is_file():
+            return folder / ratings, folder / items, (folder / users if (folder / users).is_file() else None)
+    wanted = "; ".join(f"{r} + {i} [+ {u}]" for r, i, u in MOVIELENS_LAYOUTS)
+    raise DataError(f"{folder}: no ratings and items files found (looked for {wanted})")
 
 
 # ---------------------------------------------------------------------------------------------- samples

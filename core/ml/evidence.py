@@ -48,6 +48,10 @@ class Verdict(StrEnum):
     NO_PRIOR_SIGNAL = "no_prior_signal"  # nothing measurable to forget: exclusion + deletion carry it
     INCONCLUSIVE = "inconclusive"  # too few samples for the stated power, or a change not evidenced
     FAILED = "failed"  # signal remains, F raised, over-unlearned or utility lost
+    # an exact retrain whose forget set was deleted before unlearning (a deadline, a failed unlearning):
+    # forgetting cannot be measured; provenance (trained from the base without the scope) and utility can
+    # (``core.ml.verification.verify_exact_retrain``)
+    RETRAINED = "retrained"
 
 
 @dataclass(frozen=True)

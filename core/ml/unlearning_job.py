@@ -27,6 +27,7 @@ from core.ml.verification import (
     VerificationSizes,
     utility_subset,
     verify_candidate,
+    verify_exact_retrain,
 )
 from core.serialization import json_safe
 
@@ -89,7 +90,10 @@ def unlearn_and_verify(
 ) -> Candidate:
     """Unlearn ``data.forget`` from the adapter in ``parent_folder`` with ``plan``'s method, verify the
     child, and save it (weights plus ``metadata`` as ``e2u.json``) into ``child_folder``, which is
-    replaced.  ``data.forget`` must not be empty.  Both adapters (loaded as ``{name}_parent`` and
+    replaced.  ``data.forget`` may be empty only for a method that does not need it (the exact retrain,
+    after the data in scope was deleted before unlearning): the child is then verified on utility alone
+    (``verify_exact_retrain``).
+    Both adapters (loaded as ``{name}_parent`` and
     ``{name}_child``) are freed whatever happens; ``loaded`` is left as it was found.  The parent's and
     the child's cached scores (``ScoreCache``) are read from and written beside their weights."""
     valid = utility_subset(data.valid, plan.sizes)
@@ -119,20 +123,25 @@ def unlearn_and_verify(
         )
         unlearn_seconds = time.perf_counter() - unlearn_started
         progress.verification_started()
-        result = verify_candidate(
-            scorer,
-            parent_name,
-            child_name,
-            data.forget,
-            data.holdout,
-            valid,
-            plan.evidence,
-            plan.sizes,
-            parent_cache,
-            child_cache,
-            report.details.get("teacher_divergence"),
-            population=data.retain,
-        )
+        if data.forget.empty:  # an exact retrain after the data in scope was deleted
+            result = verify_exact_retrain(
+                scorer, parent_name, child_name, valid, plan.evidence, plan.sizes, parent_cache, child_cache
+            )
+        else:
+            result = verify_candidate(
+                scorer,
+                parent_name,
+                child_name,
+                data.forget,
+                data.holdout,
+                valid,
+                plan.evidence,
+                plan.sizes,
+                parent_cache,
+                child_cache,
+                report.details.get("teacher_divergence"),
+                population=data.retain,
+            )
         shutil.rmtree(child_folder, ignore_errors=True)
         sha256 = save_adapter(loaded, child_name, child_folder, dict(metadata))
         parent_cache.save()

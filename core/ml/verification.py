@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +362,59 @@ def _agreement(population: pd.DataFrame, forget: pd.DataFrame) -> Callable[[pd.D
         return evidence.label_agreement(frame["item_id"].to_numpy(), frame["label"].to_numpy(), items, labels)
 
     return agreement
+
+
+RETRAINED_WITHOUT_FORGET_SET = (
+    "exact retrain without a forget set: the data in scope was deleted before unlearning, and the child was "
+    "trained from the base model on stored data that no longer holds it; forgetting is not measured (there "
+    "is nothing left to measure it on), provenance and utility are"
+)
+
+
+def verify_exact_retrain(
+    scorer: Scorer,
+    parent_name: str,
+    child_name: str,
+    valid: pd.DataFrame,
+    config: EvidenceConfig,
+    sizes: VerificationSizes,
+    parent_cache: ScoreCache | None = None,
+    child_cache: ScoreCache | None = None,
+) -> VerificationResult:
+    """The verdict on an exact retrain (``child_name``, trained from the base) when no forget set is left:
+    ``retrained`` unless the utility set shows a loss, failed when the whole interval of the AUC
+    difference child - parent lies below ``-utility_margin``.  The burden is the reverse of
+    ``verify_candidate``'s on purpose: the parent carries the erased data and the retrain is the
+    reference method, so only evidence of harm keeps the parent serving; a utility set too small to
+    judge does not.  Provenance (the method, trained from the base, on data without the scope) is the
+    caller's record.  Leaves ``child_name`` as the active adapter."""
+    parent_cache = parent_cache or ScoreCache(None)
+    child_cache = child_cache or ScoreCache(None)
+    started = time.perf_counter()
+    v_frame = utility_subset(valid, sizes)
+    parent_v = parent_cache.score(scorer, parent_name, v_frame)
+    child_v = child_cache.score(scorer, child_name, v_frame)
+    child_cache.carry_base(parent_cache)
+    scorer.loaded.model.set_adapter(child_name)
+    figures: dict[str, Any] = {
+        "samples": {"forget": 0, "forget_total": 0, "valid": len(v_frame)},
+        "sizes": sizes.__dict__.copy(),
+    }
+    try:
+        utility = evidence.compare_utility(v_frame["label"].to_numpy(), parent_v, child_v, config)
+    except ValueError as error:
+        reason = f"cannot verify: {error}"
+        figures["seconds"] = time.perf_counter() - started
+        return VerificationResult(Verdict.FAILED, (reason,), _finish(figures, Verdict.FAILED, [reason]))
+    figures["utility"] = asdict(utility)
+    figures["seconds"] = time.perf_counter() - started
+    d, margin = utility.difference, config.utility_margin
+    said = f"AUC difference {d.value:.4f} [{d.low:.4f}, {d.high:.4f}] on {utility.n} samples"
+    if d.high < -margin:
+        reasons: tuple[str, ...] = (f"utility lost: {said} lies wholly below -{margin}",)
+        return VerificationResult(Verdict.FAILED, reasons, _finish(figures, Verdict.FAILED, reasons))
+    reasons = (RETRAINED_WITHOUT_FORGET_SET, f"utility kept: {said}, not wholly below -{margin}")
+    return VerificationResult(Verdict.RETRAINED, reasons, _finish(figures, Verdict.RETRAINED, reasons))
 
 
 def _finish(figures: dict[str, Any], verdict: Verdict, reasons: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from core.db.repositories import audit as audit_repo
 from core.db.repositories import erasures as erasure_repo
 from core.db.repositories import jobs as job_repo
 from core.ml.evidence import EvidenceConfig
+from core.ml.unlearning.retrain import Retrain
 from core.services import registry
 from core.services.errors import Conflict, NotFound, parse_status
 from core.services.job_config import JobConfig, stored_evidence_config
@@ -74,7 +75,7 @@ class JobSettings:
         )
 
 
-FALLBACK_METHOD = "retrain"
+FALLBACK_METHOD = Retrain.name
 
 
 def _new_job(

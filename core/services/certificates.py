@@ -27,12 +27,15 @@ def certificate_document(
     child: AdapterVersion,
     issued_at: datetime,
     serving: dict[str, Any] | None = None,
+    deleted_before_unlearning_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The unsigned certificate of ``request``, completed by ``job`` (which made ``child`` from
     ``parent``; the same version when nothing was trained on the data).  ``scope_items``: how many items
     a partial request named (0 for a whole user).  JSON-safe; sign it with ``sign_certificate``.  Names
     no other request: the job's per-request accounts stay out of the verification figures.  ``serving``:
-    the job's account of the serving processes' switch to ``child`` (``core.services.pipeline``)."""
+    the job's account of the serving processes' switch to ``child`` (``core.services.pipeline``).
+    ``deleted_before_unlearning_at``: when the request's stored data was deleted ahead of unlearning (its
+    deadline came first: ``core.services.pipeline.delete_data_due``), None otherwise."""
     prepared = job.metrics.get("prepared_data") or {}
     document = {
         "type": DOCUMENT_TYPE,
@@ -45,6 +48,7 @@ def certificate_document(
             "rows_deleted": request.rows_deleted,
             "profile_deleted": bool(request.profile_deleted),
             "prepared_data": _prepared_data_record(prepared, request.id),
+            "deleted_before_unlearning_at": _stamp(deleted_before_unlearning_at),
         },
         "job_id": job.id,
         "parent_adapter": {"id": parent.id, "sha256": parent.sha256},

@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from core.db.engine import lock_for_claim
 from core.db.models import (
     FINISHED_JOB_STATUSES,
     AdapterVersion,
@@ -96,8 +97,8 @@ SELF_DESCRIBED_ERRORS: tuple[type[BaseException], ...] = (UnlearningError,)
 class RetryPolicy:
     """How a job is tried again after an infrastructure error: after ``delay_seconds``, doubling with each
     attempt up to ``max_delay_seconds``; a job not yet promoted gives up after ``max_attempts`` tries (its
-    lease counts them) and then fails like a failed gate.  A promoted job never gives up: its purge and
-    certificates must happen."""
+    lease counts them) and then fails like a failed gate (a registered child not yet promoted: like a
+    promotion conflict).  A promoted job never gives up: its purge and certificates must happen."""
 
     max_attempts: int = 6
     delay_seconds: float = 30.0
@@ -187,6 +188,13 @@ class _LeaseKeeper:
             if not ok:
                 self.lost.set()
                 return
+
+
+def _scope_items(session: Session, request: ErasureRequest) -> tuple[str, ...] | None:
+    """The items of a partial request; None for a whole user."""
+    if request.scope == "user":
+        return None
+    return tuple(erasure_repo.scope_items(session, request.id))
 
 
 def drill_pause(phase: str) -> None:
@@ -285,10 +293,7 @@ class _Attempt:
         return erasure_repo.for_job(self.session, self.request_ids)
 
     def scope_items(self, request: ErasureRequest) -> tuple[str, ...] | None:
-        """The items of a partial request; None for a whole user."""
-        if request.scope == "user":
-            return None
-        return tuple(erasure_repo.scope_items(self.session, request.id))
+        return _scope_items(self.session, request)
 
     # ------------------------------------------------------------------ JobProgress
     def unlearning_started(self) -> None:
@@ -326,7 +331,8 @@ def _collect(run: _Attempt) -> JobData:
     session = run.session
     forget = catalog_repo.scope_interactions(session, run.request_ids, splits=["train"])
     for request in run.requests():
-        request.forget_samples = sum(catalog_repo.request_scopes(session, [request.id]).covered(forget))
+        if request.rows_deleted is None:  # else: counted when its data was deleted (what was trained on)
+            request.forget_samples = sum(catalog_repo.request_scopes(session, [request.id]).covered(forget))
     data = JobData(
         forget=forget.drop_duplicates("id").reset_index(drop=True),
         retain=catalog_repo.usable_interactions(session, splits=["train"]),
@@ -369,6 +375,33 @@ def _remove_leftovers(run: _Attempt) -> None:
         registry.delete_artifact(str(folder))
 
 
+def _deleted_before_unlearning(run: _Attempt) -> list[ErasureRequest]:
+    """The batch's requests whose stored data was deleted before any unlearning removed it from the model
+    (``delete_data_due`` at the deadline, or ``_fail``) and that had training samples then (or unknown)."""
+    return [
+        r
+        for r in run.requests()
+        if r.rows_deleted is not None and (r.forget_samples is None or r.forget_samples > 0)
+    ]
+
+
+def _retrain_provenance(run: _Attempt, data: JobData, deleted: list[ErasureRequest]) -> dict[str, Any]:
+    """What an exact retrain is trained from, checked before it runs: a fresh adapter on the base model,
+    on the usable training samples, none of which lies in the batch's scopes (requests whose user id is
+    redacted had their rows deleted: none are left to find).  UnlearningError if one does."""
+    in_scope = sum(catalog_repo.request_scopes(run.session, run.request_ids).covered(data.retain))
+    if in_scope:
+        raise UnlearningError(f"{in_scope} training sample(s) of the exact retrain lie in the batch's scope")
+    return {
+        "method": run.config.method,
+        "trained_from": "the base model (a fresh adapter, the parent's recipe)",
+        "training_samples": len(data.retain),
+        "training_samples_in_scope": 0,
+        "forget_samples": len(data.forget),
+        "requests_deleted_before_unlearning": len(deleted),
+    }
+
+
 def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
     """Phases collect..register; an outcome when the job ends here (failed gate, wrong base model)."""
     job, config = run.job, run.config
@@ -380,14 +413,18 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
         reason = f"parent {parent.id} is for base model {parent.base_model!r}, this worker has {base!r}"
         return _fail(run, reason, count_retry=True)
     data = _collect(run)
-    if data.forget.empty:
-        if any(r.rows_deleted is not None for r in run.requests()):
-            # the data went after a failed unlearning (``_fail``): the parent may still carry what no
-            # forget set can show any more; only an exact retrain (no forget set needed) removes it
-            return _fail(run, "the data in scope is already deleted; nothing left to unlearn from", True)
+    deleted = _deleted_before_unlearning(run)
+    if deleted and not config.fallback:
+        # the data went before unlearning (a deadline, or a failed unlearning: ``_fail``): the parent may
+        # still carry what no forget set can show any more; only an exact retrain (which needs no forget
+        # set) removes it, so the batch goes there at once, without spending its retries
+        reason = f"the data in scope of {len(deleted)} request(s) was deleted before unlearning"
+        return _fail(run, f"{reason}; exact retrain", count_retry=False, retrain=True)
+    if data.forget.empty and not deleted:
         _nothing_to_unlearn(run, parent)
         return None
     made_by = {"method": config.method, "method_config": config.method_config, "job_id": job.id}
+    provenance = _retrain_provenance(run, data, deleted) if config.fallback else None
     with run.kept_alive():
         candidate = unlearn_and_verify(
             run.rt.loaded,
@@ -401,6 +438,8 @@ def _unlearn_verify_register(run: _Attempt) -> JobOutcome | None:
             score_batch_size=run.rt.score_batch_size,
             parent_sha256=parent.sha256,  # a corrupted parent is never unlearned from
         )
+    if provenance is not None:
+        candidate.figures["provenance"] = provenance
     try:
         return _register_child(run, candidate, parent, made_by)
     finally:  # the temporary folder goes whatever happened (registering moved it away already)
@@ -507,14 +546,66 @@ def _delete_stored_data(
     returns the prepared files' record (None: none to make)."""
     prepared = _purge_prepared_files(run, requests, now)
     for request in requests:
-        if request.rows_deleted is None and request.user_id is not None:
-            items = run.scope_items(request)
-            request.rows_deleted = catalog_repo.delete_scope_rows(run.session, request.user_id, items)
-            request.profile_deleted = (
-                catalog_repo.delete_profile(run.session, request.user_id) if items is None else False
-            )
+        _delete_rows(run.session, request)
     run.session.flush()
     return prepared
+
+
+def _delete_rows(session: Session, request: ErasureRequest) -> None:
+    """Delete the request's stored rows (and a whole user's profile), once; recorded on the request."""
+    if request.rows_deleted is not None or request.user_id is None:
+        return
+    items = _scope_items(session, request)
+    request.rows_deleted = catalog_repo.delete_scope_rows(session, request.user_id, items)
+    request.profile_deleted = (
+        catalog_repo.delete_profile(session, request.user_id) if items is None else False
+    )
+
+
+DEADLINE_ACTOR = "deadline"
+DEADLINE_DELETION = "erasure.data_deleted_at_deadline"  # its audit action
+
+
+def delete_data_due(
+    session: Session, margin: timedelta, prepared_data_dir: Path | None = None, now: datetime | None = None
+) -> list[str]:
+    """The deadline guarantee, whatever happens to unlearning (queue stalled, worker down): for every
+    open request whose deadline is within ``margin`` of ``now`` and whose data is still stored, delete its
+    rows and a whole user's profile (and their copies in the prepared files), count the training samples
+    that were in scope first (``forget_samples``), and audit it.  The request stays open: its job finds no
+    forget rows and goes to the exact retrain (``_deleted_before_unlearning``), and its certificate says
+    when the data went (``certificate_document``'s ``deleted_before_unlearning_at``).  Returns the request
+    ids; flushes only (the caller commits).  Call at the start of a transaction."""
+    when = now or utcnow()
+    lock_for_claim(session)
+    due = erasure_repo.open_with_data_due(session, when + margin)
+    if not due:
+        return []
+    for request in due:
+        if request.forget_samples is None:
+            trained = catalog_repo.scope_interactions(session, [request.id], splits=["train"])
+            request.forget_samples = len(trained)
+    if prepared_data_dir is not None:
+        scopes = [
+            ScopeToPurge(r.id, r.user_id, _scope_items(session, r)) for r in due if r.user_id is not None
+        ]
+        purge_prepared(prepared_data_dir, scopes)
+    for request in due:
+        _delete_rows(session, request)
+        audit_repo.record(
+            session,
+            when,
+            DEADLINE_ACTOR,
+            DEADLINE_DELETION,
+            "erasure_request",
+            request.id,
+            status=request.status,
+            deadline_at=request.deadline_at.isoformat(),
+            rows_deleted=request.rows_deleted,
+            profile_deleted=request.profile_deleted,
+        )
+    session.flush()
+    return [r.id for r in due]
 
 
 SERVING_POLL_SECONDS = 0.2
@@ -573,6 +664,12 @@ def _purge(run: _Attempt) -> None:
         run.beat(JobPhase.CERTIFY, metrics={**run.job.metrics, "prepared_data": prepared})
 
 
+def _deleted_at_deadline(session: Session, request_id: str) -> datetime | None:
+    """When ``delete_data_due`` deleted the request's data (its audit entry), None if it did not."""
+    entries = audit_repo.entries(session, subject_id=request_id)
+    return next((e.at for e in entries if e.action == DEADLINE_DELETION), None)
+
+
 def _certify(run: _Attempt) -> JobOutcome:
     """Sign a certificate per request, complete the requests (user id redacted), finish the job."""
     session, job, now = run.session, run.job, run.rt.clock()
@@ -582,7 +679,14 @@ def _certify(run: _Attempt) -> JobOutcome:
         if erasure_repo.certificate(session, request.id) is None:
             items = len(erasure_repo.scope_items(session, request.id))
             document = certificate_document(
-                request, items, job, parent, child, now, serving=job.metrics.get("serving")
+                request,
+                items,
+                job,
+                parent,
+                child,
+                now,
+                serving=job.metrics.get("serving"),
+                deleted_before_unlearning_at=_deleted_at_deadline(session, request.id),
             )
             signed = sign_certificate(document, parent, child, run.rt.signing_key)
             erasure_repo.add_certificate(
@@ -612,11 +716,12 @@ def _conflict(run: _Attempt, reason: str) -> JobOutcome:
     return _fail(run, reason, count_retry=False)
 
 
-def _fail(run: _Attempt, reason: str, count_retry: bool) -> JobOutcome:
+def _fail(run: _Attempt, reason: str, count_retry: bool, retrain: bool = False) -> JobOutcome:
     """Fail the job for ``reason``: each request goes back to the queue (its retry counted if
-    ``count_retry``), or once past ``max_retries`` or ``max_attempts`` (jobs it went through) is held for an
-    exact-fallback job, or, when there is none to go to, has its data deleted all the same and ends
-    ``not_unlearned``.  LeaseLost, with nothing written, when the job is not ours any more."""
+    ``count_retry``), or once past ``max_retries`` or ``max_attempts`` (jobs it went through), or at once
+    with ``retrain``, is held for an exact-fallback job, or, when there is none to go to, has its data
+    deleted all the same and ends ``not_unlearned``.  LeaseLost, with nothing written, when the job is not
+    ours any more."""
     session, job, config, now = run.session, run.job, run.config, run.rt.clock()
     run.fence()  # before anything, files included
     attempts = job_repo.jobs_per_request(session, run.request_ids)
@@ -624,7 +729,8 @@ def _fail(run: _Attempt, reason: str, count_retry: bool) -> JobOutcome:
     for request in run.requests():
         retries = request.retry_count + (1 if count_retry else 0)
         values: dict[str, Any] = {"retry_count": retries, "failure_reason": reason}
-        if retries <= config.max_retries and attempts.get(request.id, 0) < config.max_attempts:
+        within_budget = retries <= config.max_retries and attempts.get(request.id, 0) < config.max_attempts
+        if within_budget and not retrain:
             run.move([request.id], ErasureStatus.QUEUED, now, queued_at=now, **values)
         elif config.falls_back:  # the fallback job below claims it at once
             run.move([request.id], ErasureStatus.QUEUED, now, **values)
@@ -720,7 +826,9 @@ def _walk(run: _Attempt) -> JobOutcome:
             _purge(run)
         outcome = _certify(run)
     except INFRASTRUCTURE_ERRORS as error:
-        return _retry_later(run, error, may_give_up=False)
+        # not promoted yet (e.g. the child's weights unreadable): capped like a conflict; promoted: the
+        # purge and the certificates must happen, so it never gives up
+        return _retry_later(run, error, may_give_up=job.phase in (JobPhase.REGISTER, JobPhase.PROMOTE))
     _warm_up(run)
     return outcome
 
@@ -761,16 +869,21 @@ def _warm_up(run: _Attempt) -> None:
 def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobOutcome:
     """After an infrastructure error: keep the lease for the policy's delay (so that no worker, nor the
     beat, takes the job up before), without spending the gate budget; past the policy's attempts, a job
-    that ``may_give_up`` fails like a failed gate.  The reason names the error's class only: its text can
-    carry SQL parameters or paths."""
+    that ``may_give_up`` and is not promoted fails like a failed gate (with a registered child: like a
+    promotion conflict, the child rejected and the batch re-queued).  The reason names the error's class
+    only: its text can carry SQL parameters or paths."""
     session, job, policy = run.session, run.job, run.rt.retry
     log.warning("job %s: infrastructure error in phase %s\n%s", job.id, job.phase, redacted_traceback(error))
     session.rollback()
     reason = f"infrastructure error in phase {job.phase}: {error_class(error)}"
     try:
         session.refresh(job)
-        if may_give_up and job.attempts >= policy.max_attempts:
-            return _fail(run, f"{reason} (gave up after {job.attempts} attempts)", count_retry=True)
+        promoted = PHASES.index(JobPhase(job.phase)) >= PHASES.index(JobPhase.PURGE)
+        if may_give_up and not promoted and job.attempts >= policy.max_attempts:
+            gave_up = f"{reason} (gave up after {job.attempts} attempts)"
+            if job.child_version_id is not None:  # a registered child that cannot be promoted: a conflict
+                return _conflict(run, gave_up)
+            return _fail(run, gave_up, count_retry=True)
         delay = policy.delay(job.attempts)
         if not job_repo.heartbeat(
             session, job.id, run.rt.worker_id, run.rt.clock(), delay, failure_reason=reason

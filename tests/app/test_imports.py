@@ -100,3 +100,32 @@ def test_openapi_documents_the_import(api_env: Env) -> None:
     assert "multipart/form-data" in post["requestBody"]["content"]
     assert {"201", "409", "422"} <= set(post["responses"])
     assert spec["components"]["schemas"]["ImportPublic"]["examples"]
+
+
+def test_movielens_files_import_into_the_running_service(api_env: Env) -> None:
+    """ml-latest-small's headers and quoting, half stars, a user without a profile; then ML-1M's ``::``."""
+    movies = 'movieId,title,genres\n71,"City, The (1998)",Drama\n'
+    ratings = "userId,movieId,rating,timestamp\n9001,71,3.5,964982703\n9001,i0,3.0,964982704\n"
+    created = api_env.client.post(
+        "/v1/admin/imports",
+        files={"ratings": ("ratings.csv", ratings), "items": ("movies.csv", movies)},
+        headers=api_env.keys.header("admin"),
+    )
+    assert created.status_code == 201, created.text
+    assert (created.json()["ratings_added"], created.json()["items_added"]) == (2, 1)
+    with api_env.sessions() as session:
+        rows = session.execute(
+            select(Interaction.item_id, Interaction.label).where(Interaction.user_id == "9001")
+        )
+        assert dict(rows.all()) == {"71": 1, "i0": 0}  # rating > 3 is a like: 3.5 yes, 3.0 no
+        assert session.get(Item, "71").title == "City, The (1998)"  # type: ignore[union-attr]
+    dat = api_env.client.post(
+        "/v1/admin/imports",
+        files={
+            "ratings": ("ratings.dat", "9002::71::4::978300760\n"),
+            "items": ("movies.dat", "72::Heat (1995)::Action\n"),
+        },
+        headers=api_env.keys.header("admin"),
+    )
+    assert dat.status_code == 201, dat.text
+    assert dat.json()["ratings_added"] == 1

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db.models import Interaction, utcnow
 from core.ml.model import LoadedModel
 from core.queue_contract import RUN_JOB_TASK
 from core.services import batching, erasures, registry
@@ -106,3 +109,43 @@ def test_a_crashing_job_leaves_its_error_text_out_of_the_queue_and_the_log(
     # what Celery logs and stores: the class and where, never the text
     assert str(raised.value) == "job 7: KeyError (message withheld)" and raised.value.__cause__ is None
     assert "KeyError (message withheld)" in caplog.text and "u9-secret" not in caplog.text
+
+
+def test_the_worker_engine_honours_the_pool_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str
+) -> None:
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")  # importing the worker builds its Celery app
+    from worker import tasks
+
+    pooled = Settings(
+        environment="development",
+        home=tmp_path,
+        database_url=db_url,
+        db_pool_size=3,
+        db_max_overflow=1,
+        db_pool_timeout_seconds=2.5,
+    )
+    monkeypatch.setattr(tasks, "settings", lambda: pooled)
+    pool = tasks.engine().pool  # what the tasks' sessions and the WAL checkpoint use
+    assert (pool.size(), pool._max_overflow, pool._timeout) == (3, 1, 2.5)  # type: ignore[attr-defined]
+    with tasks.sessions()() as session:
+        assert session.get_bind() is tasks.engine()
+
+
+def test_the_beat_deletes_data_due_at_its_deadline_with_no_worker_running(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str, session: Session, seeded: object
+) -> None:
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")  # importing the worker builds its Celery app
+    from worker import tasks
+
+    intake = erasures.IntakeConfig(salt="s")
+    late, _ = erasures.create_erasure_request(session, "u4", None, intake, now=utcnow() - timedelta(days=30))
+    session.commit()
+    current = Settings(environment="development", home=tmp_path, database_url=db_url, batch_size=8)
+    monkeypatch.setattr(tasks, "settings", lambda: current)
+    monkeypatch.setattr(tasks, "enqueue_jobs", lambda job_ids: None)  # no broker here: nothing is sent
+    tasks.form_batches()
+    session.expire_all()
+    state = erasures.get_erasure_request(session, late.id)
+    assert state.rows_deleted and state.profile_deleted and state.status == "queued"  # open, data gone
+    assert session.scalars(select(Interaction).where(Interaction.user_id == "u4")).first() is None

@@ -189,3 +189,22 @@ def scopes_by_user_hash(
         for request_id, item_id in rows:
             items.setdefault(str(request_id), []).append(str(item_id))
     return [(h, scope, sorted(items.get(request_id, []))) for request_id, h, scope in found]
+
+
+def open_with_data_due(session: Session, cutoff: datetime) -> list[ErasureRequest]:
+    """Open requests whose deadline is at or before ``cutoff`` and whose stored data is not deleted yet,
+    earliest deadline first, locked for this transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite:
+    the caller holds the write lock via ``lock_for_claim``)."""
+    query = (
+        select(ErasureRequest)
+        .where(
+            ErasureRequest.status.in_(sorted(OPEN_ERASURE_STATUSES)),
+            ErasureRequest.deadline_at <= cutoff,
+            ErasureRequest.rows_deleted.is_(None),
+            ErasureRequest.user_id.is_not(None),
+        )
+        .order_by(ErasureRequest.deadline_at, ErasureRequest.id)
+    )
+    if not is_sqlite(session):
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))

@@ -57,10 +57,6 @@ class UnlearningInputs:
     retain: pd.DataFrame  # training samples to keep (the rest of the training split)
     valid: pd.DataFrame  # held-out samples, for methods that early-stop (never the test split)
 
-    def __post_init__(self) -> None:
-        if self.forget.empty:
-            raise UnlearningError("forget set is empty")
-
 
 @dataclass
 class UnlearningReport:
@@ -82,6 +78,8 @@ class UnlearningMethod(ABC, Generic[ConfigT]):
 
     name: ClassVar[str]
     config_class: type[ConfigT]
+    # False only for a method that never reads F (the exact retrain): it may run when F's rows are gone
+    needs_forget_set: ClassVar[bool] = True
 
     @abstractmethod
     def run(
@@ -121,6 +119,8 @@ def run_unlearning(
     """Look up ``method_name``, validate ``config`` (a JSON dict) into its typed config, and run it,
     reporting to ``progress`` (``None``: nowhere)."""
     method = get_method(method_name)
+    if inputs.forget.empty and method.needs_forget_set:
+        raise UnlearningError(f"forget set is empty ({method_name} needs one)")
     typed = method.config_class.from_dict(config)
     # passed by position: a method may name its progress argument as it likes
     return method.run(inputs, typed, child_name, progress or Progress())

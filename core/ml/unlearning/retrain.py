@@ -68,6 +68,7 @@ def _check_shape(model: Any, parent: str, train: TrainConfig) -> None:
 class Retrain(PeftMethod[RetrainConfig]):
     name = "retrain"
     config_class = RetrainConfig
+    needs_forget_set = False  # trained from the base on the retain data alone
 
     def unlearn(self, inputs: UnlearningInputs, config: RetrainConfig, child: Child) -> UnlearningReport:
         model = child.model

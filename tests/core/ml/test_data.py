@@ -12,6 +12,7 @@ from core.ml.data import (
     SampleConfig,
     build_samples,
     decode_history,
+    find_data_files,
     frame_hash,
     holdout_users,
     import_csv,
@@ -23,6 +24,7 @@ from core.ml.data import (
     select_forget,
 )
 from tests.conftest import synthetic_dataset
+from tests.movielens import write_ml_1m, write_ml_latest_small
 
 
 def test_movielens_loads_from_the_wheel() -> None:
@@ -171,3 +173,42 @@ def test_csv_import_reads_in_memory_uploads_with_lines() -> None:
     with pytest.raises(DataError, match=r"r\.csv: line 3, column 'item': item '1' rated twice") as error:
         import_csv(twice, items)
     assert (error.value.file, error.value.line, error.value.column) == ("r.csv", 3, "item")
+
+
+def test_movielens_latest_small_is_read_with_its_own_headers_and_half_stars(tmp_path: Path) -> None:
+    folder = write_ml_latest_small(tmp_path / "ml-latest-small", users=20, items=300)
+    ratings, items, users = find_data_files(folder)
+    assert (ratings.name, items.name, users) == ("ratings.csv", "movies.csv", None)  # tags/links ignored
+    dataset = import_csv(ratings, items, users)
+    assert len(dataset.items) == 300 and dataset.users.empty  # users without a profile
+    assert dataset.items["title"].str.contains(', The "').all()  # quoted titles with commas and quotes
+    assert set(dataset.interactions["rating"]) <= {x / 2 for x in range(1, 11)}
+    prepared = prepare(dataset, SampleConfig())
+    labels = dict(zip(prepared.samples["rating"], prepared.samples["label"], strict=True))
+    # DESIGN: label = 1 if rating > 3: a half star above 3 is a like, 3 itself is not
+    assert (labels[3.0], labels[3.5], labels[0.5], labels[5.0]) == (0, 1, 0, 1)
+
+
+def test_movielens_1m_dat_files_are_read(tmp_path: Path) -> None:
+    ratings, items, users = find_data_files(write_ml_1m(tmp_path / "ml-1m"))
+    assert users is not None and users.name == "users.dat"
+    dataset = import_csv(ratings, items, users)
+    assert dataset.items.set_index("item_id").loc["2", "title"] == "Misérables, Les (1995)"  # Latin-1
+    assert dataset.users.to_dict("records")[1] == {
+        "user_id": "2",
+        "age": "56",
+        "gender": "M",
+        "occupation": "16",
+    }
+    assert list(dataset.interactions["rating"]) == [5.0, 3.0, 4.0, 2.0]
+    (tmp_path / "ml-1m" / "ratings.dat").write_text("1::1::5::978300760\n1::2::3\n")
+    with pytest.raises(DataError, match=r"line 2, column '<fields>': 3 '::'-separated fields, expected 4"):
+        import_csv(ratings, items)
+
+
+def test_a_folder_without_ratings_and_items_is_refused_with_what_was_looked_for(tmp_path: Path) -> None:
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
+    with pytest.raises(
+        DataError, match=r"no ratings and items files found \(looked for ratings.csv \+ items"
+    ):
+        find_data_files(tmp_path)

@@ -207,8 +207,10 @@ def test_configs_round_trip_through_json() -> None:
 
 
 def test_empty_forget_set_and_overlapping_retain_are_refused(inputs) -> None:
-    with pytest.raises(UnlearningError, match="forget set is empty"):
-        UnlearningInputs(inputs.scorer, "parent", inputs.forget.head(0), inputs.retain, inputs.valid)
+    empty = UnlearningInputs(inputs.scorer, "parent", inputs.forget.head(0), inputs.retain, inputs.valid)
+    with pytest.raises(UnlearningError, match=r"forget set is empty \(e2urec needs one\)"):
+        run_unlearning("e2urec", empty, {}, "child")
+    assert not METHODS["retrain"].needs_forget_set  # the exact retrain never reads F
     retain = pd.concat([inputs.retain.head(3), inputs.forget.head(2)])
     overlapping = UnlearningInputs(inputs.scorer, "parent", inputs.forget, retain, inputs.valid)
     with pytest.raises(UnlearningError, match="also in the retain data"):

@@ -5,12 +5,14 @@ there is no fallback left, the data is deleted all the same.  Tiny untrained mod
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.db.models import Interaction, UserProfile
+from core.db.models import AuditEntry, Interaction, UserProfile, utcnow
+from core.ml.data import PreparedData, load_prepared, save_prepared
 from core.ml.model import LoadedModel
 from core.ml.unlearning.base import METHODS, UnlearningError, UnlearningMethod, register
 from core.services import batching, erasures, pipeline, registry
@@ -109,3 +111,73 @@ def test_a_failed_fallback_does_not_fall_back_again(
     assert _rows(session, "u4") == 0 and session.get(UserProfile, "u4") is None
     active = registry.active_adapter(session)
     assert active is not None and active.version_id == v1_id
+
+
+def test_a_requeued_not_unlearned_request_completes_by_an_exact_retrain_without_forget_rows(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path
+) -> None:
+    request, _ = erasures.create_erasure_request(session, "u4", None, INTAKE)
+    _fail_once(session, tiny_model, adapters_dir, exact_fallback=False, fallback_method_config=RECIPE)
+    assert erasures.get_erasure_request(session, request.id).status == "not_unlearned"
+    assert _rows(session, "u4") == 0  # no forget rows left: only the exact retrain can remove the user
+    job_id = erasures.requeue_erasure_request(session, request.id, actor="ops")
+    session.commit()
+    done = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
+    assert done.status == "succeeded", done.reason
+    request = erasures.get_erasure_request(session, request.id)
+    assert request.status == "completed" and request.forget_samples  # what v1 had trained on
+    job = batching.get_job(session, job_id)
+    # verified on what can be verified: provenance and utility, not forgetting (nothing left to measure)
+    assert job.metrics["verdict"] == "retrained" and job.metrics["samples"]["forget"] == 0
+    assert "exact retrain without a forget set" in job.metrics["reasons"][0]
+    assert set(job.metrics["utility"]["difference"]) == {"value", "low", "high"}
+    provenance = job.metrics["provenance"]
+    assert provenance["method"] == "retrain" and provenance["training_samples_in_scope"] == 0
+    assert provenance["training_samples"] > 0 and provenance["requests_deleted_before_unlearning"] == 1
+    active = registry.active_adapter(session)
+    assert active is not None and active.version_id == job.child_version_id != v1_id
+    assert registry.get_version(session, v1_id).status == "destroyed"
+    predicate = verify_certificate(erasures.get_certificate(session, request.id), JWKS)["predicate"]
+    assert predicate["verification"]["verdict_class"] == "retrained"
+    assert predicate["verification"]["metrics"]["provenance"] == provenance
+
+
+def test_data_near_its_deadline_is_deleted_even_when_unlearning_never_ran(
+    session: Session, v1_id: str, tiny_model: LoadedModel, adapters_dir: Path, seeded: PreparedData
+) -> None:
+    prepared = adapters_dir.parent / "prepared"
+    save_prepared(seeded, prepared)
+    now = utcnow()
+    late, _ = erasures.create_erasure_request(session, "u4", None, INTAKE, now=now - timedelta(days=29.5))
+    fresh, _ = erasures.create_erasure_request(session, "u5", None, INTAKE, now=now)
+    session.commit()
+    trained = _rows(session, "u4")
+    # the queue stalled, no worker ran: the beat's deadline pass deletes what is due within the margin
+    assert pipeline.delete_data_due(session, timedelta(hours=24), prepared, now=now) == [late.id]
+    session.commit()
+    assert pipeline.delete_data_due(session, timedelta(hours=24), prepared, now=now) == []  # once
+    assert "u4" not in set(load_prepared(prepared).samples["user_id"])  # the prepared copy went too
+    waiting = erasures.get_erasure_request(session, late.id)
+    assert (waiting.status, waiting.user_id) == ("received", "u4")  # still open for unlearning
+    assert waiting.rows_deleted == trained and waiting.profile_deleted and waiting.forget_samples
+    assert _rows(session, "u4") == 0 and session.get(UserProfile, "u4") is None
+    assert _rows(session, "u5") > 0  # not due yet
+    audit = session.scalars(select(AuditEntry).where(AuditEntry.subject_id == late.id)).all()
+    assert [e.actor for e in audit if e.action == "erasure.data_deleted_at_deadline"] == ["deadline"]
+
+    # the job finds no forget rows for u4: the batch goes to the exact retrain at once (retries untouched)
+    [job_id] = batching.trigger_batch_now(session, settings(fallback_method_config=RECIPE))
+    session.commit()
+    outcome = pipeline.run_job(session, job_id, runtime(tiny_model, adapters_dir), session.commit)
+    assert outcome.status == "failed" and "deleted before unlearning; exact retrain" in (outcome.reason or "")
+    [retrain_id] = outcome.follow_up_jobs
+    assert erasures.get_erasure_request(session, late.id).retry_count == 0
+    done = pipeline.run_job(session, retrain_id, runtime(tiny_model, adapters_dir), session.commit)
+    assert done.status == "succeeded", done.reason
+    for request in (late, fresh):
+        assert erasures.get_erasure_request(session, request.id).status == "completed"
+    certificate = verify_certificate(erasures.get_certificate(session, late.id), JWKS)["predicate"]
+    assert certificate["erased"]["deleted_before_unlearning_at"] is not None
+    assert certificate["erased"]["rows_deleted"] == trained
+    other = verify_certificate(erasures.get_certificate(session, fresh.id), JWKS)["predicate"]
+    assert other["erased"]["deleted_before_unlearning_at"] is None

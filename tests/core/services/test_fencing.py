@@ -281,3 +281,38 @@ def test_cancel_of_a_request_a_batch_claimed_meanwhile_is_refused(
     session.rollback()
     state = erasures.get_erasure_request(session, request.id)
     assert (state.status, state.job_id, state.cancelled_at) == ("unlearning", job_id, None)
+
+
+def test_a_child_unreadable_before_promotion_is_rejected_after_the_retry_cap(world: World) -> None:
+    """Between registration and promotion the child's weights become unreadable (an OSError, not a hash
+    mismatch): the job retries like any infrastructure error, but it is not promoted yet, so it gives up
+    after the policy's attempts, rejects the child and re-queues the batch, instead of retrying for ever."""
+    session, tiny_model, adapters_dir = world.session, world.model, world.adapters_dir
+    request_id, job_id = world.job_for("u2")
+
+    def commit_then_break_the_child() -> None:
+        session.commit()
+        job = batching.get_job(session, job_id)
+        if job.phase == "promote" and job.child_version_id:
+            weights = Path(registry.get_version(session, job.child_version_id).artifact_path)
+            weights /= "adapter_model.safetensors"
+            if weights.is_file():  # a folder where the file was: reading it raises IsADirectoryError
+                weights.unlink()
+                weights.mkdir()
+
+    policy = pipeline.RetryPolicy(max_attempts=2, delay_seconds=1, max_delay_seconds=1)
+    worker = runtime(tiny_model, adapters_dir, "w1")
+    worker.retry = policy
+    first = pipeline.run_job(session, job_id, worker, commit_then_break_the_child)
+    assert first.status == "retry" and "phase promote: IsADirectoryError" in (first.reason or ""), first
+    later = runtime(tiny_model, adapters_dir, "w2")
+    later.retry, later.clock = policy, lambda: utcnow() + timedelta(seconds=5)
+    gave_up = pipeline.run_job(session, job_id, later, session.commit)
+    assert gave_up.status == "failed" and "gave up after 2 attempts" in (gave_up.reason or ""), gave_up
+    session.expire_all()
+    job = batching.get_job(session, job_id)
+    assert registry.get_version(session, job.child_version_id or "").status == "rejected"
+    state = erasures.get_erasure_request(session, request_id)
+    assert (state.status, state.retry_count) == ("queued", 0)  # a conflict: the gate budget is untouched
+    active = registry.active_adapter(session)
+    assert active is not None and active.version_id == world.v1_id
