@@ -9,12 +9,16 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, ParamSpec, TypeVar
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.data_keys import Keyring
 from core.db.engine import checkpoint_wal, engine_for, session_factory
+from core.db.models import utcnow
 from core.events import EventPublisher
 from core.ml.model import LoadedModel, ModelConfig, load_base
 from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
 from core.redaction import error_class, redacted_traceback
-from core.services import batching, pipeline
+from core.services import batching, pipeline, suppression
 from core.settings import Settings
 from worker.celery_app import celery_app
 
@@ -39,6 +43,27 @@ def task(**options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     return Settings()
+
+
+@lru_cache(maxsize=1)
+def keyring() -> Keyring:
+    return settings().keyring()
+
+
+def sessions() -> sessionmaker[Session]:
+    """Sessions of this worker process, carrying its keyring (the catalog seals and opens with it)."""
+    return session_factory(settings().database_url_resolved, keyring())
+
+
+def ledger_replayed() -> None:
+    """The worker is not ready before its database has applied the whole suppression ledger (a restored
+    backup): replay it first, then empty SQLite's WAL of the deleted rows."""
+    current = settings()
+    with sessions()() as session:
+        report = suppression.ensure_replayed(session, current.suppression_ledger, utcnow())
+        session.commit()
+    if report is not None:
+        checkpoint_wal(engine_for(current.database_url_resolved))
 
 
 @lru_cache(maxsize=1)
@@ -71,7 +96,8 @@ def enqueue_jobs(job_ids: list[int]) -> None:
 def form_batches() -> list[int]:
     """Form batches from queued requests and re-enqueue open jobs nobody holds."""
     current = settings()
-    with session_factory(current.database_url_resolved)() as session:
+    ledger_replayed()
+    with sessions()() as session:
         created = batching.form_batches(session, batching.job_settings_from(current))
         session.commit()
         orphaned = batching.jobs_needing_worker(session)
@@ -91,12 +117,14 @@ def run_job(job_id: int) -> dict[str, Any]:
         adapters_dir=current.adapters_dir.resolve(),
         worker_id=worker_id(),
         signing_key=current.signing_keys.active(),
+        ledger=current.suppression_ledger,
         lease_seconds=current.lease_seconds,
         publisher=EventPublisher(current.redis_url),
         prepared_data_dir=current.data_dir.resolve(),
         retry=retry_policy(current),
     )
-    with session_factory(current.database_url_resolved)() as session:
+    ledger_replayed()
+    with sessions()() as session:
         try:
             outcome = pipeline.run_job(session, job_id, runtime, session.commit)
         except Exception as error:

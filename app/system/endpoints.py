@@ -11,6 +11,7 @@ from app.deps import RuntimeDep
 from app.system.schemas import Health, Readiness
 from core.services import erasures as erasure_service
 from core.services import registry as registry_service
+from core.services import suppression as suppression_service
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ def healthz() -> Health:
     responses={
         503: {
             "model": Readiness,
-            "description": "not ready: no database, or not serving the registry's active version",
+            "description": "not ready: no database, the suppression ledger not yet applied, or not serving "
+            "the registry's active version",
         }
     },
     summary="Readiness",
@@ -37,18 +39,26 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the database answers and this process serves the registry's active version (read now):
     not while it still serves a superseded one (a swap pending, or a new version that failed to load)."""
     registry_version = None
+    ledger_applied = False
     try:
         with runtime.sessions() as session:
             active = registry_service.active_adapter(session)
+            ledger = suppression_service.ledger_status(session, runtime.settings.suppression_ledger)
         database = True
         registry_version = None if active is None else active.version_id
+        if not ledger.caught_up:  # a restored backup: replay before serving (the replay retries here)
+            runtime.replay_ledger()
+            with runtime.sessions() as session:
+                ledger = suppression_service.ledger_status(session, runtime.settings.suppression_ledger)
+        ledger_applied = ledger.caught_up
     except Exception:
         database = False
     server = runtime.model_server
     serving = server.active_version
     body = Readiness(
-        ready=database and serving is not None and serving == registry_version,
+        ready=database and ledger_applied and serving is not None and serving == registry_version,
         database=database,
+        suppression_ledger_applied=ledger_applied,
         adapter_version=serving,
         registry_version=registry_version,
         adapters_loaded=server.loaded_versions(),

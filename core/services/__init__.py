@@ -24,7 +24,7 @@ recommendations  (all reads exclude data under a live erasure scope)
     user_history(s, user_id, history_len) -> [(item_id, rating)]   NotFound for unknown/erased users
     candidate_items(s, user_id, limit) -> [item_id]                popular unseen items
     unknown_items(s, item_ids) -> [item_id];  prompt_catalog(s, user_ids=None) -> core.ml.prompts.Catalog
-    add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [Interaction]
+    add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [StoredRating]
 batching  (task names for send_task are in core.queue_contract: RUN_JOB_TASK "e2u.run_job"(job_id) on
            UNLEARNING_QUEUE, FORM_BATCHES_TASK "e2u.form_batches"; job_settings_from(Settings()))
     form_batches(s, JobSettings, now=None) -> [job_id]      received -> queued, then claims batches;

@@ -55,12 +55,13 @@ from core.ml.unlearning.base import UnlearningError
 from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
 from core.ml.verification import never_trained_on, warm_version_scores
 from core.redaction import error_class, redacted_traceback
-from core.services import batching, registry
+from core.services import batching, registry, suppression
 from core.services.certificates import certificate_document, sign_certificate
 from core.services.errors import Conflict, LeaseLost
 from core.services.job_config import JobConfig, stored_evidence_config
 from core.services.prepared_data import ScopeToPurge, purge_prepared
 from core.signing import SigningKey
+from core.suppression import SuppressionLedger
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,17 @@ class PipelineRuntime:
     process that confirmed what it serves within this window counts as live; after promotion the job waits
     up to ``serving_switch_timeout_seconds`` for every live one to confirm the new version before it
     destroys the old weights (then goes on, naming the missing ones); ``signing_key``: the Ed25519 key that
-    signs certificates; ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared``
-    output) that the purge phase rewrites without the erased scope (None: there is none to purge).
+    signs certificates; ``ledger``: the suppression ledger that every deletion of an erasure's data is
+    appended to (``core.services.suppression``); ``prepared_data_dir``: the prepared data folder
+    (``core.ml.data.save_prepared`` output) that the purge phase rewrites without the erased scope (None:
+    there is none to purge).
     """
 
     loaded: LoadedModel
     adapters_dir: Path
     worker_id: str
     signing_key: SigningKey
+    ledger: SuppressionLedger
     lease_seconds: float = 120.0
     publisher: EventPublisher | None = None
     score_batch_size: int = 16
@@ -506,13 +510,18 @@ def _delete_stored_data(
     """Delete the ``requests``' rows (and whole users' profiles) and their copies in the prepared files;
     returns the prepared files' record (None: none to make)."""
     prepared = _purge_prepared_files(run, requests, now)
+    entries = []
     for request in requests:
         if request.rows_deleted is None and request.user_id is not None:
             items = run.scope_items(request)
+            # a whole user's data key goes with the rows: every other copy of them becomes unreadable
             request.rows_deleted = catalog_repo.delete_scope_rows(run.session, request.user_id, items)
             request.profile_deleted = (
                 catalog_repo.delete_profile(run.session, request.user_id) if items is None else False
             )
+            entries.append(run.rt.ledger.entry(request.user_hash, items, now))
+    # on the ledger before the deletions commit: a restored backup replays them
+    suppression.record_deletions(run.session, run.rt.ledger, entries, now)
     run.session.flush()
     return prepared
 
