@@ -458,10 +458,14 @@ def insert_interactions(session: Session, rows: Sequence[StoredRating]) -> None:
 
 def bulk_import(session: Session, items: pd.DataFrame, users: pd.DataFrame, samples: pd.DataFrame) -> None:
     """Insert a prepared data set (``core.ml.data.PreparedData`` frames) in bulk, sealed."""
-    session.execute(
-        Item.__table__.insert(),  # type: ignore[attr-defined]
-        [{"item_id": str(r.item_id), "title": str(r.title), "genres": str(r.genres)} for r in _rows(items)],
-    )
+    if not items.empty:
+        session.execute(
+            Item.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {"item_id": str(r.item_id), "title": str(r.title), "genres": str(r.genres)}
+                for r in _rows(items)
+            ],
+        )
     if not users.empty:
         profile_rows = [
             {

@@ -4,21 +4,25 @@ old row versions) hold nothing readable; an item-scope erasure re-seals the rest
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.data_keys import DataKeyError, Keyring, SealedRating, Wrapped
-from core.db.engine import checkpoint_wal, is_sqlite
+from benchmarks.load import throwaway_schema
+from core.data_keys import DataKeyError, Keyring, SealedRating, Wrapped, create_kek_file
+from core.db.engine import KEYRING_INFO, checkpoint_wal, is_sqlite, make_engine
+from core.db.migrate import upgrade
 from core.db.models import Interaction, UserDataKey, utcnow
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories.catalog import StoredRating
 from core.ml.data import PreparedData
 from core.services.data_keys import rotate_kek
-from tests.core.conftest import PG_DSN
+from tests.core.conftest import PG_DSN, PG_URL
 
 SUBJECT = "subject-7f3a9c"
 HISTORY = "i1:5|canaryhistory5e1d:1"  # a marker that only a readable rating can show
@@ -149,3 +153,68 @@ def test_item_scope_erasure_reseals_the_rest_under_a_new_key(
     ).scalar_one()
     with pytest.raises(DataKeyError):  # the rows as they are now do not open under the old key
         SealedRating.open(old_key, SUBJECT, "i4", bytes(new_blob))
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0004_seals_the_stored_ratings_and_drops_the_clear_columns(
+    dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("E2U_DATA_KEK_FILE", raising=False)
+    with contextlib.ExitStack() as stack:
+        if dialect == "sqlite":
+            url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+        else:
+            url = stack.enter_context(throwaway_schema(PG_URL))
+        _seal_by_migration(url, tmp_path)
+
+
+def _seal_by_migration(url: str, tmp_path: Path) -> None:
+    """Rows stored by revision 0003 in clear, migrated to 0004: sealed, read back the same."""
+    upgrade(url, "0003")
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO items (item_id, title, genres) VALUES ('i1', 'A', ''), ('i2', 'B', '')")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO interactions (user_id, item_id, rating, timestamp, label, history, split, "
+                "created_at) VALUES (:u, :i, :r, :t, :l, :h, 'train', :c)"
+            ),
+            [
+                {"u": SUBJECT, "i": "i1", "r": 4.5, "t": 100, "l": 1, "h": "", "c": datetime(2026, 1, 1)},
+                {
+                    "u": SUBJECT,
+                    "i": "i2",
+                    "r": 1.0,
+                    "t": 200,
+                    "l": 0,
+                    "h": "i1:4.5",
+                    "c": datetime(2026, 1, 1),
+                },
+            ],
+        )
+        connection.execute(
+            text("INSERT INTO user_profiles (user_id, age, gender, occupation) VALUES (:u, '41', 'F', :o)"),
+            {"u": SUBJECT, "o": OCCUPATION},
+        )
+    kek = tmp_path / "data-kek"
+    create_kek_file(kek)
+    upgrade(url, kek_file=kek)
+    with engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("interactions")}
+        profile_columns = {c["name"] for c in inspect(connection).get_columns("user_profiles")}
+    assert not {"rating", "timestamp", "label", "history"} & columns and "sealed" in columns
+    assert not {"age", "gender", "occupation"} & profile_columns
+    with sessionmaker(bind=engine, info={KEYRING_INFO: Keyring(kek)})() as session:
+        rows = catalog_repo.usable_interactions(session)
+        assert [tuple(r) for r in rows[["item_id", "rating", "timestamp", "label", "history"]].values] == [
+            ("i1", 4.5, 100, 1, ""),
+            ("i2", 1.0, 200, 0, "i1:4.5"),
+        ]
+        assert catalog_repo.profiles(session)[SUBJECT] == {
+            "age": "41",
+            "gender": "F",
+            "occupation": OCCUPATION,
+        }
+    engine.dispose()
