@@ -11,21 +11,44 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, delete, text
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    exists,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session, aliased
 
 from benchmarks import report
 from benchmarks.load import synthetic
 from core.data_keys import Keyring
 from core.db.engine import make_engine, session_factory
 from core.db.migrate import upgrade
-from core.db.models import EXCLUDING_ERASURE_STATUSES, Interaction, Item, UserDataKey, UserProfile, utcnow
+from core.db.models import (
+    EXCLUDING_ERASURE_STATUSES,
+    ErasureRequest,
+    ErasureScopeItem,
+    Interaction,
+    Item,
+    UserDataKey,
+    UserProfile,
+    utcnow,
+)
 from core.db.repositories import catalog as catalog_repo
 from core.ml.data import PreparedData, SampleConfig, prepare
 
@@ -49,14 +72,6 @@ CLEAR_PROFILES = Table(
     Column("age", String(16)),
     Column("gender", String(16)),
     Column("occupation", String(64)),
-)
-# the old usable_interactions for one user: its exclusion of live erasure scopes, ordered by time in SQL
-CLEAR_READ = text(
-    "SELECT id, user_id, item_id, rating, timestamp, label, history, split FROM bench_clear_interactions i "
-    "WHERE i.user_id = :u AND NOT EXISTS (SELECT 1 FROM erasure_requests r WHERE r.user_id = i.user_id "
-    f"AND r.status IN ({', '.join(repr(str(s)) for s in sorted(EXCLUDING_ERASURE_STATUSES))}) "
-    "AND (r.scope = 'user' OR EXISTS (SELECT 1 FROM erasure_scope_items s WHERE s.request_id = r.id "
-    "AND s.item_id = i.item_id))) ORDER BY timestamp, user_id, item_id"
 )
 
 
@@ -86,15 +101,21 @@ class SealingResult:
         }
 
 
+def _records(frame: pd.DataFrame) -> list[dict[str, str]]:
+    return [{str(k): str(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _rows(frame: pd.DataFrame) -> Iterator[Any]:
+    """A frame's rows as named tuples; typed ``Any`` since each column is converted where used."""
+    return frame.itertuples()
+
+
 def _clear_import(session: Session, data: PreparedData) -> float:
     session.execute(delete(CLEAR_INTERACTIONS))
     session.execute(delete(CLEAR_PROFILES))
     session.commit()
     started = time.perf_counter()
-    session.execute(
-        CLEAR_PROFILES.insert(),
-        data.users[["user_id", "age", "gender", "occupation"]].astype(str).to_dict("records"),
-    )
+    session.execute(CLEAR_PROFILES.insert(), _records(data.users[["user_id", "age", "gender", "occupation"]]))
     records = [
         {
             "user_id": str(r.user_id),
@@ -105,7 +126,7 @@ def _clear_import(session: Session, data: PreparedData) -> float:
             "history": str(r.history),
             "split": str(r.split),
         }
-        for r in data.samples.itertuples()
+        for r in _rows(data.samples)
     ]
     for start in range(0, len(records), 5000):
         session.execute(CLEAR_INTERACTIONS.insert(), records[start : start + 5000])
@@ -124,11 +145,31 @@ def _sealed_import(session: Session, data: PreparedData) -> float:
 
 
 def _clear_read(session: Session, user: str) -> None:
-    frame = pd.DataFrame(
-        session.execute(CLEAR_READ, {"u": user}).all(), columns=catalog_repo.SAMPLE_FRAME_COLUMNS
+    """The reads of a recommendation before 0004, as ``usable_interactions(user_id=)`` and
+    ``profiles([user])`` were written then: the same query construction, ordered by time in SQL."""
+    table, profiles = CLEAR_INTERACTIONS.c, CLEAR_PROFILES.c
+    request = aliased(ErasureRequest)
+    listed = (
+        exists()
+        .where(ErasureScopeItem.request_id == request.id, ErasureScopeItem.item_id == table.item_id)
+        .correlate_except(ErasureScopeItem)
     )
+    not_excluded = ~exists().where(
+        request.user_id == table.user_id,
+        request.status.in_(sorted(EXCLUDING_ERASURE_STATUSES)),
+        or_(request.scope == "user", listed),
+    )
+    columns = [getattr(table, c) for c in catalog_repo.SAMPLE_FRAME_COLUMNS]
+    query = select(*columns).where(not_excluded, table.user_id.in_([user]))
+    rows = session.execute(query.order_by(table.timestamp, table.user_id, table.item_id)).all()
+    frame = pd.DataFrame(rows, columns=catalog_repo.SAMPLE_FRAME_COLUMNS)
+    frame["rating"] = frame["rating"].astype(float)
+    frame["timestamp"] = frame["timestamp"].astype("int64")
+    frame["label"] = frame["label"].astype("int64")
     catalog_repo.filter_histories(frame, catalog_repo.excluded_scopes(session, [user]))
-    session.execute(CLEAR_PROFILES.select().where(CLEAR_PROFILES.c.user_id.in_([user]))).all()
+    excluded = catalog_repo.excluded_scopes(session, [user]).users
+    found = session.execute(select(CLEAR_PROFILES).where(profiles.user_id.in_([user]))).all()
+    _ = {p.user_id: (p.age, p.gender, p.occupation) for p in found if p.user_id not in excluded}
 
 
 def _sealed_read(session: Session, user: str) -> None:
@@ -162,10 +203,7 @@ def measure(
         result = SealingResult(engine.dialect.name, users, len(data.samples), rounds, reads, [], [], [], [])
         try:
             with session_factory(engine, keyring)() as session:
-                session.execute(
-                    Item.__table__.insert(),
-                    data.items[["item_id", "title", "genres"]].astype(str).to_dict("records"),
-                )  # type: ignore[attr-defined]
+                catalog_repo.insert_rows(session, Item, _records(data.items[["item_id", "title", "genres"]]))
                 session.commit()
                 picker = random.Random(seed)
                 ids = sorted(set(data.samples["user_id"]))

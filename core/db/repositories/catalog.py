@@ -173,13 +173,6 @@ def _ensure_data_keys(session: Session, user_ids: Iterable[str]) -> dict[str, Da
     return found
 
 
-def _user_key(keys: dict[str, DataKey], user_id: str) -> DataKey:
-    key = keys.get(user_id)
-    if key is None:  # rows whose key was destroyed are deleted with it, in the same transaction
-        raise DataKeyError("a stored row has no data key (destroyed): it cannot be read")
-    return key
-
-
 def rewrap_data_keys(session: Session, limit: int = 5000) -> int:
     """Rewrap up to ``limit`` data keys that are not under the active KEK (a KEK rotation's sweep).
     Returns how many were rewrapped (0: none is left under another KEK)."""
@@ -236,21 +229,45 @@ def _sealed_record(key: DataKey, row: StoredRating) -> dict[str, Any]:
     }
 
 
+# a stored row with its user's wrapped data key (one query: no second round trip for the keys)
 _STORED_COLUMNS = (
     Interaction.id,
     Interaction.user_id,
     Interaction.item_id,
     Interaction.split,
     Interaction.sealed,
+    UserDataKey.kek_id,
+    UserDataKey.wrapped_key,
 )
 
 
+def _stored_rows() -> Any:
+    """SELECT of ``_STORED_COLUMNS``: interactions joined to their users' data keys."""
+    return select(*_STORED_COLUMNS).outerjoin(UserDataKey, UserDataKey.user_id == Interaction.user_id)
+
+
+class _KeyCache:
+    """The data keys met while reading one result, unwrapped once per user."""
+
+    def __init__(self, session: Session):
+        self.ring, self.keys = keyring(session), dict[str, DataKey]()
+
+    def get(self, user_id: str, kek_id: str | None, wrapped: bytes | None) -> DataKey:
+        key = self.keys.get(user_id)
+        if key is None:
+            if kek_id is None or wrapped is None:  # deleted keys go with their rows, in one transaction
+                raise DataKeyError("a stored row has no data key (destroyed): it cannot be read")
+            key = self.keys[user_id] = self.ring.unwrap(user_id, Wrapped(kek_id, bytes(wrapped)))
+        return key
+
+
 def _frame(session: Session, rows: Sequence[Any]) -> pd.DataFrame:
-    """A sample frame (``SAMPLE_FRAME_COLUMNS``) from (id, user_id, item_id, split, sealed) rows."""
-    keys = data_keys(session, {str(r[1]) for r in rows}) if rows else {}
+    """A sample frame (``SAMPLE_FRAME_COLUMNS``) from ``_STORED_COLUMNS`` rows."""
+    keys = _KeyCache(session)
     records = []
-    for row_id, user_id, item_id, split, blob in rows:
-        opened = SealedRating.open(_user_key(keys, user_id), user_id, item_id, bytes(blob))
+    for row_id, user_id, item_id, split, blob, kek_id, wrapped in rows:
+        key = keys.get(user_id, kek_id, wrapped)
+        opened = SealedRating.open(key, user_id, item_id, bytes(blob))
         records.append(
             (row_id, user_id, item_id, opened.rating, opened.timestamp, opened.label, opened.history, split)
         )
@@ -287,7 +304,7 @@ def usable_interactions(
         if user_id is None and user_ids is None
         else sorted({*(user_ids or ()), *([user_id] if user_id is not None else [])})
     )
-    query = select(*_STORED_COLUMNS).where(_not_excluded())
+    query = _stored_rows().where(_not_excluded())
     if splits is not None:
         query = query.where(Interaction.split.in_(list(splits)))
     if wanted is None:
@@ -312,7 +329,7 @@ def scope_interactions(
     whose prompt history mentions one of them (``ExcludedScopes.covers``)."""
     scopes = request_scopes(session, request_ids)
     users = sorted({*scopes.users, *scopes.items})
-    query = select(*_STORED_COLUMNS)
+    query = _stored_rows()
     if splits is not None:
         query = query.where(Interaction.split.in_(list(splits)))
     rows: list[Any] = []
@@ -375,16 +392,18 @@ def profiles(
 ) -> dict[str, dict[str, str]]:
     """Profiles keyed by user id; with ``usable_only`` those under a live whole-user scope are left out."""
     wanted = None if user_ids is None else list(user_ids)
-    query = select(UserProfile.user_id, UserProfile.sealed)
+    query = select(
+        UserProfile.user_id, UserProfile.sealed, UserDataKey.kek_id, UserDataKey.wrapped_key
+    ).outerjoin(UserDataKey, UserDataKey.user_id == UserProfile.user_id)
     if wanted is not None:
         query = query.where(UserProfile.user_id.in_(wanted))
     excluded = excluded_scopes(session, wanted).users if usable_only else frozenset()
-    rows = [(str(u), bytes(b)) for u, b in session.execute(query) if u not in excluded]
-    keys = data_keys(session, [u for u, _ in rows]) if rows else {}
+    keys = _KeyCache(session)
     found = {}
-    for user_id, blob in rows:
-        opened = SealedProfile.open(_user_key(keys, user_id), user_id, blob)
-        found[user_id] = {"age": opened.age, "gender": opened.gender, "occupation": opened.occupation}
+    for user_id, blob, kek_id, wrapped in session.execute(query):
+        if user_id not in excluded:
+            opened = SealedProfile.open(keys.get(user_id, kek_id, wrapped), user_id, bytes(blob))
+            found[user_id] = {"age": opened.age, "gender": opened.gender, "occupation": opened.occupation}
     return found
 
 
