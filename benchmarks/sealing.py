@@ -28,11 +28,9 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
-    exists,
-    or_,
     select,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from benchmarks import report
 from benchmarks.load import synthetic
@@ -40,9 +38,6 @@ from core.data_keys import Keyring
 from core.db.engine import make_engine, session_factory
 from core.db.migrate import upgrade
 from core.db.models import (
-    EXCLUDING_ERASURE_STATUSES,
-    ErasureRequest,
-    ErasureScopeItem,
     Interaction,
     Item,
     UserDataKey,
@@ -148,17 +143,7 @@ def _clear_read(session: Session, user: str) -> None:
     """The reads of a recommendation before 0004, as ``usable_interactions(user_id=)`` and
     ``profiles([user])`` were written then: the same query construction, ordered by time in SQL."""
     table, profiles = CLEAR_INTERACTIONS.c, CLEAR_PROFILES.c
-    request = aliased(ErasureRequest)
-    listed = (
-        exists()
-        .where(ErasureScopeItem.request_id == request.id, ErasureScopeItem.item_id == table.item_id)
-        .correlate_except(ErasureScopeItem)
-    )
-    not_excluded = ~exists().where(
-        request.user_id == table.user_id,
-        request.status.in_(sorted(EXCLUDING_ERASURE_STATUSES)),
-        or_(request.scope == "user", listed),
-    )
+    not_excluded = catalog_repo.not_excluded(table.user_id, table.item_id)
     columns = [getattr(table, c) for c in catalog_repo.SAMPLE_FRAME_COLUMNS]
     query = select(*columns).where(not_excluded, table.user_id.in_([user]))
     rows = session.execute(query.order_by(table.timestamp, table.user_id, table.item_id)).all()

@@ -36,23 +36,19 @@ from core.ml.data import decode_history, encode_history
 SAMPLE_FRAME_COLUMNS = ["id", "user_id", "item_id", "rating", "timestamp", "label", "history", "split"]
 
 
-def _in_scope_of(request: Any) -> Any:
-    """The interaction row of the enclosing query lies in ``request``'s scope (whole user or listed item)."""
+def not_excluded(user_id: Any = Interaction.user_id, item_id: Any = Interaction.item_id) -> Any:
+    """The (``user_id``, ``item_id``) columns of the enclosing query's row lie in no live erasure scope
+    (whole user, or a listed item of that user)."""
+    request = aliased(ErasureRequest)
     listed = (
         exists()
-        .where(ErasureScopeItem.request_id == request.id, ErasureScopeItem.item_id == Interaction.item_id)
+        .where(ErasureScopeItem.request_id == request.id, ErasureScopeItem.item_id == item_id)
         .correlate_except(ErasureScopeItem)
     )
-    return or_(request.scope == "user", listed)
-
-
-def _not_excluded() -> Any:
-    request = aliased(ErasureRequest)
-    in_scope = _in_scope_of(request)
     return ~exists().where(
-        request.user_id == Interaction.user_id,
+        request.user_id == user_id,
         request.status.in_(sorted(EXCLUDING_ERASURE_STATUSES)),
-        in_scope,
+        or_(request.scope == "user", listed),
     )
 
 
@@ -304,7 +300,7 @@ def usable_interactions(
         if user_id is None and user_ids is None
         else sorted({*(user_ids or ()), *([user_id] if user_id is not None else [])})
     )
-    query = _stored_rows().where(_not_excluded())
+    query = _stored_rows().where(not_excluded())
     if splits is not None:
         query = query.where(Interaction.split.in_(list(splits)))
     if wanted is None:
@@ -344,11 +340,11 @@ def scope_interactions(
 
 def popular_unseen_items(session: Session, user_id: str, limit: int) -> list[str]:
     """The ``limit`` most-rated items (usable ratings only) that the user has no usable rating of."""
-    seen = select(Interaction.item_id).where(Interaction.user_id == user_id, _not_excluded())  # type: ignore[arg-type]
+    seen = select(Interaction.item_id).where(Interaction.user_id == user_id, not_excluded())  # type: ignore[arg-type]
     count = func.count(Interaction.id)
     query = (
         select(Interaction.item_id, count)
-        .where(_not_excluded(), Interaction.item_id.not_in(seen))  # type: ignore[arg-type]
+        .where(not_excluded(), Interaction.item_id.not_in(seen))  # type: ignore[arg-type]
         .group_by(Interaction.item_id)
         .order_by(count.desc(), Interaction.item_id)
         .limit(limit)
