@@ -47,8 +47,9 @@ def initialise(
     ``home/keys`` and, if no API key exists, an all-scope key written to ``settings.dev_key_path`` (mode
     0600; never printed).  Idempotent: later starts only migrate."""
     url = settings.database_url_resolved
-    upgrade(url)
-    sessions = session_factory(url)
+    keyring = settings.keyring()  # created here on a development first start
+    upgrade(url, kek_file=settings.data_kek_path)
+    sessions = session_factory(url, keyring)
     with sessions() as session:
         # once any version exists, v1 (which still carries erased data) must never be re-made or re-registered
         initialised = registry_is_initialised(session)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.metrics import ApiMetrics
 from app.queue import TaskSender
 from app.settings import ApiSettings
-from core.db.engine import engine_for, session_factory
+from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.db.models import utcnow
 from core.db.repositories import serving as serving_repo
 from core.events import PROMOTION_CHANNEL
@@ -28,6 +28,7 @@ from core.ml.model import ModelConfig, load_base
 from core.ml.prompts import Catalog
 from core.services import recommendations as recommendation_service
 from core.services import registry as registry_service
+from core.services import suppression as suppression_service
 from core.serving import ActiveAdapter, AdapterWatcher, ModelServer
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,26 @@ class Runtime:
     _redis: RedisListener | None = None
 
     def start(self) -> None:
+        self.replay_ledger()  # a restored backup applies the suppression ledger before serving anything
         self.watcher.tick()  # serve (and confirm) the active version from the first request on
         self.watcher.start()
         if self.settings.redis_url:
             self._redis = RedisListener(self.settings.redis_url, self.watcher.wake)
             self._redis.start()
+
+    def replay_ledger(self) -> None:
+        """Apply the suppression ledger if the database has not (readiness fails until it has)."""
+        try:
+            with self.sessions() as session:
+                report = suppression_service.ensure_replayed(
+                    session, self.settings.suppression_ledger, utcnow()
+                )
+                session.commit()
+        except Exception:  # the database away: /readyz says so, and the next readiness probe retries
+            log.exception("could not replay the suppression ledger")
+            return
+        if report is not None:
+            checkpoint_wal(self.engine)
 
     def stop(self) -> None:
         self.watcher.stop()
@@ -104,7 +120,7 @@ def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -
 
 def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None) -> Runtime:
     engine = engine_for(settings.database_url_resolved, settings.db_pool)
-    sessions = session_factory(engine)
+    sessions = session_factory(engine, settings.keyring())
     server = model_server or build_model_server(settings, sessions)
     process_id = new_process_id()
     watcher = AdapterWatcher(

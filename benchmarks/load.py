@@ -113,11 +113,20 @@ def prepare_target(
     """Migrate and seed a throwaway database (``users`` synthetic users), register adapter v1 (active)
     and a candidate v2, create one key per scope.  ``extra``: more ``ApiSettings`` fields."""
     url = database_url or f"sqlite:///{home / 'e2u.sqlite'}"
+    settings = ApiSettings(
+        environment="development",  # a throwaway service on loopback: generated keys, dev salt
+        home=home,
+        database_url=url,
+        base_model=TINY,
+        adapter_poll_seconds=0.5,
+        history_len=3,
+        **extra,
+    )
     upgrade(url)
     config = ModelConfig(base=TINY, cache_dir=str(models_dir), device="cpu")
     engine = make_engine(url)
     try:
-        with session_factory(engine)() as session:
+        with session_factory(engine, settings.keyring())() as session:
             import_prepared(session, prepare(synthetic(users), SampleConfig(history_len=3)))
             v1 = register_first_version(session, _save_adapter(config, home / "adapters" / "v1", 1), TINY)
             assert v1 is not None, "the database already holds a registry: give a fresh one"
@@ -129,15 +138,6 @@ def prepare_target(
             session.commit()
     finally:
         engine.dispose()
-    settings = ApiSettings(
-        environment="development",  # a throwaway service on loopback: generated keys, dev salt
-        home=home,
-        database_url=url,
-        base_model=TINY,
-        adapter_poll_seconds=0.5,
-        history_len=3,
-        **extra,
-    )
     return Target(
         settings,
         keys["erase"],

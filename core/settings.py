@@ -16,8 +16,10 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
+from core.data_keys import DataKeyError, Keyring
 from core.db.engine import PoolConfig
 from core.signing import KeyStore, SignatureError, SigningKey
+from core.suppression import SuppressionLedger
 
 DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
 # Secrets from files (docker/compose secrets): a file per setting, named like its variable in lower case
@@ -86,6 +88,27 @@ class Settings(BaseSettings):
             retired_dir=self.retired_keys_dir or keys / "retired",
             create_missing=self.environment == "development",
         )
+
+    # ------------------------------------------------------------------ data keys and suppression ledger
+    # the key-encryption key that wraps every user's data key (docs/privacy.md), a file outside the
+    # database; required in production (`e2u keys create-kek PATH`); development: home/keys/data-kek
+    data_kek_file: Path | None = None
+    # the append-only list of completed erasures that a restored backup replays before serving; keep it
+    # outside the database backups; default home/keys/suppression-ledger.jsonl
+    suppression_ledger_file: Path | None = None
+
+    @property
+    def data_kek_path(self) -> Path:
+        return self.data_kek_file or self.home / "keys" / "data-kek"
+
+    def keyring(self) -> Keyring:
+        """A new keyring on the KEK file (created on first use in development); one per process."""
+        return Keyring(self.data_kek_path, create_missing=self.environment == "development")
+
+    @property
+    def suppression_ledger(self) -> SuppressionLedger:
+        path = self.suppression_ledger_file or self.home / "keys" / "suppression-ledger.jsonl"
+        return SuppressionLedger(path, self.certificate_salt)
 
     # ------------------------------------------------------------------ persistence and queue
     # Empty strings mean "the embedded default under ``home``" (SQLite file, kombu filesystem broker).
@@ -181,4 +204,13 @@ class Settings(BaseSettings):
             SigningKey.load(self.signing_key_file)
         except SignatureError as error:
             raise ValueError(f"E2U_SIGNING_KEY_FILE: {error}") from None
+        if self.data_kek_file is None:
+            raise ValueError(
+                "E2U_DATA_KEK_FILE must name the key-encryption key of the stored ratings in production; "
+                "make one with `e2u keys create-kek PATH`"
+            )
+        try:
+            self.keyring()
+        except DataKeyError as error:
+            raise ValueError(f"E2U_DATA_KEK_FILE: {error}") from None
         return self

@@ -29,6 +29,7 @@ import pytest
 import yaml
 from sqlalchemy.orm import sessionmaker
 
+from core.data_keys import create_kek_file
 from core.db.engine import make_engine
 from core.ml.data import SampleConfig, prepare, save_prepared
 from core.ml.model import TINY, ModelConfig, resolve_base
@@ -153,6 +154,7 @@ def _environment(venv: Path, home: Path, database_url: str, redis_url: str, port
     (secrets / "e2u_certificate_salt").write_text("topology-salt\n")
     (home / "keys").mkdir()
     (home / "keys" / "signing-key.pem").write_bytes(SigningKey.generate().to_pem())
+    create_kek_file(home / "keys" / "data-kek")  # as `openssl rand -base64 32 > keys/data-kek`
     env = clean_env(venv)
     env["PATH"] = f"{_scripts(venv, home / 'bin')}{os.pathsep}{env['PATH']}"
     return env | {
@@ -160,6 +162,7 @@ def _environment(venv: Path, home: Path, database_url: str, redis_url: str, port
         "E2U_ENVIRONMENT": "production",
         "E2U_SECRETS_DIR": str(secrets),
         "E2U_SIGNING_KEY_FILE": str(home / "keys" / "signing-key.pem"),
+        "E2U_DATA_KEK_FILE": str(home / "keys" / "data-kek"),
         "E2U_DATABASE_URL": database_url,
         "E2U_BROKER_URL": redis_url,
         "E2U_RESULT_BACKEND": redis_url,

@@ -13,12 +13,14 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.data_keys import Keyring
 from core.db.engine import checkpoint_wal, engine_for, session_factory
+from core.db.models import utcnow
 from core.events import EventPublisher
 from core.ml.model import LoadedModel, ModelConfig, load_base
 from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
 from core.redaction import error_class, redacted_traceback
-from core.services import batching, pipeline
+from core.services import batching, pipeline, suppression
 from core.settings import Settings
 from worker.celery_app import celery_app
 
@@ -46,14 +48,8 @@ def settings() -> Settings:
 
 
 @lru_cache(maxsize=1)
-def base_model() -> LoadedModel:
-    """Loaded once per worker process; jobs load adapters beside it and free them after."""
-    current = settings()
-    return load_base(
-        ModelConfig(
-            base=current.base_model, cache_dir=str(current.models_dir), prompt_file=current.prompt_file_name
-        )
-    )
+def keyring() -> Keyring:
+    return settings().keyring()
 
 
 def engine() -> Engine:
@@ -63,7 +59,30 @@ def engine() -> Engine:
 
 
 def sessions() -> sessionmaker[Session]:
-    return session_factory(engine())
+    """Sessions of this worker process, carrying its keyring (the catalog seals and opens with it)."""
+    return session_factory(engine(), keyring())
+
+
+def ledger_replayed() -> None:
+    """The worker is not ready before its database has applied the whole suppression ledger (a restored
+    backup): replay it first, then empty SQLite's WAL of the deleted rows."""
+    current = settings()
+    with sessions()() as session:
+        report = suppression.ensure_replayed(session, current.suppression_ledger, utcnow())
+        session.commit()
+    if report is not None:
+        checkpoint_wal(engine())
+
+
+@lru_cache(maxsize=1)
+def base_model() -> LoadedModel:
+    """Loaded once per worker process; jobs load adapters beside it and free them after."""
+    current = settings()
+    return load_base(
+        ModelConfig(
+            base=current.base_model, cache_dir=str(current.models_dir), prompt_file=current.prompt_file_name
+        )
+    )
 
 
 def retry_policy(current: Settings) -> pipeline.RetryPolicy:
@@ -90,9 +109,12 @@ def form_batches() -> list[int]:
     """Delete the data of requests whose deadline is near (whatever happens to unlearning), form batches
     from queued requests and re-enqueue open jobs nobody holds."""
     current = settings()
+    ledger_replayed()
     with sessions()() as session:
         margin = timedelta(hours=current.deadline_delete_margin_hours)
-        deleted = pipeline.delete_data_due(session, margin, current.data_dir.resolve())
+        deleted = pipeline.delete_data_due(
+            session, margin, current.suppression_ledger, current.data_dir.resolve()
+        )
         session.commit()
         if deleted:
             log.warning("deadline: data of %d open request(s) deleted ahead of unlearning", len(deleted))
@@ -115,11 +137,13 @@ def run_job(job_id: int) -> dict[str, Any]:
         adapters_dir=current.adapters_dir.resolve(),
         worker_id=worker_id(),
         signing_key=current.signing_keys.active(),
+        ledger=current.suppression_ledger,
         lease_seconds=current.lease_seconds,
         publisher=EventPublisher(current.redis_url),
         prepared_data_dir=current.data_dir.resolve(),
         retry=retry_policy(current),
     )
+    ledger_replayed()
     with sessions()() as session:
         try:
             outcome = pipeline.run_job(session, job_id, runtime, session.commit)

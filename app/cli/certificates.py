@@ -1,5 +1,6 @@
 """``e2u certificate verify``: check an unlearning certificate against the published keys; ``e2u keys``:
-the signing keys (rotate, print the JWKS)."""
+the signing keys (rotate, print the JWKS) and the key-encryption key of the stored ratings (create,
+rotate)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ from typing import Annotated, Any
 import typer
 
 from app.settings import ApiSettings
+from core.data_keys import DataKeyError, create_kek_file
+from core.db.engine import session_factory
+from core.db.migrate import upgrade
 from core.services.certificates import verify_certificate
+from core.services.data_keys import rotate_kek
 from core.signing import SignatureError
 
 certificate_app = typer.Typer(help="Unlearning certificates.", no_args_is_help=True)
-keys_app = typer.Typer(help="The keys that sign certificates.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="The keys that sign certificates; the key-encryption key of the stored ratings.",
+    no_args_is_help=True,
+)
 
 
 def _read_json(source: str) -> Any:
@@ -67,6 +75,33 @@ def keys_rotate() -> None:
     keys = ApiSettings().signing_keys
     old, new = keys.rotate()
     typer.echo(f"active key: {new}\nretired key: {old} ({keys.retired_dir / (old + '.jwk.json')})")
+
+
+@keys_app.command("rotate-kek")
+def keys_rotate_kek() -> None:
+    """Rotate the key-encryption key of the stored ratings: a new KEK, every user's data key rewrapped,
+    the old KEK deleted (old backups' wrapped keys stop opening).  Running processes follow the KEK file."""
+    settings = ApiSettings()
+    upgrade(settings.database_url_resolved, kek_file=settings.data_kek_path)
+    sessions = session_factory(settings.database_url_resolved, settings.keyring())
+    rotation = rotate_kek(sessions, actor="cli:keys-rotate-kek")
+    typer.echo(
+        f"active KEK: {rotation.new_kek_id}; {rotation.rewrapped} data keys rewrapped; "
+        f"retired and deleted: {', '.join(rotation.retired) or 'none'}"
+    )
+
+
+@keys_app.command("create-kek")
+def keys_create_kek(
+    path: Annotated[Path, typer.Argument(help="where to write the new KEK (mode 0600)")],
+) -> None:
+    """Write a new key-encryption key for E2U_DATA_KEK_FILE (refused if the file exists)."""
+    try:
+        kid = create_kek_file(path)
+    except DataKeyError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote KEK {kid} to {path}")
 
 
 @keys_app.command("jwks")

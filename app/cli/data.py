@@ -67,7 +67,8 @@ def refuse_on_initialised_registry(settings: Settings, command: str, elsewhere: 
     if elsewhere:
         return
     url = settings.database_url_resolved
-    upgrade(url)
+    settings.keyring()  # development: the KEK is made before migration 0004 may need it
+    upgrade(url, kek_file=settings.data_kek_path)
     with session_factory(url)() as session:
         initialised = registry_is_initialised(session)
     if initialised:
@@ -157,9 +158,10 @@ def data_import(
         raise typer.Exit(2)
     settings = Settings()
     url = settings.database_url_resolved
-    upgrade(url)
+    keyring = settings.keyring()
+    upgrade(url, kek_file=settings.data_kek_path)
     config = ImportConfig(settings.certificate_salt, settings.history_len)
-    with session_factory(url)() as session:
+    with session_factory(url, keyring)() as session:
         try:
             report = import_data(session, ratings, items, users, config, actor="cli:data-import")
         except ServiceError as error:

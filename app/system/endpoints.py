@@ -11,6 +11,7 @@ from app.deps import RuntimeDep
 from app.system.schemas import Health, Readiness
 from core.services import erasures as erasure_service
 from core.services import registry as registry_service
+from core.services import suppression as suppression_service
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +29,32 @@ def healthz() -> Health:
     responses={
         503: {
             "model": Readiness,
-            "description": "not ready: no database, or not serving the registry's active version",
+            "description": "not ready: no database, the suppression ledger not yet applied, or not serving "
+            "the registry's active version",
         }
     },
     summary="Readiness",
 )
 def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Ready when the database answers and this process serves the registry's active version (read now):
-    not while it still serves a superseded one (a swap pending, or a new version that failed to load)."""
+    """Ready when the database answers, has applied the whole suppression ledger, and this process serves
+    the registry's active version (read now), not destroyed: not while it still serves a superseded one (a
+    swap pending, or a new version that failed to load)."""
     registry_version = None
+    ledger_applied = servable = False
+    ledger = runtime.settings.suppression_ledger
     try:
         with runtime.sessions() as session:
+            caught_up = suppression_service.ledger_status(session, ledger).caught_up
+        if not caught_up:  # a restored database: replay before serving (tried again at each probe)
+            runtime.replay_ledger()
+        with runtime.sessions() as session:
+            ledger_applied = suppression_service.ledger_status(session, ledger).caught_up
             active = registry_service.active_adapter(session)
+            # a replay destroys an active version that carried replayed data: never ready on it
+            servable = (
+                active is not None
+                and registry_service.get_version(session, active.version_id).destroyed_at is None
+            )
         database = True
         registry_version = None if active is None else active.version_id
     except Exception:
@@ -47,8 +62,13 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     server = runtime.model_server
     serving = server.active_version
     body = Readiness(
-        ready=database and serving is not None and serving == registry_version,
+        ready=database
+        and ledger_applied
+        and servable
+        and serving is not None
+        and serving == registry_version,
         database=database,
+        suppression_ledger_applied=ledger_applied,
         adapter_version=serving,
         registry_version=registry_version,
         adapters_loaded=server.loaded_versions(),

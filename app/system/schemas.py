@@ -12,6 +12,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     database: bool
+    suppression_ledger_applied: bool = Field(
+        False, description="the database has applied every entry of the suppression ledger (docs/privacy.md)"
+    )
     adapter_version: str | None = Field(
         description="the version serving new requests", examples=["v1-3f2a9c1e"]
     )

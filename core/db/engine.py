@@ -11,7 +11,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.data_keys import Keyring
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+KEYRING_INFO = "keyring"  # the Session.info entry that holds the process's Keyring (the catalog reads it)
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,13 @@ def engine_for(url: str, pool: PoolConfig | None = None) -> Engine:
     return make_engine(url, pool)
 
 
-def session_factory(url_or_engine: str | Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit (the edge commits, then reads ids)."""
+def session_factory(url_or_engine: str | Engine, keyring: Keyring | None = None) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (the edge commits, then reads ids).
+    ``keyring``: the data keys' keyring, which every read or write of ratings and profiles needs
+    (``core.db.repositories.catalog``); sessions without one refuse those."""
     engine = engine_for(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    info = {} if keyring is None else {KEYRING_INFO: keyring}
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info)
 
 
 def lock_for_claim(session: Session) -> None:

@@ -19,14 +19,17 @@ def script_location() -> Path:
     return Path(str(files("migrations")))
 
 
-def alembic_config(url: str) -> Config:
-    """An Alembic configuration for the database at ``url``, independent of the working directory."""
+def alembic_config(url: str, kek_file: Path | None = None) -> Config:
+    """An Alembic configuration for the database at ``url``, independent of the working directory.
+    ``kek_file``: the key-encryption key that migration 0004 seals existing ratings under."""
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["database_url"] = url  # not via set_main_option: URLs may hold '%'
+    if kek_file is not None:
+        config.attributes["data_kek_file"] = str(kek_file)
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (idempotent)."""
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head", kek_file: Path | None = None) -> None:
+    """Bring the database at ``url`` to ``revision`` (idempotent); ``kek_file`` as in ``alembic_config``."""
+    command.upgrade(alembic_config(url, kek_file), revision)

@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -147,34 +147,57 @@ class Item(Base):
     genres: Mapped[str] = mapped_column(Text, default="")
 
 
+class UserDataKey(Base):
+    """A user's data key (``core.data_keys``), wrapped under the key-encryption key ``kek_id``.  Deleting
+    this row is what makes every copy of the user's sealed rows unreadable (crypto-shredding)."""
+
+    __tablename__ = "user_data_keys"
+    __table_args__ = (Index("ix_user_data_keys_kek", "kek_id"),)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(16))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column()
+
+
 class UserProfile(Base):
+    """``sealed``: age, gender and occupation, sealed under the user's data key
+    (``core.db.repositories.catalog`` seals and opens it)."""
+
     __tablename__ = "user_profiles"
     user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    age: Mapped[str] = mapped_column(String(16), default="")
-    gender: Mapped[str] = mapped_column(String(16), default="")
-    occupation: Mapped[str] = mapped_column(String(64), default="")
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Interaction(Base):
-    """One rating.  ``history`` is the prompt history of the sample built from it (``item:rating|...``,
-    oldest first) as it was at import or insertion; readers drop items under an erasure scope from it."""
+    """One rating.  ``sealed``: the rating, its timestamp, label and the prompt history of the sample
+    built from it (``item:rating|...``, oldest first, as it was at import or insertion; readers drop items
+    under an erasure scope from it), sealed under the user's data key.  ``user_id``, ``item_id`` and
+    ``split`` stay in clear for joins, scopes and popularity."""
 
     __tablename__ = "interactions"
     __table_args__ = (
         UniqueConstraint("user_id", "item_id", name="uq_interactions_user_item"),
-        Index("ix_interactions_user_time", "user_id", "timestamp"),
         Index("ix_interactions_split", "split"),
         Index("ix_interactions_item", "item_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(64))
     item_id: Mapped[str] = mapped_column(String(64), ForeignKey("items.item_id"))
-    rating: Mapped[float] = mapped_column(Float)
-    timestamp: Mapped[int] = mapped_column(BigInteger)
-    label: Mapped[int] = mapped_column(Integer)
-    history: Mapped[str] = mapped_column(Text, default="")
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
     split: Mapped[str] = mapped_column(String(8))  # train / valid / test / new
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SuppressionReplay(Base):
+    """How far this database has applied the suppression ledger (``core.suppression``): its first
+    ``entries`` lines, whose sha256 is ``digest``.  The API and the worker are not ready while the ledger
+    holds more than this (a restored backup): ``core.services.suppression.replay`` catches up."""
+
+    __tablename__ = "suppression_replay"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    entries: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column()
 
 
 # ------------------------------------------------------------------------------------------ erasure

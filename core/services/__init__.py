@@ -5,9 +5,10 @@ flushes: the caller commits (and enqueues/publishes only after the commit).  Exp
 ``core.services.errors`` (NotFound 404, Conflict and subclasses 409, InvalidInput 422, Unauthorized 401,
 Forbidden 403); ``exc.code`` is a stable word, ``exc.details`` a dict.  Times are aware UTC datetimes.
 
-Sessions: ``core.db.engine.session_factory(url)``; schema: ``core.db.migrate.upgrade(url)``.  Status
-vocabularies (``ErasureStatus``, ``JobStatus``, ``JobPhase``, ``Verdict``, ``VersionStatus``) and their named
-subsets are StrEnums beside the models in ``core.db.models``; ``status=`` filters take their values.
+Sessions: ``core.db.engine.session_factory(url, keyring)`` (the ``core.data_keys.Keyring`` that seals and
+opens ratings and profiles; ``Settings.keyring()``); schema: ``core.db.migrate.upgrade(url, kek_file=)``.
+Status vocabularies (``ErasureStatus``, ``JobStatus``, ``JobPhase``, ``Verdict``, ``VersionStatus``) and their
+named subsets are StrEnums beside the models in ``core.db.models``; ``status=`` filters take their values.
 
 erasures  (caller=Caller(owner, admin): a caller reaches its own requests only (NotFound otherwise);
            the default, OPERATOR, is the CLI's and in-process callers', and reaches all)
@@ -24,7 +25,7 @@ recommendations  (all reads exclude data under a live erasure scope)
     user_history(s, user_id, history_len) -> [(item_id, rating)]   NotFound for unknown/erased users
     candidate_items(s, user_id, limit) -> [item_id]                popular unseen items
     unknown_items(s, item_ids) -> [item_id];  prompt_catalog(s, user_ids=None) -> core.ml.prompts.Catalog
-    add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [Interaction]
+    add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [StoredRating]
 batching  (task names for send_task are in core.queue_contract: RUN_JOB_TASK "e2u.run_job"(job_id) on
            UNLEARNING_QUEUE, FORM_BATCHES_TASK "e2u.form_batches"; job_settings_from(Settings()))
     form_batches(s, JobSettings, now=None) -> [job_id]      received -> queued, then claims batches;
@@ -34,7 +35,7 @@ batching  (task names for send_task are in core.queue_contract: RUN_JOB_TASK "e2
     jobs_needing_worker(s) -> [job_id];  get_job(s, id) -> UnlearningJob;  list_jobs(s, status=None, ...)
     job_request_ids(s, job_id) -> [request_id]
 pipeline
-    run_job(s, job_id, PipelineRuntime(loaded, adapters_dir, worker_id, signing_key, ...), checkpoint)
+    run_job(s, job_id, PipelineRuntime(loaded, adapters_dir, worker_id, signing_key, ledger, ...), checkpoint)
         -> JobOutcome      (worker only; checkpoint = the task's session.commit); its model work is
         core.ml.unlearning_job.unlearn_and_verify, its verdict core.ml.verification (on core.ml.evidence);
         outcome "retry" (an infrastructure error, RetryPolicy): send the job again after retry_in_seconds
@@ -52,6 +53,11 @@ certificates
 api_keys
     create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None) -> ApiKey
         (records last_used_at);  list_api_keys(s) -> [ApiKey];  revoke_api_key(s, key_id, actor) -> ApiKey
+suppression  (the ledger: core.suppression.SuppressionLedger, Settings.suppression_ledger)
+    ensure_replayed(s, ledger, now) -> ReplayReport | None   before serving: apply entries this database
+        lacks (a restored backup); ledger_status(s, ledger) -> LedgerStatus(caught_up, ...)
+data_keys
+    rotate_kek(sessions, actor) -> KekRotation     new KEK, every data key rewrapped, the old KEK deleted
 bootstrap
     registry_is_initialised(s) -> bool      True once any adapter version exists: the launcher must then
         not prepare data nor train v1 (call it instead of checking for an active version or files)

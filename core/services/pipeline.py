@@ -56,12 +56,13 @@ from core.ml.unlearning.base import UnlearningError
 from core.ml.unlearning_job import Candidate, JobData, unlearn_and_verify
 from core.ml.verification import never_trained_on, warm_version_scores
 from core.redaction import error_class, redacted_traceback
-from core.services import batching, registry
+from core.services import batching, registry, suppression
 from core.services.certificates import certificate_document, sign_certificate
 from core.services.errors import Conflict, LeaseLost
 from core.services.job_config import JobConfig, stored_evidence_config
 from core.services.prepared_data import ScopeToPurge, purge_prepared
 from core.signing import SigningKey
+from core.suppression import LedgerEntry, SuppressionLedger
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,17 @@ class PipelineRuntime:
     process that confirmed what it serves within this window counts as live; after promotion the job waits
     up to ``serving_switch_timeout_seconds`` for every live one to confirm the new version before it
     destroys the old weights (then goes on, naming the missing ones); ``signing_key``: the Ed25519 key that
-    signs certificates; ``prepared_data_dir``: the prepared data folder (``core.ml.data.save_prepared``
-    output) that the purge phase rewrites without the erased scope (None: there is none to purge).
+    signs certificates; ``ledger``: the suppression ledger that every deletion of an erasure's data is
+    appended to (``core.services.suppression``); ``prepared_data_dir``: the prepared data folder
+    (``core.ml.data.save_prepared`` output) that the purge phase rewrites without the erased scope (None:
+    there is none to purge).
     """
 
     loaded: LoadedModel
     adapters_dir: Path
     worker_id: str
     signing_key: SigningKey
+    ledger: SuppressionLedger
     lease_seconds: float = 120.0
     publisher: EventPublisher | None = None
     score_batch_size: int = 16
@@ -545,21 +549,31 @@ def _delete_stored_data(
     """Delete the ``requests``' rows (and whole users' profiles) and their copies in the prepared files;
     returns the prepared files' record (None: none to make)."""
     prepared = _purge_prepared_files(run, requests, now)
+    entries = []
     for request in requests:
-        _delete_rows(run.session, request)
+        entry = _delete_rows(run.session, request, run.rt.ledger, now)
+        if entry is not None:
+            entries.append(entry)
+    # on the ledger before the deletions commit: a restored backup replays them
+    suppression.record_deletions(run.session, run.rt.ledger, entries, now)
     run.session.flush()
     return prepared
 
 
-def _delete_rows(session: Session, request: ErasureRequest) -> None:
-    """Delete the request's stored rows (and a whole user's profile), once; recorded on the request."""
+def _delete_rows(
+    session: Session, request: ErasureRequest, ledger: SuppressionLedger, now: datetime
+) -> LedgerEntry | None:
+    """Delete the request's stored rows (and a whole user's profile, with the user's data key: every other
+    copy of the rows becomes unreadable), once; recorded on the request.  Returns the suppression-ledger
+    entry the caller records before committing (None: nothing was deleted now)."""
     if request.rows_deleted is not None or request.user_id is None:
-        return
+        return None
     items = _scope_items(session, request)
     request.rows_deleted = catalog_repo.delete_scope_rows(session, request.user_id, items)
     request.profile_deleted = (
         catalog_repo.delete_profile(session, request.user_id) if items is None else False
     )
+    return ledger.entry(request.user_hash, items, now)
 
 
 DEADLINE_ACTOR = "deadline"
@@ -567,7 +581,11 @@ DEADLINE_DELETION = "erasure.data_deleted_at_deadline"  # its audit action
 
 
 def delete_data_due(
-    session: Session, margin: timedelta, prepared_data_dir: Path | None = None, now: datetime | None = None
+    session: Session,
+    margin: timedelta,
+    ledger: SuppressionLedger,
+    prepared_data_dir: Path | None = None,
+    now: datetime | None = None,
 ) -> list[str]:
     """The deadline guarantee, whatever happens to unlearning (queue stalled, worker down): for every
     open request whose deadline is within ``margin`` of ``now`` and whose data is still stored, delete its
@@ -590,8 +608,11 @@ def delete_data_due(
             ScopeToPurge(r.id, r.user_id, _scope_items(session, r)) for r in due if r.user_id is not None
         ]
         purge_prepared(prepared_data_dir, scopes)
+    entries = []
     for request in due:
-        _delete_rows(session, request)
+        entry = _delete_rows(session, request, ledger, when)
+        if entry is not None:
+            entries.append(entry)
         audit_repo.record(
             session,
             when,
@@ -604,6 +625,8 @@ def delete_data_due(
             rows_deleted=request.rows_deleted,
             profile_deleted=request.profile_deleted,
         )
+    # on the ledger before the deletions commit: a restored backup replays them
+    suppression.record_deletions(session, ledger, entries, when)
     session.flush()
     return [r.id for r in due]
 

@@ -11,8 +11,9 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from core.db.models import Interaction, utcnow
+from core.db.models import utcnow
 from core.db.repositories import catalog as catalog_repo
+from core.db.repositories.catalog import StoredRating
 from core.ml.data import encode_history
 from core.ml.prompts import Catalog
 from core.services.errors import Conflict, InvalidInput, NotFound
@@ -60,7 +61,7 @@ def add_interactions(
     history_len: int,
     like_threshold: float = 3.0,
     now: datetime | None = None,
-) -> list[Interaction]:
+) -> list[StoredRating]:
     """Store new ratings (split "new", never trained on until a retrain) with prompt histories built from
     the user's usable ratings.  InvalidInput for unknown items, bad ratings or an item rated twice;
     Conflict while the user (or that item) is under a live erasure.  Nothing is stored on error."""
@@ -85,7 +86,7 @@ def add_interactions(
         raise Conflict(f"user {user_id!r} already rated item(s) {already}", items=already)
     past = catalog_repo.usable_interactions(session, user_id=user_id)
     rows = new_interaction_rows(user_id, ratings, past, history_len, like_threshold, when)
-    catalog_repo.add_interactions(session, rows)
+    catalog_repo.insert_interactions(session, rows)
     return rows
 
 
@@ -96,8 +97,8 @@ def new_interaction_rows(
     history_len: int,
     like_threshold: float,
     when: datetime,
-) -> list[Interaction]:
-    """Unsaved interaction rows (split "new", label = rating > ``like_threshold``) for one user's new
+) -> list[StoredRating]:
+    """Interaction rows to store (split "new", label = rating > ``like_threshold``) for one user's new
     ``ratings``, each with the prompt history of its sample: the ``history_len`` latest ratings at or
     before its time among ``past`` (the user's usable rows) and the new ratings before it.  No checks."""
     known = sorted(
@@ -111,7 +112,7 @@ def new_interaction_rows(
         earlier = known[: bisect.bisect_right(known, stamp, key=lambda k: k[0])]
         history = encode_history([(i, rating) for _, i, rating in earlier[-history_len:]])
         rows.append(
-            Interaction(
+            StoredRating(
                 user_id=user_id,
                 item_id=r.item_id,
                 rating=float(r.rating),

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.main import create_app
 from app.settings import ApiSettings
-from core.db.engine import make_engine
+from core.data_keys import Keyring
+from core.db.engine import KEYRING_INFO, make_engine
 from core.db.migrate import upgrade
 from core.ml.data import PreparedData
 from core.ml.model import ModelConfig, load_base
@@ -53,7 +54,8 @@ def api_env(tmp_path: Path, tiny_config: ModelConfig, small_data: PreparedData) 
     url = f"sqlite:///{tmp_path / 'e2u.sqlite'}"
     upgrade(url)
     engine = make_engine(url)
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    keyring = Keyring(tmp_path / "keys" / "data-kek", create_missing=True)  # the settings' default KEK
+    sessions = sessionmaker(bind=engine, expire_on_commit=False, info={KEYRING_INFO: keyring})
     with sessions() as session:
         import_prepared(session, small_data)
         v1 = register_first_version(

@@ -23,6 +23,7 @@ from core.ml.data import PreparedData
 from core.ml.model import LoraSpec
 from core.ml.training import TrainConfig
 from core.services.bootstrap import import_prepared
+from core.settings import Settings
 from tests.adapters import register_placeholder_version
 
 
@@ -34,7 +35,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_data: PreparedDa
     monkeypatch.delenv("E2U_DATABASE_URL", raising=False)
     url = f"sqlite:///{(tmp_path / 'e2u.sqlite').resolve()}"
     upgrade(url)
-    with session_factory(url)() as session:
+    keyring = Settings().keyring()  # the CLI's own KEK (home/keys/data-kek, made in development)
+    with session_factory(url, keyring)() as session:
         import_prepared(session, small_data)
         register_placeholder_version(session)
     return tmp_path

@@ -36,7 +36,8 @@ from app.cli import app as cli
 from app.launcher import initialise, start_worker, stop_process, wait_for_worker
 from app.main import create_app
 from app.settings import ApiSettings
-from core.db.engine import make_engine
+from core.data_keys import create_kek_file
+from core.db.engine import KEYRING_INFO, make_engine
 from core.db.models import Base
 from core.ml.data import SampleConfig, prepare, save_prepared
 from core.ml.model import TINY, LoraSpec, ModelConfig
@@ -87,6 +88,7 @@ def _environment(backend: str, home: Path, url: str) -> dict[str, str]:
         # without them)
         "E2U_ENVIRONMENT": "production",
         "E2U_SIGNING_KEY_FILE": str(home / "secrets" / "signing-key.pem"),
+        "E2U_DATA_KEK_FILE": str(home / "secrets" / "data-kek"),
         "E2U_CERTIFICATE_SALT": "e2e-salt",
         # the beat runs (orphaned jobs) but never forms a batch by itself: the test triggers each job
         "E2U_BATCH_SIZE": "1000",
@@ -133,6 +135,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     (home / "models").symlink_to(MODELS_DIR)  # the tiny model is built once per machine
     (home / "secrets").mkdir()
     (home / "secrets" / "signing-key.pem").write_bytes(SigningKey.generate().to_pem())
+    create_kek_file(home / "secrets" / "data-kek")
     for url in _database(request.param, home):
         for name, value in _environment(request.param, home, url).items():
             monkeypatch.setenv(name, value)
@@ -140,7 +143,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         report = initialise(settings, _prepare_data(settings), _train_v1(settings), create_dev_key=False)
         assert report.active_version is not None and report.imported_interactions > 0
         engine = make_engine(url)
-        sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        sessions = sessionmaker(bind=engine, expire_on_commit=False, info={KEYRING_INFO: settings.keyring()})
         with sessions() as session:
             key = create_api_key(session, "e2e", ["admin", "erase", "recommend"])
             session.commit()

@@ -18,7 +18,8 @@ import pytest
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.engine import make_engine
+from core.data_keys import Keyring
+from core.db.engine import KEYRING_INFO, make_engine
 from core.db.migrate import upgrade
 from core.db.models import Base
 from core.ml.data import PreparedData
@@ -73,9 +74,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def session_factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+def keyring(tmp_path: Path) -> Keyring:
+    """A keyring on a fresh KEK file of the test's own."""
+    return Keyring(tmp_path / "keys" / "data-kek", create_missing=True)
+
+
+@pytest.fixture
+def session_factory(db_url: str, keyring: Keyring) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(db_url)
-    yield sessionmaker(bind=engine, expire_on_commit=False)
+    yield sessionmaker(bind=engine, expire_on_commit=False, info={KEYRING_INFO: keyring})
     engine.dispose()
 
 

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.settings import ApiSettings, EmbeddedSettings
+from core.data_keys import create_kek_file
 from core.settings import DEV_CERTIFICATE_SALT, Settings
 from core.signing import SigningKey
 
@@ -24,6 +25,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "E2U_SECRETS_DIR",
         "E2U_DATABASE_URL",
         "E2U_DATABASE_PASSWORD",
+        "E2U_DATA_KEK_FILE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no .env file
@@ -63,13 +65,29 @@ def test_production_with_its_own_secrets_starts_and_never_creates_a_key(
     key = _key_file(tmp_path)
     monkeypatch.setenv("E2U_SIGNING_KEY_FILE", str(key))
     monkeypatch.setenv("E2U_CERTIFICATE_SALT", "pepper")
+    kek = tmp_path / "data-kek"
+    kek_id = create_kek_file(kek)
+    monkeypatch.setenv("E2U_DATA_KEK_FILE", str(kek))
     settings = ApiSettings()
+    assert settings.keyring().active_kek_id == kek_id
     assert settings.environment == "production"
     assert settings.signing_keys.active().kid == SigningKey.load(key).kid
     assert not settings.signing_keys.create_missing
     # the embedded launcher's default yields to an explicit production
     monkeypatch.setenv("E2U_ENVIRONMENT", "production")
     assert EmbeddedSettings().environment == "production"
+
+
+def test_production_refuses_to_start_without_a_key_encryption_key(tmp_path: Path) -> None:
+    secrets = {"certificate_salt": "pepper", "signing_key_file": _key_file(tmp_path)}
+    with pytest.raises(ValidationError, match="E2U_DATA_KEK_FILE must name"):
+        Settings(**secrets)
+    with pytest.raises(ValidationError, match="E2U_DATA_KEK_FILE: no key-encryption key"):
+        Settings(**secrets, data_kek_file=tmp_path / "missing")
+    (tmp_path / "short").write_text("c2hvcnQ=\n")
+    with pytest.raises(ValidationError, match="has 32 bytes, got 5"):
+        Settings(**secrets, data_kek_file=tmp_path / "short")
+    assert not (tmp_path / "missing").exists()  # production never makes one
 
 
 def test_development_is_what_the_embedded_launcher_asks_for(tmp_path: Path) -> None:
@@ -81,6 +99,9 @@ def test_development_is_what_the_embedded_launcher_asks_for(tmp_path: Path) -> N
     assert path.stat().st_mode & 0o777 == 0o600
     assert EmbeddedSettings().signing_keys.active().kid == kid
     assert SigningKey.load(path).kid == kid
+    kek = tmp_path / "home" / "keys" / "data-kek"
+    assert settings.keyring().active_kek_id == EmbeddedSettings().keyring().active_kek_id  # made once
+    assert kek.stat().st_mode & 0o777 == 0o600
 
 
 # ---------------------------------------------------------------- secrets from files (docker secrets)

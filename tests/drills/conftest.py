@@ -3,6 +3,7 @@
 from tests.core.conftest import (  # noqa: F401
     adapters_dir,
     db_url,
+    keyring,
     postgres_schema_url,
     seeded,
     session,

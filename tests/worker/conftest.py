@@ -15,6 +15,7 @@ from tests.conftest import MODELS_DIR
 from tests.core.conftest import (  # noqa: F401
     adapters_dir,
     db_url,
+    keyring,
     postgres_schema_url,
     seeded,
     session,

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db.migrate import upgrade
 from core.db.models import Interaction, utcnow
 from core.ml.model import LoadedModel
 from core.queue_contract import RUN_JOB_TASK
@@ -101,7 +102,9 @@ def test_a_crashing_job_leaves_its_error_text_out_of_the_queue_and_the_log(
     def crash(*_: object, **__: object) -> None:
         raise KeyError("u9-secret rated 5.0")
 
-    monkeypatch.setattr(tasks, "settings", lambda: Settings(environment="development", home=tmp_path))
+    settings = Settings(environment="development", home=tmp_path)
+    upgrade(settings.database_url_resolved)  # the task replays the suppression ledger before the job
+    monkeypatch.setattr(tasks, "settings", lambda: settings)
     monkeypatch.setattr(tasks, "base_model", lambda: None)
     monkeypatch.setattr(tasks.pipeline, "run_job", crash)
     with caplog.at_level(logging.DEBUG), pytest.raises(tasks.JobCrashed) as raised:

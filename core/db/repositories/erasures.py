@@ -150,6 +150,11 @@ def transition(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def ids_by_user_hash(session: Session, user_hash: str) -> set[str]:
+    """Every request (any status) whose subject has this salted hash."""
+    return set(session.scalars(select(ErasureRequest.id).where(ErasureRequest.user_hash == user_hash)))
+
+
 def completed_ids(session: Session) -> set[str]:
     return set(
         session.scalars(select(ErasureRequest.id).where(ErasureRequest.status == ErasureStatus.COMPLETED))

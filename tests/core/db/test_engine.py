@@ -19,9 +19,9 @@ SUBJECT = "subject-7f3a9c"  # long enough to be searched for in a file's bytes
 
 def test_error_texts_carry_no_sql_parameters(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as session:
-        session.add(UserProfile(user_id=SUBJECT, occupation="surgeon"))
+        session.add(UserProfile(user_id=SUBJECT, sealed=b"surgeon"))
         session.commit()
-        session.add(UserProfile(user_id=SUBJECT, occupation="surgeon"))
+        session.add(UserProfile(user_id=SUBJECT, sealed=b"surgeon"))
         with pytest.raises(IntegrityError) as raised:
             session.commit()
     text = str(raised.value)
@@ -41,12 +41,9 @@ def test_wal_checkpoint_leaves_no_deleted_row_in_the_files(tmp_path: Path, sqlit
         session.add_all(Item(item_id=f"i{n}", title=f"Item {n}") for n in range(3))
         session.flush()
         session.add_all(
-            Interaction(
-                user_id=SUBJECT, item_id=f"i{n}", rating=4.0, timestamp=n, label=1, history="", split="train"
-            )
-            for n in range(3)
+            Interaction(user_id=SUBJECT, item_id=f"i{n}", sealed=b"4.0", split="train") for n in range(3)
         )
-        session.add(UserProfile(user_id=SUBJECT, occupation="surgeon"))
+        session.add(UserProfile(user_id=SUBJECT, sealed=b"surgeon"))
         session.commit()
         session.execute(delete(Interaction).where(Interaction.user_id == SUBJECT))
         session.execute(delete(UserProfile).where(UserProfile.user_id == SUBJECT))

@@ -19,6 +19,7 @@ from core.ml.model import LoadedModel
 from core.services import batching, erasures, pipeline
 from core.services.certificates import PREDICATE_TYPE, verify_certificate
 from core.signing import KeyStore, SignatureError, sign_envelope, statement
+from core.suppression import SuppressionLedger
 from tests.core.services.test_pipeline import INTAKE, settings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -34,8 +35,9 @@ def _issue(session: Session, tiny_model: LoadedModel, adapters_dir: Path, keys: 
     session.commit()
     [job_id] = batching.trigger_batch_now(session, settings())
     session.commit()
+    ledger = SuppressionLedger(adapters_dir.parent / "suppression-ledger.jsonl", INTAKE.salt)
     runtime = pipeline.PipelineRuntime(
-        tiny_model, adapters_dir, "w1", keys.active(), lease_seconds=60, score_batch_size=8
+        tiny_model, adapters_dir, "w1", keys.active(), ledger, lease_seconds=60, score_batch_size=8
     )
     outcome = pipeline.run_job(session, job_id, runtime, session.commit)
     assert outcome.status == "succeeded", outcome.reason

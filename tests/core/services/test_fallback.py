@@ -18,6 +18,7 @@ from core.ml.unlearning.base import METHODS, UnlearningError, UnlearningMethod, 
 from core.services import batching, erasures, pipeline, registry
 from core.services.certificates import verify_certificate
 from core.settings import Settings
+from core.suppression import SuppressionLedger
 from tests.core.conftest import NudgeConfig
 from tests.core.services.test_pipeline import INTAKE, JWKS, runtime, settings
 
@@ -153,9 +154,12 @@ def test_data_near_its_deadline_is_deleted_even_when_unlearning_never_ran(
     session.commit()
     trained = _rows(session, "u4")
     # the queue stalled, no worker ran: the beat's deadline pass deletes what is due within the margin
-    assert pipeline.delete_data_due(session, timedelta(hours=24), prepared, now=now) == [late.id]
+    ledger = SuppressionLedger(adapters_dir.parent / "suppression-ledger.jsonl", INTAKE.salt)  # the job's
+    assert pipeline.delete_data_due(session, timedelta(hours=24), ledger, prepared, now=now) == [late.id]
     session.commit()
-    assert pipeline.delete_data_due(session, timedelta(hours=24), prepared, now=now) == []  # once
+    assert pipeline.delete_data_due(session, timedelta(hours=24), ledger, prepared, now=now) == []  # once
+    [entry] = ledger.read()[0]  # on the ledger: a restored backup deletes it again
+    assert (entry.user_hash, entry.item_hashes) == (late.user_hash, None)
     assert "u4" not in set(load_prepared(prepared).samples["user_id"])  # the prepared copy went too
     waiting = erasures.get_erasure_request(session, late.id)
     assert (waiting.status, waiting.user_id) == ("received", "u4")  # still open for unlearning

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.db.models import Interaction
+from core.db.repositories import catalog as catalog_repo
 from core.ml.data import PreparedData, decode_history, load_prepared, save_prepared
 from core.ml.model import LoadedModel
 from core.services import batching, erasures, pipeline
@@ -42,9 +41,8 @@ def test_item_erasure_forgets_the_prompts_that_mention_it_and_files_match_rows(
     done = erasures.get_erasure_request(session, request.id)
     assert done.forget_samples == 1 + mentioning  # the item's sample and every prompt that mentions it
     # the database rows and the prepared files hold the same samples, none mentioning the item
-    stored = session.execute(
-        select(Interaction.item_id, Interaction.history, Interaction.split).where(Interaction.user_id == user)
-    ).all()
+    rows = catalog_repo.usable_interactions(session, user_id=user)  # opened as stored (no live scope left)
+    stored = list(zip(rows["item_id"], rows["history"], rows["split"], strict=True))
     on_disk = load_prepared(folder).samples
     on_disk = on_disk[on_disk["user_id"] == user]
     assert sorted((str(i), str(h), str(s)) for i, h, s in stored) == sorted(

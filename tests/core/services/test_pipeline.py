@@ -32,6 +32,7 @@ from core.services.errors import (
     VersionUnavailable,
 )
 from core.signing import SignatureError, SigningKey, jwks
+from core.suppression import SuppressionLedger
 from tests.core.conftest import NudgeConfig
 
 INTAKE = erasures.IntakeConfig(salt="salt")
@@ -59,6 +60,7 @@ def runtime(
         adapters_dir,
         worker,
         KEY,
+        SuppressionLedger(adapters_dir.parent / "suppression-ledger.jsonl", INTAKE.salt),
         lease_seconds=60,
         score_batch_size=8,
         prepared_data_dir=prepared_data_dir,

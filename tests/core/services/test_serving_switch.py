@@ -16,6 +16,7 @@ from core.ml.prompts import Catalog
 from core.services import batching, erasures, pipeline, registry
 from core.services.certificates import verify_certificate
 from core.serving import ActiveAdapter, AdapterWatcher, ModelServer
+from core.suppression import SuppressionLedger
 from tests.core.services.test_pipeline import INTAKE, JWKS, KEY, settings
 
 
@@ -29,6 +30,7 @@ def _run(session: Session, user: str, model: LoadedModel, adapters_dir: Path, ti
         adapters_dir,
         "w1",
         KEY,
+        SuppressionLedger(adapters_dir.parent / "suppression-ledger.jsonl", INTAKE.salt),
         lease_seconds=60,
         score_batch_size=8,
         serving_switch_timeout_seconds=timeout,
