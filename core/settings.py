@@ -10,12 +10,23 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.db.engine import PoolConfig
+from core.logs import LogFormat
 from core.signing import KeyStore, SignatureError, SigningKey
 
 DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
 
 
-class Settings(BaseSettings):
+class LogSettings(BaseSettings):
+    """How every process writes its log (``core.logs``); on its own so that a command can set up logging
+    before the rest of the settings is read (and refused, in production, for a missing secret)."""
+
+    model_config = SettingsConfigDict(env_prefix="E2U_", env_file=".env", extra="ignore")
+
+    log_format: LogFormat = "text"  # "json": one JSON object per line, for a log collector
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(LogSettings):
     model_config = SettingsConfigDict(env_prefix="E2U_", env_file=".env", extra="ignore")
 
     # production unless the embedded launcher (`e2u serve`, `e2u init`) asks for development: production

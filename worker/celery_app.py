@@ -6,8 +6,12 @@ batches and re-enqueues jobs whose lease expired; one beat per deployment).
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import setup_logging
+
+from core.logs import configure_logging
 from core.queue_contract import (
     DEFAULT_QUEUE,
     FORM_BATCHES_TASK,
@@ -16,7 +20,7 @@ from core.queue_contract import (
     UNLEARNING_QUEUE,
     broker_transport_options,
 )
-from core.settings import Settings
+from core.settings import LogSettings, Settings
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -42,4 +46,12 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
+def _logging(**_: Any) -> None:
+    """Celery's own loggers and the tasks' write through ``core.logs`` (E2U_LOG_FORMAT: text or JSON, each
+    line of a job naming it), in place of Celery's formats."""
+    settings = LogSettings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+setup_logging.connect(_logging, weak=False)
 celery_app = make_celery()

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.events import EventPublisher
+from core.logs import job_context
 from core.ml.model import LoadedModel, ModelConfig, load_base
 from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
 from core.redaction import error_class, redacted_traceback
@@ -84,7 +85,12 @@ def form_batches() -> list[int]:
 def run_job(job_id: int) -> dict[str, Any]:
     """Run or resume one unlearning job; a duplicate delivery finds the job leased or done and skips.
     The result (stored in the result backend) holds ids, a status and a reason: never user data (reasons
-    name error classes, not their texts: ``core.redaction``)."""
+    name error classes, not their texts: ``core.redaction``).  Every line logged meanwhile names the job."""
+    with job_context(job_id):
+        return _run_job(job_id)
+
+
+def _run_job(job_id: int) -> dict[str, Any]:
     current = settings()
     runtime = pipeline.PipelineRuntime(
         loaded=base_model(),

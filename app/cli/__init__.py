@@ -5,8 +5,6 @@ An edge: it reads settings and calls core."""
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from app.cli import model, service
@@ -14,6 +12,8 @@ from app.cli.api_keys import apikey_app
 from app.cli.certificates import certificate_app, keys_app
 from app.cli.data import data_app
 from benchmarks.cli import bench_app
+from core.logs import configure_logging
+from core.settings import LogSettings
 
 app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -29,5 +29,6 @@ app.command()(service.serve)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = LogSettings()
+    configure_logging(settings.log_format, settings.log_level)
     app()

@@ -12,6 +12,7 @@ Each phase is one function of an ``_Attempt`` below; the model work of unlearn a
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -164,7 +165,11 @@ class _LeaseKeeper:
         self.engine, self.job_id, self.rt = engine, job_id, runtime
         self.lost = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-job{job_id}", daemon=True)
+        # in the job's log context (core.logs): its lines name the job too
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=f"lease-job{job_id}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
