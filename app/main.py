@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.adapters.endpoints import router as adapters_router
 from app.admission import AdmissionControl, BodyLimit, Upload
 from app.api_keys.endpoints import router as api_keys_router
+from app.audit.endpoints import router as audit_router
 from app.deps import AuthFailureLimiter
 from app.docs_ui import install_docs
 from app.erasures.endpoints import admin_router as erasures_admin_router
@@ -24,6 +25,7 @@ from app.recommendations.endpoints import router as recommendations_router
 from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
 from app.system.endpoints import router as system_router
+from app.webhooks.endpoints import router as webhooks_router
 from core.services import api_keys as api_key_service
 from core.services.errors import Forbidden, Unauthorized
 from core.serving import ModelServer
@@ -81,6 +83,8 @@ def create_app(
     v1.include_router(adapters_router)
     v1.include_router(api_keys_router)
     v1.include_router(imports_router)
+    v1.include_router(audit_router)
+    v1.include_router(webhooks_router)
     app.include_router(v1)
     app.include_router(system_router)
     app.include_router(keys_router)

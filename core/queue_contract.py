@@ -13,8 +13,9 @@ from core.settings import Settings
 
 RUN_JOB_TASK = "e2u.run_job"  # args: [job_id]; result: {job_id, status, reason}
 FORM_BATCHES_TASK = "e2u.form_batches"  # no args; returns the job ids it created
+DELIVER_WEBHOOKS_TASK = "e2u.deliver_webhooks"  # no args; the beat sends it when webhooks are configured
 UNLEARNING_QUEUE = "unlearning"  # GPU workers, prefetch 1
-DEFAULT_QUEUE = "celery"  # everything else (the beat's batch forming)
+DEFAULT_QUEUE = "celery"  # everything else (the beat's batch forming, webhook deliveries)
 SERIALIZER = "json"  # task arguments and results are ids, statuses and reasons: never user data
 
 

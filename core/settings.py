@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.db.engine import PoolConfig
 from core.logs import LogFormat
+from core.services.webhooks import WebhookConfig, WebhookSecretError, signer
 from core.signing import KeyStore, SignatureError, SigningKey
 
 DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
@@ -117,6 +118,31 @@ class Settings(LogSettings):
     verify_power: float = 0.8  # power at which minimum detectable effects are stated
     verify_effect_of_interest: float = 0.1  # memorisation (nats) the verifier promises to see
     utility_margin: float = 0.02  # AUC the child may lose against the parent (interval's lower bound)
+
+    # ------------------------------------------------------------------ webhooks (core/services/webhooks.py)
+    # one receiver for the deployment, told when an erasure request completes or ends not_unlearned, in the
+    # Standard Webhooks format signed with ``webhook_secret`` (``whsec_`` + base64 of >= 24 random bytes)
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = Field(default=8, ge=1)
+
+    @property
+    def webhooks(self) -> WebhookConfig | None:
+        """The webhook receiver, or None when none is configured."""
+        if self.webhook_url is None or self.webhook_secret is None:
+            return None
+        return WebhookConfig(self.webhook_url, self.webhook_secret, max_attempts=self.webhook_max_attempts)
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> Settings:
+        if (self.webhook_url is None) != (self.webhook_secret is None):
+            raise ValueError("E2U_WEBHOOK_URL and E2U_WEBHOOK_SECRET are set together or not at all")
+        if self.webhook_secret is not None:
+            try:
+                signer(self.webhook_secret)
+            except WebhookSecretError as error:
+                raise ValueError(f"E2U_WEBHOOK_SECRET: {error}") from None
+        return self
 
     @property
     def database_url_resolved(self) -> str:

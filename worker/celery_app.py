@@ -14,6 +14,7 @@ from celery.signals import setup_logging
 from core.logs import configure_logging
 from core.queue_contract import (
     DEFAULT_QUEUE,
+    DELIVER_WEBHOOKS_TASK,
     FORM_BATCHES_TASK,
     RUN_JOB_TASK,
     SERIALIZER,
@@ -21,6 +22,19 @@ from core.queue_contract import (
     broker_transport_options,
 )
 from core.settings import LogSettings, Settings
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Batch forming; webhook deliveries (retries fall due on this schedule) when a receiver is set."""
+    schedule: dict[str, dict[str, Any]] = {
+        "form-batches": {"task": FORM_BATCHES_TASK, "schedule": settings.batch_poll_seconds},
+    }
+    if settings.webhooks is not None:
+        schedule["deliver-webhooks"] = {
+            "task": DELIVER_WEBHOOKS_TASK,
+            "schedule": settings.batch_poll_seconds,
+        }
+    return schedule
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -31,15 +45,17 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,  # ... and redelivered if the worker process dies
         worker_prefetch_multiplier=1,  # one long job at a time per process
         task_default_queue=DEFAULT_QUEUE,
-        task_routes={RUN_JOB_TASK: {"queue": UNLEARNING_QUEUE}, FORM_BATCHES_TASK: {"queue": DEFAULT_QUEUE}},
+        task_routes={
+            RUN_JOB_TASK: {"queue": UNLEARNING_QUEUE},
+            FORM_BATCHES_TASK: {"queue": DEFAULT_QUEUE},
+            DELIVER_WEBHOOKS_TASK: {"queue": DEFAULT_QUEUE},
+        },
         broker_transport_options=broker_transport_options(settings),
         result_expires=7 * 24 * 3600,
         task_serializer=SERIALIZER,
         accept_content=[SERIALIZER],
         broker_connection_retry_on_startup=True,
-        beat_schedule={
-            "form-batches": {"task": FORM_BATCHES_TASK, "schedule": settings.batch_poll_seconds},
-        },
+        beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str((settings.home / "celery" / "beat-schedule").resolve()),
         imports=("worker.tasks",),
     )

@@ -13,9 +13,9 @@ from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.events import EventPublisher
 from core.logs import job_context
 from core.ml.model import LoadedModel, ModelConfig, load_base
-from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
+from core.queue_contract import DELIVER_WEBHOOKS_TASK, FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
 from core.redaction import error_class, redacted_traceback
-from core.services import batching, pipeline
+from core.services import batching, pipeline, webhooks
 from core.settings import Settings
 from worker.celery_app import celery_app
 
@@ -79,6 +79,25 @@ def form_batches() -> list[int]:
         session.commit()
     enqueue_jobs(sorted(set(created) | set(orphaned)))
     return created
+
+
+@task(name=DELIVER_WEBHOOKS_TASK)
+def deliver_webhooks() -> dict[str, int]:
+    """Record an outbox row for each request that ended, then send those due (retries included)."""
+    current = settings()
+    config = current.webhooks
+    if config is None:
+        return {}
+    with session_factory(current.database_url_resolved)() as session:
+        recorded = webhooks.record_events(session, config)
+        session.commit()
+        report = webhooks.deliver_due(session, config, session.commit)
+    return {
+        "recorded": recorded,
+        "delivered": len(report.delivered),
+        "retrying": len(report.retrying),
+        "failed": len(report.failed),
+    }
 
 
 @task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)

@@ -9,6 +9,7 @@ import typer
 
 from app.cli import model, service
 from app.cli.api_keys import apikey_app
+from app.cli.audit import audit_app
 from app.cli.certificates import certificate_app, keys_app
 from app.cli.data import data_app
 from benchmarks.cli import bench_app
@@ -19,6 +20,7 @@ app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).",
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(audit_app, name="audit")
 app.add_typer(certificate_app, name="certificate")
 app.add_typer(keys_app, name="keys")
 app.command()(model.train)
