@@ -40,7 +40,7 @@ def test_probes_and_openapi(api_env: Env) -> None:
         "/v1/recommendations", json={"user_id": "u1", "k": 2}, headers=api_env.keys.header("recommend")
     )
     metrics = client.get("/metrics").text
-    assert f'e2u_active_adapter_info{{version="{api_env.v1}",pid="{os.getpid()}"}} 1.0' in metrics
+    assert f'e2u_active_adapter_info{{pid="{os.getpid()}",version="{api_env.v1}"}} 1.0' in metrics
     assert 'e2u_http_requests_total{method="POST",route="/v1/recommendations",status="200"}' in metrics
     spec = client.get("/openapi.json").json()
     assert "/v1/erasure-requests" in spec["paths"]
