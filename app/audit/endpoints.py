@@ -40,11 +40,24 @@ def export_audit_log(
     """Each line: ``{id, at, actor, action, subject_type, subject_id, details}``.  The audit log holds no
     user ids (request ids and salted hashes only)."""
     wanted = audit_service.AuditFilter(since, until, audit_service.kinds_of(kind))
+    # a session of its own, closed when the body ends (the request's closes when this function returns);
+    # the first page is read here, so that a failing query is answered as an error, not a cut-off body
+    session = runtime.sessions()
+    records = audit_service.export_audit(session, wanted)
+    try:
+        first = next(records, None)
+    except BaseException:
+        session.close()
+        raise
 
     def lines() -> Iterator[str]:
-        # a session of its own: the request's closes when this function returns, before the body is sent
-        with runtime.sessions() as session:
-            for record in audit_service.export_audit(session, wanted):
+        try:
+            if first is None:
+                return
+            yield json.dumps(first, separators=(",", ":")) + "\n"
+            for record in records:
                 yield json.dumps(record, separators=(",", ":")) + "\n"
+        finally:
+            session.close()
 
     return StreamingResponse(lines(), media_type=JSON_LINES)

@@ -3,6 +3,7 @@ transaction of its own) so that an export of any size streams in constant memory
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session
 from core.db.models import AuditEntry
 from core.db.repositories import audit as audit_repo
 from core.services.errors import InvalidInput
+
+KIND_PATTERN = r"[a-z][a-z_]{0,31}(\.[a-z_]{1,32})?"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,11 @@ class AuditFilter:
                 raise InvalidInput("give times with their UTC offset (2026-11-26T00:00:00Z)")
         if self.since and self.until and self.since >= self.until:
             raise InvalidInput("since must come before until")
+        for kind in self.kinds:
+            if not re.fullmatch(KIND_PATTERN, kind):
+                raise InvalidInput(
+                    f"a kind is an action or its prefix ({KIND_PATTERN}): erasure, api_key.created"
+                )
 
 
 def entry_record(entry: AuditEntry) -> dict[str, Any]:

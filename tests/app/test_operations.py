@@ -104,6 +104,8 @@ def test_audit_log_export_streams_json_lines_by_time_and_kind(
     )
     assert naive.status_code == 422 and "UTC offset" in naive.json()["error"]["message"]
     assert client.get("/v1/admin/audit-log", headers=keys.header("erase")).status_code == 403
+    odd = client.get("/v1/admin/audit-log", params={"kind": "erasure%\x00"}, headers=keys.header("admin"))
+    assert odd.status_code == 422 and "a kind is an action or its prefix" in odd.json()["error"]["message"]
 
     _cli_env(api_env, monkeypatch)
     out = api_env.home / "audit.jsonl"
