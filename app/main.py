@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -13,23 +11,24 @@ from starlette.concurrency import run_in_threadpool
 from app.adapters.endpoints import router as adapters_router
 from app.admission import AdmissionControl, BodyLimit, Upload
 from app.api_keys.endpoints import router as api_keys_router
+from app.audit.endpoints import router as audit_router
 from app.deps import AuthFailureLimiter
+from app.docs_ui import install_docs
 from app.erasures.endpoints import admin_router as erasures_admin_router
 from app.erasures.endpoints import router as erasures_router
 from app.errors import install_error_handler
 from app.imports.endpoints import router as imports_router
 from app.jobs.endpoints import router as jobs_router
 from app.keys.endpoints import router as keys_router
-from app.metrics import ApiMetrics
+from app.middleware import RequestContext
 from app.recommendations.endpoints import router as recommendations_router
 from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
 from app.system.endpoints import router as system_router
+from app.webhooks.endpoints import router as webhooks_router
 from core.services import api_keys as api_key_service
 from core.services.errors import Forbidden, Unauthorized
 from core.serving import ModelServer
-
-access = logging.getLogger("e2u.access")
 
 DESCRIPTION = """
 Unlearning-as-a-service for an LLM recommender (E2URec).
@@ -71,6 +70,8 @@ def create_app(
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # app.docs_ui serves /docs from the installation; ReDoc's page needs a CDN
+        redoc_url=None,
     )
     app.state.auth_failures = AuthFailureLimiter()
     install_error_handler(app)
@@ -82,28 +83,17 @@ def create_app(
     v1.include_router(adapters_router)
     v1.include_router(api_keys_router)
     v1.include_router(imports_router)
+    v1.include_router(audit_router)
+    v1.include_router(webhooks_router)
     app.include_router(v1)
     app.include_router(system_router)
     app.include_router(keys_router)
     _limit_what_enters(app, settings)
 
-    @app.middleware("http")
-    async def count(request, call_next):  # type: ignore[no-untyped-def]
-        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-        if runtime is None:
-            return await call_next(request)
-        return await runtime.metrics.middleware(request, call_next)
-
-    @app.middleware("http")
-    async def access_log(request, call_next):  # type: ignore[no-untyped-def]
-        # the route template, never the path or the query: paths carry user ids (uvicorn's own access
-        # log, which prints the path, is off: ``e2u serve``)
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = ApiMetrics.route_label(request)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        access.info("%s %s %s %.1fms", request.method, route, response.status_code, elapsed_ms)
-        return response
+    # outermost (added last): every answer, the refusals of the two above and unhandled errors included,
+    # is counted and logged under its request id
+    app.add_middleware(RequestContext)
+    install_docs(app)
 
     return app
 

@@ -2,15 +2,62 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Iterator
 
 from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from core.services.erasures import ErasureBacklog
+from core.services.monitoring import PHASE_BUCKETS, JobFigures
 from core.serving import ModelServer
+
+
+class JobFiguresCollector(Collector):
+    """The figures of every worker's jobs, read from the database at scrape time
+    (``core.services.monitoring``: why not per worker process): phase durations, verdict classes, jobs
+    and webhook deliveries per status.  Empty until the first scrape read them."""
+
+    def __init__(self) -> None:
+        self.figures: JobFigures | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self.figures
+        if figures is None:
+            return
+        phases = HistogramMetricFamily(
+            "e2u_job_phase_seconds",
+            "time one attempt of a job spent in a phase (all workers; from the database)",
+            labels=["phase"],
+        )
+        for phase, durations in sorted(figures.phases.items()):
+            bounds = [str(float(b)) for b in PHASE_BUCKETS] + ["+Inf"]
+            counts = [*durations.buckets, durations.count]
+            phases.add_metric([phase], list(zip(bounds, counts, strict=True)), durations.total_seconds)
+        yield phases
+        verdicts = CounterMetricFamily(
+            "e2u_gate_verdicts",
+            "unlearning jobs by the verifier's verdict class (forgotten, no_prior_signal, inconclusive, "
+            "failed; not_needed: nothing trained on)",
+            labels=["verdict_class"],
+        )
+        for verdict, count in sorted(figures.verdict_classes.items()):
+            verdicts.add_metric([verdict], count)
+        yield verdicts
+        yield _by_status("e2u_unlearning_jobs", "unlearning jobs by status", figures.jobs)
+        yield _by_status(
+            "e2u_webhook_deliveries", "webhook deliveries by status (failed: given up)", figures.webhooks
+        )
+
+
+def _by_status(name: str, documentation: str, counts: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["status"])
+    for status, count in sorted(counts.items()):
+        family.add_metric([status], count)
+    return family
 
 
 class ApiMetrics:
@@ -33,10 +80,12 @@ class ApiMetrics:
         )
         self.active_adapter = Gauge(
             "e2u_active_adapter_info",
-            "the adapter version serving new requests",
-            ["version"],
+            "the adapter version serving new requests in this process (pid)",
+            ["version", "pid"],
             registry=self.registry,
         )
+        self.jobs = JobFiguresCollector()
+        self.registry.register(self.jobs)
 
         self.erasures_open = Gauge(
             "e2u_erasure_requests_open",
@@ -86,7 +135,11 @@ class ApiMetrics:
         self.adapters_loaded.set(len(server.loaded_versions()))
         self.active_adapter.clear()
         if server.active_version is not None:
-            self.active_adapter.labels(server.active_version).set(1)
+            self.active_adapter.labels(server.active_version, str(os.getpid())).set(1)
+
+    def observe_jobs(self, figures: JobFigures) -> None:
+        """Keep the jobs' figures read from the database (called at scrape time)."""
+        self.jobs.figures = figures
 
     def render(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -103,12 +156,7 @@ class ApiMetrics:
         segments, tail = request.url.path.split("/"), template.split("/")
         return "/".join(segments[: len(segments) - len(tail) + 1]) + template
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = self.route_label(request)
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        self.latency.labels(request.method, route).observe(time.perf_counter() - started)
-        return response
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request (``app.middleware``: unhandled errors included, as 500)."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)

@@ -13,10 +13,11 @@ from core.settings import Settings
 
 RUN_JOB_TASK = "e2u.run_job"  # args: [job_id]; result: {job_id, status, reason}
 FORM_BATCHES_TASK = "e2u.form_batches"  # no args; returns the job ids it created
+DELIVER_WEBHOOKS_TASK = "e2u.deliver_webhooks"  # no args; the beat sends it when webhooks are configured
 # Two queues, served by separate workers in production: a GPU job runs for minutes to hours, and the
 # beat's batch forming (every E2U_BATCH_POLL_SECONDS) must not wait behind it
 UNLEARNING_QUEUE = "unlearning"  # GPU workers, one job at a time, prefetch 1
-DEFAULT_QUEUE = "celery"  # the light periodic tasks (the beat's batch forming)
+DEFAULT_QUEUE = "celery"  # the light periodic tasks (the beat's batch forming, webhook deliveries)
 # the light tasks' time limits: forming batches takes a few queries; one stuck past these is cut off, and
 # the beat sends the next a poll later (the light worker's stop_grace_period lies above them)
 LIGHT_TASK_SOFT_SECONDS = 60

@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 
 from core.data_keys import DataKeyError, Keyring
 from core.db.engine import PoolConfig
+from core.logs import LogFormat
+from core.services.webhooks import WebhookConfig, WebhookSecretError, signer
 from core.signing import KeyStore, SignatureError, SigningKey
 from core.suppression import SuppressionLedger
 
@@ -27,7 +29,17 @@ DEV_CERTIFICATE_SALT = "dev-only-certificate-salt-change-me"
 SECRETS_DIR = Path("/run/secrets")
 
 
-class Settings(BaseSettings):
+class LogSettings(BaseSettings):
+    """How every process writes its log (``core.logs``); on its own so that a command can set up logging
+    before the rest of the settings is read (and refused, in production, for a missing secret)."""
+
+    model_config = SettingsConfigDict(env_prefix="E2U_", env_file=".env", extra="ignore")
+
+    log_format: LogFormat = "text"  # "json": one JSON object per line, for a log collector
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(LogSettings):
     model_config = SettingsConfigDict(env_prefix="E2U_", env_file=".env", extra="ignore")
 
     @classmethod
@@ -169,6 +181,31 @@ class Settings(BaseSettings):
     verify_power: float = 0.8  # power at which minimum detectable effects are stated
     verify_effect_of_interest: float = 0.1  # memorisation (nats) the verifier promises to see
     utility_margin: float = 0.02  # AUC the child may lose against the parent (interval's lower bound)
+
+    # ------------------------------------------------------------------ webhooks (core/services/webhooks.py)
+    # one receiver for the deployment, told when an erasure request completes or ends not_unlearned, in the
+    # Standard Webhooks format signed with ``webhook_secret`` (``whsec_`` + base64 of >= 24 random bytes)
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = Field(default=8, ge=1)
+
+    @property
+    def webhooks(self) -> WebhookConfig | None:
+        """The webhook receiver, or None when none is configured."""
+        if self.webhook_url is None or self.webhook_secret is None:
+            return None
+        return WebhookConfig(self.webhook_url, self.webhook_secret, max_attempts=self.webhook_max_attempts)
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> Settings:
+        if (self.webhook_url is None) != (self.webhook_secret is None):
+            raise ValueError("E2U_WEBHOOK_URL and E2U_WEBHOOK_SECRET are set together or not at all")
+        if self.webhook_secret is not None:
+            try:
+                signer(self.webhook_secret)
+            except WebhookSecretError as error:
+                raise ValueError(f"E2U_WEBHOOK_SECRET: {error}") from None
+        return self
 
     @property
     def database_url_resolved(self) -> str:

@@ -17,10 +17,11 @@ from core.data_keys import Keyring
 from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.db.models import utcnow
 from core.events import EventPublisher
+from core.logs import job_context
 from core.ml.model import LoadedModel, ModelConfig, load_base
-from core.queue_contract import FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
+from core.queue_contract import DELIVER_WEBHOOKS_TASK, FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
 from core.redaction import error_class, redacted_traceback
-from core.services import batching, pipeline, suppression
+from core.services import batching, pipeline, suppression, webhooks
 from core.settings import Settings
 from worker.celery_app import celery_app
 
@@ -126,11 +127,35 @@ def form_batches() -> list[int]:
     return created
 
 
+@task(name=DELIVER_WEBHOOKS_TASK)
+def deliver_webhooks() -> dict[str, int]:
+    """Record an outbox row for each request that ended, then send those due (retries included)."""
+    current = settings()
+    config = current.webhooks
+    if config is None:
+        return {}
+    with session_factory(current.database_url_resolved)() as session:
+        recorded = webhooks.record_events(session, config)
+        session.commit()
+        report = webhooks.deliver_due(session, config, session.commit)
+    return {
+        "recorded": recorded,
+        "delivered": len(report.delivered),
+        "retrying": len(report.retrying),
+        "failed": len(report.failed),
+    }
+
+
 @task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int) -> dict[str, Any]:
     """Run or resume one unlearning job; a duplicate delivery finds the job leased or done and skips.
     The result (stored in the result backend) holds ids, a status and a reason: never user data (reasons
-    name error classes, not their texts: ``core.redaction``)."""
+    name error classes, not their texts: ``core.redaction``).  Every line logged meanwhile names the job."""
+    with job_context(job_id):
+        return _run_job(job_id)
+
+
+def _run_job(job_id: int) -> dict[str, Any]:
     current = settings()
     runtime = pipeline.PipelineRuntime(
         loaded=base_model(),

@@ -24,8 +24,10 @@ router = APIRouter(prefix="/admin/api-keys", tags=["admin"])
 def create_api_key(body: ApiKeyCreate, session: SessionDep, key: AdminKey) -> ApiKeyCreated:
     """The key is in this response only; the service stores its sha256.  The list shows the key's id next
     to its first characters."""
-    plaintext = service.create_api_key(session, body.name, body.scopes)
-    return ApiKeyCreated(name=body.name, scopes=sorted(set(body.scopes)), key=plaintext)
+    lifetime = None if body.expires_in is None else service.parse_duration(body.expires_in)
+    plaintext = service.create_api_key(session, body.name, body.scopes, expires_in=lifetime)
+    created = service.key_of(session, plaintext)
+    return ApiKeyCreated(name=body.name, scopes=created.scopes, expires_at=created.expires_at, key=plaintext)
 
 
 @router.get(

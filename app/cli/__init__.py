@@ -5,20 +5,22 @@ An edge: it reads settings and calls core."""
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from app.cli import model, service
 from app.cli.api_keys import apikey_app
+from app.cli.audit import audit_app
 from app.cli.certificates import certificate_app, keys_app
 from app.cli.data import data_app
 from benchmarks.cli import bench_app
+from core.logs import configure_logging
+from core.settings import LogSettings
 
 app = typer.Typer(help="Unlearning-as-a-service for LLM recommenders (E2URec).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(audit_app, name="audit")
 app.add_typer(certificate_app, name="certificate")
 app.add_typer(keys_app, name="keys")
 app.add_typer(model.model_app, name="model")
@@ -30,5 +32,6 @@ app.command()(service.serve)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = LogSettings()
+    configure_logging(settings.log_format, settings.log_level)
     app()

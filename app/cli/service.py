@@ -78,9 +78,15 @@ def serve(
 
     try:
         # uvicorn's access log prints paths, which carry user ids: the app logs route templates
-        # instead (logger ``e2u.access``)
+        # instead (logger ``e2u.access``); log_config=None: uvicorn's loggers write through the handler
+        # of ``core.logs`` (text or JSON, with the request id)
         uvicorn.run(
-            create_app(settings, on_ready=ready), host=host, port=port, log_level="info", access_log=False
+            create_app(settings, on_ready=ready),
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            log_config=None,
         )
     finally:
         if process is not None:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from app.deps import RuntimeDep
 from app.system.schemas import Health, Readiness
 from core.services import erasures as erasure_service
+from core.services import monitoring
 from core.services import registry as registry_service
 from core.services import suppression as suppression_service
 
@@ -84,7 +85,9 @@ def metrics(runtime: RuntimeDep) -> Response:
     try:
         with runtime.sessions() as session:
             backlog = erasure_service.erasure_backlog(session, runtime.settings.deadline_risk_fraction)
+            jobs = monitoring.job_figures(session)
         runtime.metrics.observe_erasures(backlog)
-    except Exception:  # the database away: the process's own figures still answer; the backlog's keep
-        log.exception("could not read the erasure backlog for /metrics")
+        runtime.metrics.observe_jobs(jobs)
+    except Exception:  # the database away: the process's own figures still answer; the database's keep
+        log.exception("could not read the erasure backlog and the jobs' figures for /metrics")
     return runtime.metrics.render()

@@ -278,6 +278,9 @@ class UnlearningJob(Base):
     parent_version_id: Mapped[str | None] = mapped_column(String(64))
     expected_alias_counter: Mapped[int | None] = mapped_column(Integer)
     child_version_id: Mapped[str | None] = mapped_column(String(64))
+    # the verifier's verdict class (core.ml.evidence: forgotten / no_prior_signal / inconclusive / failed),
+    # "not_needed" when nothing of the batch was trained on; counted in /metrics
+    verdict_class: Mapped[str | None] = mapped_column(String(32))
 
 
 class JobRequest(Base):
@@ -358,6 +361,7 @@ class AuditEntry(Base):
     """Append-only audit log.  Never holds raw user ids: subjects are request ids or salted hashes."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)  # the export reads by time range
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column()
     actor: Mapped[str] = mapped_column(String(200))
@@ -377,3 +381,47 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     last_used_at: Mapped[datetime | None] = mapped_column()
+    expires_at: Mapped[datetime | None] = mapped_column()  # None: never
+
+
+class JobPhaseTiming(Base):
+    """How long one attempt of a job spent in one phase (written as the job leaves the phase): the
+    histogram of phase durations in /metrics is read from here, so every worker's jobs count wherever
+    they ran."""
+
+    __tablename__ = "job_phase_timings"
+    __table_args__ = (Index("ix_job_phase_timings_phase", "phase"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("unlearning_jobs.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(16))  # JobPhase
+    seconds: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[datetime] = mapped_column()
+
+
+class WebhookStatus(StrEnum):
+    PENDING = "pending"  # to be sent (again) at ``next_attempt_at``
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # given up after the last attempt
+
+
+class WebhookDelivery(Base):
+    """One webhook message (an erasure request completed or not unlearned) and its delivery: the outbox
+    row the sender works from and the record of what happened.  The message id is the Standard Webhooks
+    ``webhook-id``, the same on every retry, so a receiver can drop duplicates."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("request_id", "event_type", name="uq_webhook_deliveries_event"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<uuid hex>
+    event_type: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(36))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16))  # WebhookStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column()
+    next_attempt_at: Mapped[datetime] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))  # an error class or "HTTP 503", no text

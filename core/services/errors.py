@@ -79,6 +79,12 @@ class Unauthorized(ServiceError):
     code = "unauthenticated"
 
 
+class ApiKeyExpired(Unauthorized):
+    """A key past its expiry (HTTP 401): an admin makes a new one."""
+
+    code = "api_key_expired"
+
+
 class Forbidden(ServiceError):
     code = "forbidden"
 

@@ -12,6 +12,7 @@ Each phase is one function of an ``_Attempt`` below; the model work of unlearn a
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -169,7 +170,11 @@ class _LeaseKeeper:
         self.engine, self.job_id, self.rt = engine, job_id, runtime
         self.lost = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-job{job_id}", daemon=True)
+        # in the job's log context (core.logs): its lines name the job too
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=f"lease-job{job_id}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -229,7 +234,17 @@ class _Attempt:
         self.actor = f"job:{job.id}"
         self.lease = erasure_repo.JobLease(job.id, runtime.worker_id)
         self._last_beat = 0.0
+        self._phase_started = time.monotonic()
         self._keeper: _LeaseKeeper | None = None
+
+    def _phase_ended(self) -> None:
+        """Record how long this attempt spent in the phase it leaves (``job_phase_timings``: /metrics);
+        no transaction of its own, it commits or rolls back with the phase change."""
+        now = time.monotonic()
+        if self.job.phase != JobPhase.QUEUED:
+            seconds = now - self._phase_started
+            job_repo.add_phase_timing(self.session, self.job.id, self.job.phase, seconds, self.rt.clock())
+        self._phase_started = now
 
     def _lost(self, what: str) -> LeaseLost:
         return LeaseLost(f"job {self.job.id}: {what}; lease lost to another worker")
@@ -263,12 +278,14 @@ class _Attempt:
             values["progress"] = progress
         if phase is not None and phase != self.job.phase:
             drill_pause(self.job.phase)
+            self._phase_ended()
         self.fence(**values)
         self.checkpoint()
         self._last_beat = time.monotonic()
 
     def finish(self, status: JobStatus, now: datetime, **values: Any) -> None:
         """End the job with ``status`` and give up its lease (no commit); LeaseLost if it is not ours."""
+        self._phase_ended()
         if not job_repo.finish(self.session, self.job.id, self.rt.worker_id, now, status, **values):
             raise self._lost(f"finishing as {status} was refused")
 
@@ -356,6 +373,7 @@ def _nothing_to_unlearn(run: _Attempt, parent: AdapterVersion) -> None:
         JobPhase.PURGE,
         child_version_id=parent.id,
         verdict=Verdict.NOT_NEEDED,
+        verdict_class=Verdict.NOT_NEEDED.value,
         metrics=never_trained_on(),
     )
 
@@ -459,12 +477,20 @@ def _register_child(
     if registry.get_version(run.session, parent.id).destroyed_at is not None:
         return _conflict(run, f"parent {parent.id} was destroyed by another job while this one computed")
     rejection = None if candidate.passed else "verification failed: " + "; ".join(candidate.reasons)
+    verdict_class = candidate.figures.get("verdict")
     if rejection is None:
-        run.beat(JobPhase.REGISTER, metrics=candidate.figures, verdict=Verdict.PASSED)
+        run.beat(
+            JobPhase.REGISTER, metrics=candidate.figures, verdict=Verdict.PASSED, verdict_class=verdict_class
+        )
         run.fence()  # held until the beat below commits the registration
     child_id = _register(run, candidate, parent, made_by, rejection)
     if rejection is not None:
-        run.beat(metrics=candidate.figures, verdict=Verdict.FAILED, child_version_id=child_id)
+        run.beat(
+            metrics=candidate.figures,
+            verdict=Verdict.FAILED,
+            verdict_class=verdict_class,
+            child_version_id=child_id,
+        )
         return _fail(run, rejection, count_retry=True)
     run.beat(JobPhase.PROMOTE, child_version_id=child_id)
     return None

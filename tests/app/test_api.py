@@ -3,6 +3,7 @@ erasure scope exclusion, admin refusals, probes.  Tiny untrained model: behaviou
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import func, select
@@ -39,7 +40,7 @@ def test_probes_and_openapi(api_env: Env) -> None:
         "/v1/recommendations", json={"user_id": "u1", "k": 2}, headers=api_env.keys.header("recommend")
     )
     metrics = client.get("/metrics").text
-    assert f'e2u_active_adapter_info{{version="{api_env.v1}"}} 1.0' in metrics
+    assert f'e2u_active_adapter_info{{pid="{os.getpid()}",version="{api_env.v1}"}} 1.0' in metrics
     assert 'e2u_http_requests_total{method="POST",route="/v1/recommendations",status="200"}' in metrics
     spec = client.get("/openapi.json").json()
     assert "/v1/erasure-requests" in spec["paths"]

@@ -25,6 +25,7 @@ EXPECTED: list[tuple[Exception, int, str]] = [
     (service_errors.VersionUnavailable("no"), 409, "version_unavailable"),
     (service_errors.ImportRefused("no"), 409, "import_refused"),
     (service_errors.Unauthorized("who?"), 401, "unauthenticated"),
+    (service_errors.ApiKeyExpired("expired at ..."), 401, "api_key_expired"),
     (service_errors.Forbidden("no"), 403, "forbidden"),
     (service_errors.LeaseLost("no"), 409, "lease_lost"),
     (PayloadTooLarge("big", file="r.csv"), 413, "payload_too_large"),

@@ -3,6 +3,7 @@ runs one unlearning job (tiny untrained model, stand-in method registered in the
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -32,7 +33,7 @@ WORKER_MAIN = (
 
 @pytest.fixture
 def worker_env(tmp_path: Path, db_url: str, redis_url: str) -> dict[str, str]:
-    return worker_environment(tmp_path, db_url, redis_url)
+    return worker_environment(tmp_path, db_url, redis_url) | {"E2U_LOG_FORMAT": "json"}
 
 
 @pytest.fixture
@@ -91,6 +92,13 @@ def test_worker_runs_one_job(
     active = registry.active_adapter(session)
     assert active is not None and active.version_id != v1_id
     assert not Path(registry.get_version(session, v1_id).artifact_path).exists()
+    # E2U_LOG_FORMAT=json: one JSON object per log line (Celery prints its start-up banner as text); the
+    # pipeline's and the task's lines name the job
+    text = (tmp_path / "worker.log").read_text().splitlines()
+    lines = [json.loads(line) for line in text if line.startswith("{")]
+    of_job = [r for r in lines if r["logger"] in ("core.services.pipeline", "worker.tasks")]
+    assert of_job and all(r["job_id"] == job_id for r in of_job)
+    assert any(r["message"] == f"job {job_id}: succeeded " for r in of_job)
 
 
 def test_a_crashing_job_leaves_its_error_text_out_of_the_queue_and_the_log(

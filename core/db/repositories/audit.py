@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, AuditEntry
@@ -39,6 +40,33 @@ def entries(session: Session, subject_id: str | None = None, limit: int = 100) -
     if subject_id is not None:
         query = query.where(AuditEntry.subject_id == subject_id)
     return list(session.scalars(query.limit(limit)))
+
+
+def entries_page(
+    session: Session,
+    since: datetime | None,
+    until: datetime | None,
+    kinds: Sequence[str],
+    after_id: int,
+    limit: int,
+) -> list[AuditEntry]:
+    """Up to ``limit`` entries with an id above ``after_id``, in [since, until), whose action is a kind or
+    starts with ``kind.``; in id order (the order they were written)."""
+    query = select(AuditEntry).where(AuditEntry.id > after_id)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    if until is not None:
+        query = query.where(AuditEntry.at < until)
+    if kinds:
+        query = query.where(
+            or_(
+                *[
+                    or_(AuditEntry.action == k, AuditEntry.action.startswith(f"{k}.", autoescape=True))
+                    for k in kinds
+                ]
+            )
+        )
+    return list(session.scalars(query.order_by(AuditEntry.id).limit(limit)))
 
 
 def add_key(session: Session, key: ApiKey) -> ApiKey:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.db.models import OPEN_JOB_STATUSES, JobRequest, JobStatus, UnlearningJob
+from core.db.models import OPEN_JOB_STATUSES, JobPhaseTiming, JobRequest, JobStatus, UnlearningJob
 from core.db.repositories import guarded_update
 
 
@@ -88,6 +88,41 @@ def heartbeat(
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now, **values)
     )
     return guarded_update(session, statement, UnlearningJob, job_id)
+
+
+def add_phase_timing(session: Session, job_id: int, phase: str, seconds: float, now: datetime) -> None:
+    session.add(JobPhaseTiming(job_id=job_id, phase=phase, seconds=seconds, finished_at=now))
+    session.flush()
+
+
+def phase_duration_histogram(
+    session: Session, bounds: Sequence[float]
+) -> dict[str, tuple[list[int], int, float]]:
+    """Per phase: how many timings are at most each bound (cumulative, as Prometheus buckets), their
+    count and their sum of seconds; counted by the database, one row per phase."""
+    buckets = [func.sum(case((JobPhaseTiming.seconds <= bound, 1), else_=0)) for bound in bounds]
+    query = select(
+        JobPhaseTiming.phase, func.count(), func.coalesce(func.sum(JobPhaseTiming.seconds), 0.0), *buckets
+    ).group_by(JobPhaseTiming.phase)
+    return {
+        phase: ([int(n or 0) for n in counts], int(count), float(total))
+        for phase, count, total, *counts in session.execute(query)
+    }
+
+
+def count_by_verdict_class(session: Session) -> dict[str, int]:
+    """Jobs per verdict class of their candidate (jobs with none yet left out)."""
+    query = (
+        select(UnlearningJob.verdict_class, func.count())
+        .where(UnlearningJob.verdict_class.is_not(None))
+        .group_by(UnlearningJob.verdict_class)
+    )
+    return {str(verdict): int(count) for verdict, count in session.execute(query)}
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    query = select(UnlearningJob.status, func.count()).group_by(UnlearningJob.status)
+    return {str(status): int(count) for status, count in session.execute(query)}
 
 
 def finish(
