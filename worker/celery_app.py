@@ -21,6 +21,9 @@ from core.settings import Settings
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
+    # the beat's schedule file: its folder must exist whatever the broker (only the embedded one made it)
+    beat_schedule = (settings.home / "celery" / "beat-schedule").resolve()
+    beat_schedule.parent.mkdir(parents=True, exist_ok=True)
     app = Celery("e2u", broker=settings.broker_url_resolved, backend=settings.result_backend_resolved)
     app.conf.update(
         task_acks_late=True,  # a job's message is acknowledged only when the task returns
@@ -36,7 +39,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         beat_schedule={
             "form-batches": {"task": FORM_BATCHES_TASK, "schedule": settings.batch_poll_seconds},
         },
-        beat_schedule_filename=str((settings.home / "celery" / "beat-schedule").resolve()),
+        beat_schedule_filename=str(beat_schedule),
         imports=("worker.tasks",),
     )
     return app

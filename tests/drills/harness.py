@@ -5,6 +5,7 @@ returns the lines a drill prints."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db.engine import make_engine
 from core.db.models import (
     ActivationEvent,
     AdapterVersion,
@@ -38,7 +40,6 @@ from core.services.certificates import verify_certificate
 from core.settings import Settings
 from tests.conftest import MODELS_DIR
 from tests.worker.conftest import worker_environment as worker_base_environment
-
 
 
 def worker_main(beat: bool = True) -> str:
@@ -164,7 +165,6 @@ def check_exactly_once(
     ]
 
 
-
 def store_matches_registry(session: Session, home: Path) -> list[str]:
     """The folders in the store are exactly the versions the registry lists as not destroyed."""
     live = {
@@ -192,12 +192,12 @@ def check_batches_once(session: Session, request_ids: list[str], home: Path) -> 
         )
     )
     promoted = [e.version_id for e in promotions]
-    promoters = [e.job_id for e in promotions]
+    promoters = [e.job_id or 0 for e in promotions]
     assert len(set(promoted)) == len(promoted), f"a version promoted twice: {promoted}"
     assert len(set(promoters)) == len(promoters), f"a job promoted twice: {promoters}"
     succeeded = {j.id: j for j in jobs if j.status == JobStatus.SUCCEEDED}
     assert sorted(promoters) == sorted(succeeded), (promoters, sorted(succeeded))
-    for before, after in zip(promotions, promotions[1:], strict=False):
+    for before, after in itertools.pairwise(promotions):
         assert (after.counter, after.previous_version_id) == (before.counter + 1, before.version_id), after
     for event in promotions:
         assert succeeded[event.job_id or 0].child_version_id == event.version_id, event
@@ -215,21 +215,26 @@ def check_batches_once(session: Session, request_ids: list[str], home: Path) -> 
     last = session.get(AdapterVersion, promoted[-1])
     assert last is not None and last.status == VersionStatus.ACTIVE
     assert adapter_sha256(Path(last.artifact_path)) == last.sha256
-    superseded = [v for v in session.scalars(select(AdapterVersion)) if v.id != last.id and v.destroyed_at is None]
+    superseded = [
+        v for v in session.scalars(select(AdapterVersion)) if v.id != last.id and v.destroyed_at is None
+    ]
     assert all(v.status == VersionStatus.REJECTED for v in superseded), [(v.id, v.status) for v in superseded]
     live = store_matches_registry(session, home)
     return [
-        f"{len(jobs)} jobs, each finished once ({dict(statuses)}); {len(request_ids)} requests completed once,"
-        " one verified certificate each naming a version its job promoted",
-        f"{len(promotions)} promotions, each by a different succeeded job of a different version, in sequence"
-        f" on the alias: {' -> '.join(promoted)}; every superseded version destroyed; store holds only {live}",
+        f"{len(jobs)} jobs, each finished once ({dict(statuses)}); {len(request_ids)} requests completed"
+        " once, one verified certificate each naming a version its job promoted",
+        f"{len(promotions)} promotions, each by a different succeeded job of a different version, in"
+        f" sequence on the alias: {' -> '.join(promoted)}; every superseded version destroyed; store holds"
+        f" only {live}",
     ]
 
 
 # ---------------------------------------------------------------------------------------------- waiting
 
 
-def wait_until(what: str, predicate: Callable[[], bool], seconds: float, log_file: Path | None = None) -> float:
+def wait_until(
+    what: str, predicate: Callable[[], bool], seconds: float, log_file: Path | None = None
+) -> float:
     """Poll ``predicate`` until it holds; returns the seconds it took (AssertionError naming ``what`` and
     the log's tail after ``seconds``)."""
     started = time.monotonic()
@@ -369,3 +374,14 @@ def allow_connections(database: str, allowed: bool) -> None:
     drill's processes alone."""
     with psycopg.connect(ADMIN_DSN, autocommit=True) as connection:
         connection.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+
+
+@contextmanager
+def session_on(url: str) -> Iterator[Session]:
+    """A session on its own engine, disposed afterwards (for checks after a drill dropped connections)."""
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
