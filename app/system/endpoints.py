@@ -53,6 +53,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         registry_version=registry_version,
         adapters_loaded=server.loaded_versions(),
         watcher_error=runtime.watcher.last_error,
+        redis=runtime.redis_connected,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

@@ -22,3 +22,8 @@ class Readiness(BaseModel):
         description="versions in memory (the active one, plus any finishing requests)"
     )
     watcher_error: str | None = Field(None, description="the last failure to follow the registry, if any")
+    redis: bool | None = Field(
+        None,
+        description="whether the subscription to promotion messages is up (null: no Redis configured); not"
+        " a condition of readiness: the registry poll follows promotions without it",
+    )

@@ -21,14 +21,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from core.db.migrate import upgrade
 from core.services.api_keys import create_api_key
 from tests.drills import harness
 from tests.drills.slow_method import SECONDS_ENV, SLOW_METHOD, STEP_LINE
@@ -38,17 +36,14 @@ POLL_SECONDS = 2.0
 
 
 @pytest.fixture
-def database() -> Iterator[tuple[str, str]]:
-    """A migrated PostgreSQL database of this test's own: (name, URL)."""
-    with harness.throwaway_database() as (name, url):
-        upgrade(url)
-        yield name, url
+def database(own_database: tuple[str, str]) -> tuple[str, str]:
+    return own_database
 
 
 @pytest.fixture
-def db_url(database: tuple[str, str]) -> str:
+def db_url(own_database: tuple[str, str]) -> str:
     """The tests/core fixtures (session, seeded data, v1) on the drill's own database."""
-    return database[1]
+    return own_database[1]
 
 
 def worker_env(home: Path, db_url: str, redis_url: str) -> dict[str, str]:
