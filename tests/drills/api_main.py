@@ -45,7 +45,9 @@ def main(port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if os.environ.get(BLOCK_ENV) == "1":
         block_every_swap()
-    uvicorn.run("app.main:create_app", factory=True, host="127.0.0.1", port=port, log_level="info")
+    uvicorn.run(
+        "app.main:create_app", factory=True, host="127.0.0.1", port=port, log_level="info", access_log=False
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""The stand-in method ``test-nudge`` made slow (``drill-slow-nudge``): each of its three steps logs, then
-sleeps a third of ``E2U_DRILL_UNLEARN_SECONDS`` (default 6 s), so that a drill can stop the worker, drop
-its database connections or restart Redis while a job is in its model work.  Worker processes import this
-module (``harness.worker_main``); the job's config names the method."""
+"""The stand-in method ``test-nudge`` made slow and data-dependent (``drill-slow-nudge``).  Each of its three
+steps logs, then sleeps a third of ``E2U_DRILL_UNLEARN_SECONDS`` (default 6 s), so that a drill can stop
+the worker, drop its database connections or restart Redis while a job is in its model work.  Its noise is
+seeded by the forget set as well, so that two batches make two different children, as a real method does
+(``test-nudge`` gives every batch of the same parent the same weights, hence the same version id).  Worker
+processes import this module (``harness.worker_main``); the job's config names the method."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
+import zlib
 from typing import Any
 
 from core.ml.unlearning.base import METHODS, register
@@ -30,7 +34,9 @@ class SlowNudge(Nudge):
             time.sleep(seconds / 3)
             if on_progress:
                 on_progress("slow", step, 3)
-        result: Any = super().run(inputs, config, child_name)
+        users = ",".join(sorted(set(inputs.forget["user_id"].astype(str))))
+        seeded = dataclasses.replace(config, seed=config.seed + zlib.crc32(users.encode()))
+        result: Any = super().run(inputs, seeded, child_name)
         return result
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AdapterVersion, ErasureRequest, ErasureStatus, JobStatus, UnlearningJob
@@ -77,12 +77,42 @@ class Observer:
         return next((n for n, (_, status, _) in enumerate(self.readiness) if status == 200), None)
 
 
-def _file(port: int, key: str, user: str) -> str:
+def _file(port: int, key: str, user: str, expected: int = 201) -> str:
+    """File an erasure request for ``user`` (Idempotency-Key ``drill-<user>``); returns its id."""
     response = httpx.post(
-        f"http://127.0.0.1:{port}/v1/erasure-requests", json={"user_id": user}, headers={"X-API-Key": key}
+        f"http://127.0.0.1:{port}/v1/erasure-requests",
+        json={"user_id": user},
+        headers={"X-API-Key": key, "Idempotency-Key": f"drill-{user}"},
+        timeout=30,
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == expected, response.text
     return str(response.json()["id"])
+
+
+def _file_unanswered(port: int, key: str, user: str, outcomes: dict[str, str]) -> threading.Thread:
+    """File in a thread of its own: during the hung swap the answer never comes (the request commits, then
+    its after-commit step waits for the model lock that the swap holds); the kill cuts the connection."""
+
+    def call() -> None:
+        try:
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/v1/erasure-requests",
+                json={"user_id": user},
+                headers={"X-API-Key": key, "Idempotency-Key": f"drill-{user}"},
+                timeout=None,
+            )
+            outcomes[user] = str(response.status_code)
+        except httpx.HTTPError as error:
+            outcomes[user] = type(error).__name__
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
+def _stored(session: Session) -> int:
+    session.expire_all()
+    return int(session.scalar(select(func.count()).select_from(ErasureRequest)) or 0)
 
 
 def _trigger(port: int, key: str) -> list[int]:
@@ -111,8 +141,12 @@ def test_sigkill_of_the_api_during_a_hot_swap(
         worker = harness.start_worker(harness.worker_environment(tmp_path, db_url, redis_url), worker_log)
         harness.wait_for_line(first_log, BLOCKED_LINE, first, 300)
         hung = harness.readiness(port)
-        during_swap = [_file(port, key, user) for user in ("u9", "u4")]  # accepted while the swap hangs
+        outcomes: dict[str, str] = {}
+        callers = [_file_unanswered(port, key, user, outcomes) for user in ("u9", "u4")]
+        harness.wait_until("both filings committed", lambda: _stored(session) == 3, 60, first_log)
         harness.kill_group(first)  # SIGKILL, mid-load
+        for caller in callers:
+            caller.join(30)
         killed_at = datetime.now(UTC)
         child_id = _child(session, job_id)
         second = harness.start_api(api_env, port, second_log)
@@ -120,9 +154,12 @@ def test_sigkill_of_the_api_during_a_hot_swap(
             came_up = harness.wait_until(
                 "ready again", lambda: observer.first_ready() is not None, 180, second_log
             )
+            # the callers cut off by the kill file again with the same Idempotency-Key: the requests that
+            # committed before the kill come back (200), none twice
+            during_swap = [_file(port, key, user, expected=200) for user in ("u9", "u4")]
             job = harness.wait_for_job(session, job_id, worker_log, 300)
             held = harness.check_exactly_once(session, job_id, [in_job], v1_id, tmp_path)
-            # the requests accepted during the swap: all there, and a second job (another hot swap) ends them
+            # the requests filed during the swap: a second job (another hot swap) completes them
             [second_job] = _trigger(port, key)
             later = harness.wait_for_job(session, second_job, worker_log, 300)
             harness.wait_until(
@@ -137,7 +174,7 @@ def test_sigkill_of_the_api_during_a_hot_swap(
     assert hung is not None and hung[0] == 503, hung  # serving v1 while the registry names the child
     assert (hung[1]["adapter_version"], hung[1]["registry_version"]) == (v1_id, child_id), hung
     assert job.status == later.status == JobStatus.SUCCEEDED, (job.failure_reason, later.failure_reason)
-    session.expire_all()
+    assert _stored(session) == 3  # the filings sent again after the kill made no second request
     for request_id in during_swap:
         request = session.get(ErasureRequest, request_id)
         assert request is not None and request.status == ErasureStatus.COMPLETED, request
@@ -157,7 +194,7 @@ def test_sigkill_of_the_api_during_a_hot_swap(
     refused = sum(1 for _, status, _ in before if status is None)
     print(
         f"\nDRILL kill-api: SIGKILL during the swap {v1_id} -> {child_id} (/readyz then: 503, serving"
-        f" {v1_id}, registry {child_id}); 2 erasure requests accepted while it hung; restarted: ready after"
+        f" {v1_id}, registry {child_id}); restarted: ready after"
         f" {came_up:.1f} s ({refused} probes refused, {len(before) - refused} answered 503 before),"
         f" serving {child_id}"
     )
@@ -166,7 +203,9 @@ def test_sigkill_of_the_api_during_a_hot_swap(
         f" destroyed version (destroyed: {sorted(destroyed)}); killed at {killed_at:%H:%M:%S}"
     )
     print(
-        f"  held: the 2 requests accepted during the swap completed by job {second_job} (a second hot swap)"
+        f"  held: 2 filings during the hung swap committed, their callers cut off by the kill ({outcomes});"
+        f" filed again after the restart with their Idempotency-Key: the same 2 requests (200), completed by"
+        f" job {second_job} (a second hot swap); {_stored(session)} requests in all"
     )
     for line in held:
         print(f"  held: {line}")

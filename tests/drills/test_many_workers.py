@@ -27,7 +27,7 @@ from core.queue_contract import RUN_JOB_TASK, UNLEARNING_QUEUE
 from core.services import batching, erasures
 from core.settings import Settings
 from tests.drills import harness
-from tests.drills.slow_method import SLOW_METHOD, STEP_LINE
+from tests.drills.slow_method import SECONDS_ENV, SLOW_METHOD, STEP_LINE
 
 USERS = ["u0", "u2", "u3", "u4", "u5", "u6"]  # never u1 or u8: held out of training
 
@@ -65,6 +65,8 @@ def test_batches_in_flight_on_several_workers_run_exactly_once(
     env = harness.worker_environment(tmp_path, db_url, redis_url) | {
         "E2U_BATCH_SIZE": "2",  # three batches of two
         "E2U_BATCH_MAX_WAIT_SECONDS": "0",  # re-queued requests form a new batch at the next beat
+        "E2U_UNLEARNING_METHOD": SLOW_METHOD,  # one child per batch (its forget set seeds it)
+        SECONDS_ENV: "1",
     }
     intake = erasures.IntakeConfig(salt="s")
     request_ids = [erasures.create_erasure_request(session, u, None, intake)[0].id for u in USERS]
