@@ -73,6 +73,11 @@ class Runtime:
         if self._redis is not None:
             self._redis.stop()
 
+    @property
+    def redis_connected(self) -> bool | None:
+        """Whether the promotion subscription is up now (None: no Redis configured)."""
+        return None if self._redis is None else self._redis.connected
+
 
 def resolver(sessions: sessionmaker[Session]) -> ActiveAdapter | None:
     with sessions() as session:
@@ -142,6 +147,7 @@ class RedisListener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="promotion-listener", daemon=True)
         self.received = 0
+        self.connected = False  # subscribed and reading now (readiness reports it)
 
     def start(self) -> None:
         self._thread.start()
@@ -159,7 +165,7 @@ class RedisListener:
                 client = redis.Redis.from_url(self.url, socket_timeout=10)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
-                delay = 1.0
+                self.connected, delay = True, 1.0
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message.get("type") == "message":
@@ -169,6 +175,7 @@ class RedisListener:
                 pubsub.close()
                 client.close()
             except Exception as error:  # Redis away: the poll still follows promotions
+                self.connected = False
                 log.warning("promotion listener: %s; retrying in %.0f s", error, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)

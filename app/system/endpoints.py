@@ -75,6 +75,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         adapters_loaded=server.loaded_versions(),
         watcher_error=runtime.watcher.last_error,
         process_id=runtime.process_id,
+        redis=runtime.redis_connected,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

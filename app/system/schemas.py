@@ -28,3 +28,8 @@ class Readiness(BaseModel):
     process_id: str = Field(
         "", description="the API process that answered (host:pid:random), as named in serving confirmations"
     )
+    redis: bool | None = Field(
+        None,
+        description="whether the subscription to promotion messages is up (null: no Redis configured); not"
+        " a condition of readiness: the registry poll follows promotions without it",
+    )

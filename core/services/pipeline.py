@@ -922,9 +922,11 @@ def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobO
     promotion conflict, the child rejected and the batch re-queued).  The reason names the error's class
     only: its text can carry SQL parameters or paths."""
     session, job, policy = run.session, run.job, run.rt.retry
-    log.warning("job %s: infrastructure error in phase %s\n%s", job.id, job.phase, redacted_traceback(error))
+    # read before the rollback expires the job row: reading it after would need the database that is away
+    job_id, phase = job.id, job.phase
+    log.warning("job %s: infrastructure error in phase %s\n%s", job_id, phase, redacted_traceback(error))
     session.rollback()
-    reason = f"infrastructure error in phase {job.phase}: {error_class(error)}"
+    reason = f"infrastructure error in phase {phase}: {error_class(error)}"
     try:
         session.refresh(job)
         promoted = PHASES.index(JobPhase(job.phase)) >= PHASES.index(JobPhase.PURGE)
@@ -935,12 +937,12 @@ def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobO
             return _fail(run, gave_up, count_retry=True)
         delay = policy.delay(job.attempts)
         if not job_repo.heartbeat(
-            session, job.id, run.rt.worker_id, run.rt.clock(), delay, failure_reason=reason
+            session, job_id, run.rt.worker_id, run.rt.clock(), delay, failure_reason=reason
         ):
-            raise LeaseLost(f"job {job.id}: recording the retry was refused; lease lost to another worker")
+            raise LeaseLost(f"job {job_id}: recording the retry was refused; lease lost to another worker")
         run.checkpoint()
     except INFRASTRUCTURE_ERRORS:  # still down: the lease runs out on its own and the beat re-sends
         session.rollback()
-        log.warning("job %s: could not record the retry; the lease will expire", job.id)
+        log.warning("job %s: could not record the retry; the lease will expire", job_id)
         delay = run.rt.lease_seconds
-    return JobOutcome(job.id, "retry", reason, retry_in_seconds=delay)
+    return JobOutcome(job_id, "retry", reason, retry_in_seconds=delay)

@@ -1,5 +1,11 @@
-"""Fault drills reuse the database, seeded-data and Redis fixtures of tests/core and tests/worker."""
+"""Fault drills reuse the database, seeded-data and Redis fixtures of tests/core and tests/worker;
+``own_database`` is a PostgreSQL database of the drill's own (a module overrides ``db_url`` with it)."""
 
+from collections.abc import Iterator
+
+import pytest
+
+from core.db.migrate import upgrade
 from tests.core.conftest import (  # noqa: F401
     adapters_dir,
     db_url,
@@ -11,4 +17,14 @@ from tests.core.conftest import (  # noqa: F401
     sqlite_template,
     v1_id,
 )
+from tests.drills import harness
 from tests.worker.conftest import redis_url  # noqa: F401
+
+
+@pytest.fixture
+def own_database() -> Iterator[tuple[str, str]]:
+    """A migrated PostgreSQL database of this test's own, dropped afterwards: (name, URL).  Terminating
+    its backends or closing it to connections reaches only the test's own processes."""
+    with harness.throwaway_database() as (name, url):
+        upgrade(url)
+        yield name, url

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from sqlalchemy.orm import Session
 from core.ml.model import adapter_sha256
 from core.services import registry
 from tests.conftest import MODELS_DIR
+from tests.drills import harness
 
 POLL_SECONDS = 2.0
 LOAD_ALLOWANCE_SECONDS = 3.0  # reading and attaching a tiny adapter on a busy two-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def served_version(port: int) -> str | None:
@@ -53,7 +47,7 @@ def test_every_api_process_reaches_a_promotion_whose_message_was_lost(
         "E2U_ADAPTER_POLL_SECONDS": str(POLL_SECONDS),  # no E2U_REDIS_URL: no pub/sub message ever comes
         "OMP_NUM_THREADS": "1",
     }
-    ports = [free_port(), free_port()]
+    ports = [harness.free_port(), harness.free_port()]
     processes = []
     for port in ports:
         command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port)]
