@@ -197,11 +197,12 @@ def import_adapter_cmd(
     Refused once any version exists.  Then `e2u serve` serves it."""
     settings = Settings()
     url = settings.database_url_resolved
-    upgrade(url)
+    keyring = settings.keyring()  # development: the KEK is made before migration 0004 may need it
+    upgrade(url, kek_file=settings.data_kek_path)
     try:
         data = load_prepared(data_dir or settings.data_dir)
         loaded = load_base(model_config(settings, None))
-        with session_factory(url)() as session:
+        with session_factory(url, keyring)() as session:
             result = import_adapter(
                 session, loaded, path, data, settings.adapters_dir, settings.base_model, base_sha256, split
             )
