@@ -26,9 +26,11 @@ from app.runtime import Runtime, build_runtime
 from app.settings import ApiSettings, get_settings
 from app.system.endpoints import router as system_router
 from app.webhooks.endpoints import router as webhooks_router
+from core.logs import configure_logging
 from core.services import api_keys as api_key_service
 from core.services.errors import Forbidden, Unauthorized
 from core.serving import ModelServer
+from core.settings import LogSettings
 
 DESCRIPTION = """
 Unlearning-as-a-service for an LLM recommender (E2URec).
@@ -123,3 +125,12 @@ def _limit_what_enters(app: FastAPI, settings: ApiSettings) -> None:
         wait_seconds=settings.admission_wait_seconds,
         max_waiting=settings.admission_queue,
     )
+
+
+def serve_app() -> FastAPI:
+    """The factory the production API runs (`uvicorn app.main:serve_app --factory`, docker-compose.yml):
+    each uvicorn process writes its log lines as ``E2U_LOG_FORMAT`` says (JSON: one object per line, with
+    the request id) before the app is built; ``create_app`` leaves logging to its caller (tests, `e2u`)."""
+    settings = LogSettings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app()

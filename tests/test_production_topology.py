@@ -12,6 +12,7 @@ verifies against the published keys.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -174,6 +175,7 @@ def _environment(venv: Path, home: Path, database_url: str, redis_url: str, port
         "E2U_BATCH_MAX_WAIT_SECONDS": "1",
         "E2U_BATCH_POLL_SECONDS": "1",
         "E2U_UTILITY_MARGIN": "1.0",  # the tiny model is untrained: gates that any sane child passes
+        "E2U_LOG_FORMAT": "json",  # as an operator would run it: one JSON object per line
         "UVICORN_HOST": "127.0.0.1",
         "UVICORN_PORT": str(port),
         "OMP_NUM_THREADS": "1",
@@ -292,9 +294,41 @@ def test_compose_services_walk_an_erasure_through_the_beat(topology: Topology) -
             f"{topology.base_url}/v1/erasure-requests/{request['id']}/certificate", headers=headers
         ).json()
         jwks = client.get(f"{topology.base_url}/.well-known/jwks.json").json()
+        scraped = client.get(f"{topology.base_url}/metrics").text
+    _metrics_an_operator_alerts_on(scraped, new, job["id"])
+    _json_log_lines_carry_request_and_job_ids(topology, job["id"])
     signed = verify_certificate(certificate, jwks)
     assert signed["subject"][0]["name"] == f"adapter:{new}"
     serving = signed["predicate"]["serving"]
     assert serving["version_id"] == new and serving["missing"] == []
     assert set(serving["confirmed"]) == api_processes
     assert signed["predicate"]["request_id"] == request["id"]
+
+
+def _metrics_an_operator_alerts_on(scraped: str, version: str, job_id: int) -> None:
+    """What /metrics showed after the walk: the backlog drained, the job's phases timed, its gate verdict
+    counted, the process serving the new version (the figures read from the database are the same on
+    every API process)."""
+    lines = scraped.splitlines()
+    assert "e2u_erasure_requests_open 0.0" in lines, scraped
+    assert any(line.startswith("e2u_job_phase_seconds_count{") for line in lines), scraped
+    assert any(line.startswith("e2u_gate_verdicts") and not line.startswith("#") for line in lines), scraped
+    assert any(f'version="{version}"' in line for line in lines if line.startswith("e2u_active_adapter_info"))
+    print(f"metrics seen after job {job_id}:")
+    for line in lines:
+        if line.startswith(("e2u_erasure_requests_open ", "e2u_gate_verdicts", "e2u_active_adapter_info")):
+            print("  " + line)
+
+
+def _json_log_lines_carry_request_and_job_ids(topology: Topology, job_id: int) -> None:
+    """Every line our code wrote is one JSON object; the API's access lines carry a request id, and the
+    GPU worker's lines about the job carry its job id."""
+    ours: dict[str, list[dict[str, Any]]] = {}
+    for name in ("api", "worker-cpu"):
+        for line in topology.log(name).read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                ours.setdefault(name, []).append(json.loads(line))
+    access = [r for r in ours.get("api", []) if r.get("logger") == "e2u.access"]
+    assert access and all(r.get("request_id") for r in access), topology.logs()
+    assert any(r.get("job_id") == job_id for r in ours.get("worker-cpu", [])), topology.logs()
+    print(f"log lines: {len(access)} access lines with request ids; e.g. {json.dumps(access[-1])}")
