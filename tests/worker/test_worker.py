@@ -137,6 +137,7 @@ def test_the_worker_engine_honours_the_pool_settings(
         db_pool_timeout_seconds=2.5,
     )
     monkeypatch.setattr(tasks, "settings", lambda: pooled)
+    monkeypatch.setattr(tasks, "keyring", pooled.keyring)  # not the process-wide cached one
     pool = tasks.engine().pool  # what the tasks' sessions and the WAL checkpoint use
     assert (pool.size(), pool._max_overflow, pool._timeout) == (3, 1, 2.5)  # type: ignore[attr-defined]
     with tasks.sessions()() as session:
@@ -154,6 +155,7 @@ def test_the_beat_deletes_data_due_at_its_deadline_with_no_worker_running(
     session.commit()
     current = Settings(environment="development", home=tmp_path, database_url=db_url, batch_size=8)
     monkeypatch.setattr(tasks, "settings", lambda: current)
+    monkeypatch.setattr(tasks, "keyring", current.keyring)  # the KEK the seeded rows were sealed under
     monkeypatch.setattr(tasks, "enqueue_jobs", lambda job_ids: None)  # no broker here: nothing is sent
     tasks.form_batches()
     session.expire_all()
