@@ -119,6 +119,8 @@ def test_secrets_come_from_files_and_the_environment_still_wins(
     monkeypatch.setenv("E2U_SECRETS_DIR", str(secrets))
     monkeypatch.setenv("E2U_SIGNING_KEY_FILE", str(_key_file(tmp_path)))
     monkeypatch.setenv("E2U_DATABASE_URL", "postgresql+psycopg://e2u:old@db:5432/e2u")
+    create_kek_file(tmp_path / "data-kek")
+    monkeypatch.setenv("E2U_DATA_KEK_FILE", str(tmp_path / "data-kek"))
     settings = Settings()
     assert settings.certificate_salt == "salt-from-a-file"
     assert settings.database_url_resolved == "postgresql+psycopg://e2u:p%40ss%3Aw%2Frd@db:5432/e2u"

@@ -20,6 +20,7 @@ from core.services import adapter_import, batching, erasures, pipeline, registry
 from core.services.certificates import verify_certificate
 from core.services.recommendations import prompt_catalog
 from core.serving import ModelServer
+from core.suppression import SuppressionLedger
 from tests.byo import train_plain_peft
 from tests.conftest import synthetic_dataset
 from tests.core.services.test_pipeline import INTAKE, JWKS, KEY, settings
@@ -79,6 +80,7 @@ def test_imported_adapter_custom_prompt_and_clicks_through_erasure_to_serving(
         adapters_dir,
         "w1",
         KEY,
+        SuppressionLedger(adapters_dir.parent / "suppression-ledger.jsonl", INTAKE.salt),
         lease_seconds=60,
         score_batch_size=8,
         serving_switch_timeout_seconds=60,
