@@ -235,6 +235,9 @@ class _Attempt:
         self.lease = erasure_repo.JobLease(job.id, runtime.worker_id)
         self._last_beat = 0.0
         self._phase_started = time.monotonic()
+        # the phase as last committed, kept off the ORM row: after a failed flush the row is expired and
+        # reading it needs the database that may be away (``_retry_later``)
+        self.committed_phase = str(job.phase)
         self._keeper: _LeaseKeeper | None = None
 
     def _phase_ended(self) -> None:
@@ -281,6 +284,8 @@ class _Attempt:
             self._phase_ended()
         self.fence(**values)
         self.checkpoint()
+        if phase is not None:
+            self.committed_phase = str(phase)
         self._last_beat = time.monotonic()
 
     def finish(self, status: JobStatus, now: datetime, **values: Any) -> None:
@@ -922,8 +927,9 @@ def _retry_later(run: _Attempt, error: BaseException, may_give_up: bool) -> JobO
     promotion conflict, the child rejected and the batch re-queued).  The reason names the error's class
     only: its text can carry SQL parameters or paths."""
     session, job, policy = run.session, run.job, run.rt.retry
-    # read before the rollback expires the job row: reading it after would need the database that is away
-    job_id, phase = job.id, job.phase
+    # not read off the job row: a failed flush or the rollback expires it, and reading it then would need
+    # the database that is away
+    job_id, phase = run.lease.job_id, run.committed_phase
     log.warning("job %s: infrastructure error in phase %s\n%s", job_id, phase, redacted_traceback(error))
     session.rollback()
     reason = f"infrastructure error in phase {phase}: {error_class(error)}"
