@@ -10,6 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.ml.model import TINY, ModelConfig, load_base
 from tests.conftest import MODELS_DIR
 
 TINY_BASE = MODELS_DIR / "tiny-llama"  # the folder the service's "tiny" base loads from
@@ -29,6 +30,8 @@ def train_plain_peft(
     seed: int = 0,
 ) -> Path:
     """Fine-tune a LoRA on ``base`` for ``steps`` language-modelling steps and save it into ``out``."""
+    if base == TINY_BASE and not base.exists():  # a fresh clone: the service's loader builds it once
+        load_base(ModelConfig(base=TINY, cache_dir=str(MODELS_DIR), device="cpu"))
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)

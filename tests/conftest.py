@@ -20,6 +20,9 @@ from tests.installed import install_wheel
 REPO = Path(__file__).resolve().parents[1]
 # Converted models are cached in the repo's var/ (ignored by git) so that only the first run pays ~35 s.
 MODELS_DIR = REPO / "var" / "models"
+# made at once: tests link their homes' models/ here, and on a fresh clone the first test to run (BYO's
+# adapter import) linked a folder that did not exist yet, so its CLI could not write the tiny model
+MODELS_DIR.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session")
