@@ -18,12 +18,13 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from core.secret_files import write_secret_file
 
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # 96-bit random nonce, stored in front of each ciphertext
@@ -78,24 +79,7 @@ def _read_kek(path: Path) -> bytes:
 
 
 def _write_kek(path: Path, kek: bytes, replace: bool) -> None:
-    """Write ``kek`` to ``path`` (mode 0600) atomically; unless ``replace``, only if ``path`` is absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.touch(0o600)
-    tmp.chmod(0o600)
-    with tmp.open("w") as handle:
-        handle.write(base64.b64encode(kek).decode() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        if replace:
-            tmp.replace(path)
-        else:
-            os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_secret_file(path, base64.b64encode(kek) + b"\n", replace)
 
 
 def create_kek_file(path: Path) -> str:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from core.secret_files import write_secret_file
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -109,7 +109,7 @@ class SigningKey:
         if not path.exists():
             key = cls.generate()
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_private(path, key, replace=False)
+            write_secret_file(path, key.to_pem(), replace=False)
         return cls.load(path)
 
     def to_pem(self) -> bytes:
@@ -133,23 +133,6 @@ class SigningKey:
         return self.public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-
-
-def _write_private(path: Path, key: SigningKey, replace: bool) -> None:
-    """Write ``key`` to ``path`` (mode 0600) atomically; unless ``replace``, only if ``path`` is absent."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.touch(0o600)
-    tmp.chmod(0o600)
-    tmp.write_bytes(key.to_pem())
-    try:
-        if replace:
-            tmp.replace(path)
-        else:
-            os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def statement(subjects: list[dict[str, Any]], predicate_type: str, predicate: dict[str, Any]) -> bytes:
@@ -274,5 +257,5 @@ class KeyStore:
         tmp.write_text(json.dumps(old.jwk, indent=2, sort_keys=True) + "\n")
         tmp.replace(retired)
         new = SigningKey.generate()
-        _write_private(self.active_path, new, replace=True)
+        write_secret_file(self.active_path, new.to_pem(), replace=True)
         return old.kid, new.kid
