@@ -20,10 +20,10 @@ from core.services import adapter_import, batching, erasures, pipeline, registry
 from core.services.certificates import verify_certificate
 from core.services.recommendations import prompt_catalog
 from core.serving import ModelServer
-from core.suppression import SuppressionLedger
 from tests.byo import train_plain_peft
 from tests.conftest import synthetic_dataset
-from tests.core.services.test_pipeline import INTAKE, JWKS, KEY, settings
+from tests.core.services.test_pipeline import INTAKE, JWKS, settings
+from tests.core.services.test_pipeline import runtime as pipeline_runtime
 from tests.core.services.test_serving_switch import serving_process
 
 TEMPLATE = """
@@ -75,16 +75,7 @@ def test_imported_adapter_custom_prompt_and_clicks_through_erasure_to_serving(
     job_settings = settings(EvidenceConfig(utility_margin=1.0), method="e2urec")
     [job_id] = batching.trigger_batch_now(session, job_settings)
     session.commit()
-    runtime = pipeline.PipelineRuntime(
-        loaded,
-        adapters_dir,
-        "w1",
-        KEY,
-        SuppressionLedger(adapters_dir.parent / "suppression-ledger.jsonl", INTAKE.salt),
-        lease_seconds=60,
-        score_batch_size=8,
-        serving_switch_timeout_seconds=60,
-    )
+    runtime = pipeline_runtime(loaded, adapters_dir, serving_switch_timeout_seconds=60)
     watcher.start()
     try:
         outcome = pipeline.run_job(session, job_id, runtime, session.commit)

@@ -8,6 +8,7 @@ import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -53,8 +54,14 @@ def settings(thresholds: EvidenceConfig = REAL, **overrides: object) -> JobSetti
 
 
 def runtime(
-    model: LoadedModel, adapters_dir: Path, worker: str = "w1", prepared_data_dir: Path | None = None
+    model: LoadedModel,
+    adapters_dir: Path,
+    worker: str = "w1",
+    prepared_data_dir: Path | None = None,
+    **overrides: Any,
 ) -> pipeline.PipelineRuntime:
+    """The tests' pipeline runtime: the test key, a ledger beside the adapter store, a 60 s lease;
+    ``overrides``: other ``PipelineRuntime`` fields (e.g. ``serving_switch_timeout_seconds``)."""
     return pipeline.PipelineRuntime(
         model,
         adapters_dir,
@@ -64,6 +71,7 @@ def runtime(
         lease_seconds=60,
         score_batch_size=8,
         prepared_data_dir=prepared_data_dir,
+        **overrides,
     )
 
 

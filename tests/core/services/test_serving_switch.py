@@ -16,8 +16,8 @@ from core.ml.prompts import Catalog
 from core.services import batching, erasures, pipeline, registry
 from core.services.certificates import verify_certificate
 from core.serving import ActiveAdapter, AdapterWatcher, ModelServer
-from core.suppression import SuppressionLedger
-from tests.core.services.test_pipeline import INTAKE, JWKS, KEY, settings
+from tests.core.services.test_pipeline import INTAKE, JWKS, settings
+from tests.core.services.test_pipeline import runtime as pipeline_runtime
 
 
 def _run(session: Session, user: str, model: LoadedModel, adapters_dir: Path, timeout: float) -> tuple:
@@ -25,16 +25,7 @@ def _run(session: Session, user: str, model: LoadedModel, adapters_dir: Path, ti
     session.commit()
     [job_id] = batching.trigger_batch_now(session, settings())
     session.commit()
-    runtime = pipeline.PipelineRuntime(
-        model,
-        adapters_dir,
-        "w1",
-        KEY,
-        SuppressionLedger(adapters_dir.parent / "suppression-ledger.jsonl", INTAKE.salt),
-        lease_seconds=60,
-        score_batch_size=8,
-        serving_switch_timeout_seconds=timeout,
-    )
+    runtime = pipeline_runtime(model, adapters_dir, serving_switch_timeout_seconds=timeout)
     outcome = pipeline.run_job(session, job_id, runtime, session.commit)
     assert outcome.status == "succeeded", outcome.reason
     predicate = verify_certificate(erasures.get_certificate(session, request.id), JWKS)["predicate"]
