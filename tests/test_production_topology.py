@@ -18,14 +18,12 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import yaml
 from sqlalchemy.orm import sessionmaker
@@ -39,7 +37,7 @@ from core.services.certificates import verify_certificate
 from core.settings import Settings
 from core.signing import SigningKey
 from tests.conftest import MODELS_DIR, synthetic_dataset
-from tests.core.conftest import PG_DSN
+from tests.core.conftest import throwaway_database
 from tests.installed import ROOT, clean_env, run
 from tests.worker.conftest import leased_redis_db
 
@@ -66,15 +64,9 @@ def _free_port() -> int:
 @pytest.fixture
 def database_url() -> Iterator[str]:
     """A throwaway PostgreSQL database (the compose file's own: one database, the default schema)."""
-    name = f"e2u_topology_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        # no password in the URL: it comes from the secret file (trust auth here takes any)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # no password in the URL: it comes from the secret file (trust auth here takes any)
+    with throwaway_database("e2u_topology") as (_, url):
+        yield url
 
 
 @dataclass

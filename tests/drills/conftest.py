@@ -15,9 +15,9 @@ from tests.core.conftest import (  # noqa: F401
     session,
     session_factory,
     sqlite_template,
+    throwaway_database,
     v1_id,
 )
-from tests.drills import harness
 from tests.worker.conftest import redis_url  # noqa: F401
 
 
@@ -25,6 +25,6 @@ from tests.worker.conftest import redis_url  # noqa: F401
 def own_database() -> Iterator[tuple[str, str]]:
     """A migrated PostgreSQL database of this test's own, dropped afterwards: (name, URL).  Terminating
     its backends or closing it to connections reaches only the test's own processes."""
-    with harness.throwaway_database() as (name, url):
+    with throwaway_database("e2u_drill") as (name, url):
         upgrade(url)
         yield name, url

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -347,20 +346,6 @@ def own_redis(workdir: Path) -> Iterator[RedisServer]:
 
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-
-
-@contextmanager
-def throwaway_database() -> Iterator[tuple[str, str]]:
-    """A PostgreSQL database of the drill's own, dropped afterwards: yields (its name, its SQLAlchemy URL).
-    Terminating its backends reaches only the drill's own connections."""
-    name = f"e2u_drill_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def terminate_backends(database: str) -> int:
