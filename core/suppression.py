@@ -100,6 +100,12 @@ class SuppressionLedger:
         lines = self._lines()
         return _position(lines if entries is None else lines[:entries])
 
+    def positions(self, entries: int) -> tuple[LedgerPosition, LedgerPosition]:
+        """The position after the first ``entries`` lines and the one at the end, from one read of the
+        file and without parsing it (what readiness asks at every probe)."""
+        lines = self._lines()
+        return _position(lines[:entries]), _position(lines)
+
 
 def _position(lines: list[bytes]) -> LedgerPosition:
     return LedgerPosition(len(lines), hashlib.sha256(b"".join(lines)).hexdigest())

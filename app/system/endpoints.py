@@ -45,11 +45,12 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     ledger = runtime.settings.suppression_ledger
     try:
         with runtime.sessions() as session:
-            caught_up = suppression_service.ledger_status(session, ledger).caught_up
-        if not caught_up:  # a restored database: replay before serving (tried again at each probe)
+            ledger_applied = suppression_service.ledger_status(session, ledger).caught_up
+        if not ledger_applied:  # a restored database: replay before serving (tried again at each probe)
             runtime.replay_ledger()
         with runtime.sessions() as session:
-            ledger_applied = suppression_service.ledger_status(session, ledger).caught_up
+            if not ledger_applied:
+                ledger_applied = suppression_service.ledger_status(session, ledger).caught_up
             active = registry_service.active_adapter(session)
             # a replay destroys an active version that carried replayed data: never ready on it
             servable = (

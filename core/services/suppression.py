@@ -43,8 +43,8 @@ class LedgerStatus:
 
 def ledger_status(session: Session, ledger: SuppressionLedger) -> LedgerStatus:
     applied = suppression_repo.applied(session)
-    _, end = ledger.read()
-    same_prefix = applied.entries <= end.entries and ledger.position(applied.entries) == applied
+    prefix, end = ledger.positions(applied.entries)
+    same_prefix = applied.entries <= end.entries and prefix == applied
     return LedgerStatus(end.entries, applied.entries, same_prefix and applied.entries == end.entries)
 
 
