@@ -22,8 +22,9 @@ from core.ml.evidence import EvidenceConfig
 from core.ml.model import LoadedModel
 from core.services import batching, erasures, pipeline
 from core.services.bootstrap import bootstrap
-from core.signing import SigningKey
+from core.settings import Settings
 from tests.conftest import MODELS_DIR
+from tests.core.services.test_pipeline import INTAKE, runtime
 from tests.movielens import write_ml_latest_small
 
 
@@ -54,13 +55,14 @@ def test_an_ml_latest_small_folder_prepares_trains_and_an_erasure_completes(
     url = f"sqlite:///{(home / 'e2u.sqlite').resolve()}"
     upgrade(url)
     engine = make_engine(url)
-    with session_factory(engine)() as session:
+    keyring = Settings().keyring()  # the CLI's own KEK (home/keys/data-kek, made in development)
+    with session_factory(engine, keyring)() as session:
         bootstrap(session, home / "data" / "default", home / "adapters" / "v1", "tiny")
         session.commit()
         train = data.split("train")
         user = str(train["user_id"].value_counts().index[0])  # a sparse MovieLens id, e.g. "417"
         stored = session.scalar(select(func.count()).where(Interaction.user_id == user))
-        request, _ = erasures.create_erasure_request(session, user, None, erasures.IntakeConfig(salt="s"))
+        request, _ = erasures.create_erasure_request(session, user, None, INTAKE)
         session.commit()
         # a nudge that the real verifier may refuse; then the exact retrain (the fallback) takes the request.
         # The utility margin is widened: 3 training steps on ~100 validation samples give an AUC-difference
@@ -69,18 +71,11 @@ def test_an_ml_latest_small_folder_prepares_trains_and_an_erasure_completes(
         settings = batching.JobSettings(method="test-nudge", max_retries=0, thresholds=lenient)
         [job_id] = batching.trigger_batch_now(session, settings)
         session.commit()
-        runtime = pipeline.PipelineRuntime(
-            tiny_model,
-            home / "adapters",
-            "w1",
-            SigningKey.generate(),
-            score_batch_size=8,
-            prepared_data_dir=home / "data" / "default",
-        )
-        outcome = pipeline.run_job(session, job_id, runtime, session.commit)
+        pipeline_runtime = runtime(tiny_model, home / "adapters", prepared_data_dir=home / "data" / "default")
+        outcome = pipeline.run_job(session, job_id, pipeline_runtime, session.commit)
         if outcome.follow_up_jobs:
             [job_id] = outcome.follow_up_jobs
-            outcome = pipeline.run_job(session, job_id, runtime, session.commit)
+            outcome = pipeline.run_job(session, job_id, pipeline_runtime, session.commit)
         assert outcome.status == "succeeded", outcome.reason
         done = erasures.get_erasure_request(session, request.id)
         assert done.status == "completed" and done.rows_deleted == stored and done.forget_samples
