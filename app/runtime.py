@@ -1,6 +1,6 @@
 """What one API process holds for its lifetime: settings, database sessions, the model server kept on
-the registry's active adapter (poll + Redis pub/sub) and confirming what it serves, and the task sender.
-Built by the app's lifespan."""
+the registry's active adapter (poll, promotion stamp, Redis pub/sub) and confirming what it serves, and the
+task sender.  Built by the app's lifespan."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from app.settings import ApiSettings
 from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.db.models import utcnow
 from core.db.repositories import serving as serving_repo
-from core.events import PROMOTION_CHANNEL
+from core.events import PROMOTION_CHANNEL, PromotionStamp
 from core.ml.model import ModelConfig, load_base
 from core.ml.prompts import Catalog
 from core.services import recommendations as recommendation_service
@@ -45,11 +45,21 @@ class Runtime:
     process_id: str = ""
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     _redis: RedisListener | None = None
+    stamp_listener: StampListener | None = None
 
     def start(self) -> None:
         self.replay_ledger()  # a restored backup applies the suppression ledger before serving anything
+        if self.settings.promotion_stamp_poll_seconds > 0:
+            # before the first check: a promotion announced between that check and the listener's
+            # first look must still wake the watcher
+            stamp = PromotionStamp(self.settings.promotion_stamp_path)
+            self.stamp_listener = StampListener(
+                stamp, self.watcher.wake, self.settings.promotion_stamp_poll_seconds
+            )
         self.watcher.tick()  # serve (and confirm) the active version from the first request on
         self.watcher.start()
+        if self.stamp_listener is not None:
+            self.stamp_listener.start()
         if self.settings.redis_url:
             self._redis = RedisListener(self.settings.redis_url, self.watcher.wake)
             self._redis.start()
@@ -70,6 +80,8 @@ class Runtime:
 
     def stop(self) -> None:
         self.watcher.stop()
+        if self.stamp_listener is not None:
+            self.stamp_listener.stop()
         if self._redis is not None:
             self._redis.stop()
 
@@ -135,6 +147,46 @@ def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None
         confirm=confirmer(sessions, process_id),
     )
     return Runtime(settings, engine, sessions, server, watcher, TaskSender(settings), process_id)
+
+
+class StampListener:
+    """Wakes the watcher when the promotion stamp's text changes (``core.events.PromotionStamp``): the
+    embedded worker's promotions reach this process within ``interval_seconds`` without Redis.  What the
+    stamp says when the listener is made is its baseline: only later promotions wake."""
+
+    def __init__(
+        self, stamp: PromotionStamp, on_message: Callable[[], None], interval_seconds: float
+    ) -> None:
+        self.stamp = stamp
+        self.on_message = on_message
+        self.interval_seconds = interval_seconds
+        self._last = self._read()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="promotion-stamp", daemon=True)
+        self.received = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _read(self) -> str | None:
+        try:
+            return self.stamp.read()
+        except OSError as error:  # unreadable now: the next look tries again, the poll covers meanwhile
+            log.warning("promotion stamp %s: %s", self.stamp.path, error)
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            text = self._read()
+            if text is not None and text != self._last:
+                self._last = text
+                self.received += 1
+                log.info("promotion stamp: %s", text)
+                self.on_message()
 
 
 class RedisListener:

@@ -15,6 +15,9 @@ class ApiSettings(Settings):
     host: str = "127.0.0.1"
     port: int = 8000
     adapter_poll_seconds: float = 5.0  # fallback poll of the registry's active version (Redis may be absent)
+    # how often the API reads the promotion stamp (core.events; a file of ~150 bytes): a promotion by the
+    # embedded worker reaches the API within this time; 0: do not watch it
+    promotion_stamp_poll_seconds: float = Field(default=0.05, ge=0.0)
     inference_batch_size: int = 16  # samples per forward pass when scoring pairs
     max_candidates: int = 1000  # the most candidates one recommendation request may rank
     max_import_bytes: int = 200 * 2**20  # the largest CSV file one import may upload

@@ -85,6 +85,10 @@ class Settings(LogSettings):
     def adapters_dir(self) -> Path:
         return self.home / "adapters"
 
+    @property
+    def promotion_stamp_path(self) -> Path:
+        return self.promotion_stamp_file or self.home / "run" / "adapter-promoted.json"
+
     # the Ed25519 private key that signs certificates (PKCS#8 PEM, e.g. `openssl genpkey -algorithm
     # ed25519`); required in production; development: ``home/keys/signing-key.pem``, created on first use
     signing_key_file: Path | None = None
@@ -131,6 +135,9 @@ class Settings(LogSettings):
     broker_url: str = ""  # production: redis://host:6379/0
     result_backend: str = ""  # production: redis://host:6379/1
     redis_url: str | None = None  # pub/sub for promotion events; None: the API polls the active alias
+    # the promotion stamp (core.events): a file every process sharing ``home`` sees, the channel of the
+    # embedded mode (no Redis); default home/run/adapter-promoted.json
+    promotion_stamp_file: Path | None = None
     visibility_timeout_seconds: int = 6 * 3600  # above the longest job (Redis broker redelivery)
     # connections per process: ``db_pool_size`` kept open, up to ``db_max_overflow`` more under load; a
     # checkout waits at most ``db_pool_timeout_seconds`` (the API then answers 503 + Retry-After).  The API

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.data_keys import Keyring
 from core.db.engine import checkpoint_wal, engine_for, session_factory
 from core.db.models import utcnow
-from core.events import EventPublisher
+from core.events import promotion_publisher
 from core.logs import job_context
 from core.ml.model import LoadedModel, ModelConfig, load_base
 from core.queue_contract import DELIVER_WEBHOOKS_TASK, FORM_BATCHES_TASK, RUN_JOB_TASK, UNLEARNING_QUEUE
@@ -164,7 +164,7 @@ def _run_job(job_id: int) -> dict[str, Any]:
         signing_key=current.signing_keys.active(),
         ledger=current.suppression_ledger,
         lease_seconds=current.lease_seconds,
-        publisher=EventPublisher(current.redis_url),
+        publisher=promotion_publisher(current),
         prepared_data_dir=current.data_dir.resolve(),
         retry=retry_policy(current),
     )

@@ -21,7 +21,7 @@ from app.deps import AdminKey, RuntimeDep, SessionDep, actor, after_commit
 from app.errors import error_responses
 from app.runtime import Runtime, model_config
 from core.db.models import AdapterVersion, VersionStatus
-from core.events import EventPublisher, promotion_event
+from core.events import promotion_event, promotion_publisher
 from core.ml.data import DataError, load_prepared
 from core.ml.model import load_base
 from core.services import registry as service
@@ -79,7 +79,7 @@ def _move_alias(
     event = promotion_event(active.version_id, active.counter, current.version_id, kind)
 
     def announce() -> None:
-        EventPublisher(runtime.settings.redis_url).publish(event)  # other API processes
+        promotion_publisher(runtime.settings).publish(event)  # other API processes
         runtime.watcher.wake()  # this one
 
     after_commit(session, announce)

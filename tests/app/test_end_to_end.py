@@ -98,12 +98,14 @@ def _environment(backend: str, home: Path, url: str) -> dict[str, str]:
         "E2U_MIA_MARGIN": "0.5",
         "E2U_GOLD_MARGIN": "1.0",
         "E2U_UNLEARNING_METHOD": "e2urec",
-        # the embedded default poll (5 s): the job must wait for the API's switch, not the test
+        # a registry poll far longer than the test: only the promotion's announcement can move the API
+        # in time (embedded: the stamp file under home; PostgreSQL + Redis: the pub/sub message), and the
+        # job must wait for the API's switch before it reports the requests completed
+        "E2U_ADAPTER_POLL_SECONDS": "600",
     }
     if backend == "postgres":
         redis = f"redis://127.0.0.1:6379/{REDIS_DB}"
         env |= {"E2U_BROKER_URL": redis, "E2U_RESULT_BACKEND": redis, "E2U_REDIS_URL": redis}
-        env["E2U_ADAPTER_POLL_SECONDS"] = "600"  # only the pub/sub message can move the API in time
     return env
 
 
