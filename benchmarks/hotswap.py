@@ -13,7 +13,8 @@ Recorded per promotion: the time from the promotion's commit to the API's confir
 in the database (what the pipeline waits for before it destroys the old weights and completes requests),
 the time to the first answer naming it, failed requests, and the p99 latency of requests that started in
 the swap window (promotion to confirmation + ``SETTLE_SECONDS``) against the p99 of those that started in
-the ``BEFORE_SECONDS`` before the promotion.
+a window as long just before the promotion (pooled over the rounds).  A random pause (up to the poll
+interval) before each promotion keeps the poll's phase from lining up with the rounds.
 
 Memory (``/proc/self/status`` VmRSS, Linux) is measured in a fresh process: base model only, with the
 active adapter, during a swap (a request still holds the old version, so both are loaded), after the old
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import random
 import statistics
 import tempfile
 import threading
@@ -66,7 +68,7 @@ from core.services.bootstrap import import_prepared, register_first_version
 from core.serving import ModelServer
 
 CHANNELS = ("stamp", "redis", "poll")
-BEFORE_SECONDS = 3.0  # the steady window before each promotion
+STEADY_SECONDS = 2.0  # at least this long between a swap's window and the next promotion
 SETTLE_SECONDS = 0.5  # the swap window runs this long past the confirmation
 CONFIRM_POLL_SECONDS = 0.01  # how often the benchmark looks for the confirmation (the pipeline: 0.2 s)
 HISTORY_LEN = 3
@@ -220,10 +222,18 @@ class Swap:
     confirmed_seconds: float | None  # promotion commit -> the API's confirmation committed (None: not seen)
     first_answer_seconds: float | None  # promotion commit -> the first answer naming the new version
     failed: int  # answers other than 200 that started in the window
-    p99_before_ms: float | None
-    p99_during_ms: float | None
-    requests_before: int
-    requests_during: int
+    # latencies of the answers that started in the swap window (promotion to confirmation + settle) and
+    # of the successful ones in a window as long just before the promotion
+    before_ms: list[float]
+    during_ms: list[float]
+
+    @property
+    def p99_before_ms(self) -> float | None:
+        return p99(self.before_ms)
+
+    @property
+    def p99_during_ms(self) -> float | None:
+        return p99(self.during_ms)
 
 
 def promote(stack: Stack, version: str) -> tuple[dict[str, Any], float]:
@@ -261,11 +271,16 @@ def one_swap(
 def measure_swap(
     load: Load, channel: str, round_: int, version: str, committed: float, seconds: float | None
 ) -> Swap:
-    end = committed + (seconds if seconds is not None else 0.0) + SETTLE_SECONDS
-    before = [a for a in load.between(committed - BEFORE_SECONDS, committed) if a.status == "200"]
-    during = load.between(committed, end)
-    first = [a.started + a.seconds for a in load.between(committed, end + 60) if a.version == version]
-    p99_before, p99_during = p99([a.seconds for a in before]), p99([a.seconds for a in during])
+    """The swap that committed at ``committed`` and was confirmed ``seconds`` later (None: never): its
+    window runs to the confirmation + ``SETTLE_SECONDS``; the steady window before it is as long."""
+    window = (seconds if seconds is not None else 0.0) + SETTLE_SECONDS
+    before = [a for a in load.between(committed - window, committed) if a.status == "200"]
+    during = load.between(committed, committed + window)
+    first = [
+        a.started + a.seconds
+        for a in load.between(committed, committed + window + 60)
+        if a.version == version
+    ]
     return Swap(
         channel,
         round_,
@@ -273,10 +288,8 @@ def measure_swap(
         seconds,
         (min(first) - committed) if first else None,
         sum(1 for a in during if a.status != "200"),
-        None if p99_before is None else 1000 * p99_before,
-        None if p99_during is None else 1000 * p99_during,
-        len(before),
-        len(during),
+        [1000 * a.seconds for a in before],
+        [1000 * a.seconds for a in during],
     )
 
 
@@ -372,19 +385,25 @@ class HotswapResult:
         out = {}
         for channel in self.channels:
             swaps = [s for s in self.swaps if s.channel == channel]
-            before = [s.p99_before_ms for s in swaps]
-            during = [s.p99_during_ms for s in swaps]
-            ratios = [
+            ratios: list[float | None] = [
                 d / b
-                for b, d in zip(before, during, strict=True)
+                for b, d in ((s.p99_before_ms, s.p99_during_ms) for s in swaps)
                 if b is not None and d is not None and b > 0
             ]
+            # pooled over the rounds: one swap's window holds too few answers for a p99 of its own
+            pooled_before = p99([ms for s in swaps for ms in s.before_ms])
+            pooled_during = p99([ms for s in swaps for ms in s.during_ms])
             out[channel] = {
                 "confirmed_seconds": _spread([s.confirmed_seconds for s in swaps]),
                 "first_answer_seconds": _spread([s.first_answer_seconds for s in swaps]),
-                "p99_before_ms": _spread(list(before)),
-                "p99_during_ms": _spread(list(during)),
-                "p99_during_over_before": _spread(list(ratios)),
+                "answers_before": sum(len(s.before_ms) for s in swaps),
+                "answers_during": sum(len(s.during_ms) for s in swaps),
+                "p99_before_ms": pooled_before,
+                "p99_during_ms": pooled_during,
+                "p99_during_over_before": (
+                    pooled_during / pooled_before if pooled_before and pooled_during else None
+                ),
+                "per_swap_p99_ratio": _spread(ratios),
                 "failed_in_windows": sum(s.failed for s in swaps),
             }
         return out
@@ -399,25 +418,30 @@ class HotswapResult:
         columns = [
             report.Column("channel", 8, "<"),
             report.Column("n", 3),
-            report.Column("confirm s (median, min-max)", 30),
-            report.Column("first answer s", 16),
-            report.Column("p99 during/before (median, min-max)", 37),
-            report.Column("failed", 7),
+            report.Column("confirmed s: median (min-max)", 30),
+            report.Column("1st answer s", 12),
+            report.Column("p99 ms before", 13),
+            report.Column("during", 7),
+            report.Column("ratio", 6),
+            report.Column("per swap (min-max)", 19),
+            report.Column("answers", 8),
+            report.Column("failed", 6),
         ]
         rows = []
         for channel, figures in self.per_channel().items():
-            c, f, r = (
-                figures["confirmed_seconds"],
-                figures["first_answer_seconds"],
-                figures["p99_during_over_before"],
-            )
+            confirmed = figures["confirmed_seconds"]
+            missing = f" ({confirmed['missing']} missing)" if confirmed.get("missing") else ""
             rows.append(
                 [
                     channel,
-                    str(c["n"]),
-                    _cell(c, ".3f") + (f" ({c['missing']} missing)" if c.get("missing") else ""),
-                    report.fmt(f.get("median"), ".3f"),
-                    _cell(r, ".2f"),
+                    str(confirmed["n"]),
+                    _cell(confirmed, ".3f") + missing,
+                    report.fmt(figures["first_answer_seconds"].get("median"), ".3f"),
+                    report.fmt(figures["p99_before_ms"], ".0f"),
+                    report.fmt(figures["p99_during_ms"], ".0f"),
+                    report.fmt(figures["p99_during_over_before"], ".2f"),
+                    _cell(figures["per_swap_p99_ratio"], ".2f"),
+                    f"{figures['answers_before']}/{figures['answers_during']}",
                     str(figures["failed_in_windows"]),
                 ]
             )
@@ -443,18 +467,25 @@ def running_api(settings: ApiSettings, model: ModelConfig) -> Iterator[tuple[str
         yield base_url, app.state.runtime
 
 
-def run(
-    model: ModelConfig,
-    rounds: int,
-    clients: int,
-    poll: float,
-    stamp_poll: float,
-    redis_url: str,
-    memory_cycles: int,
-    swaps: bool,
-    command: str,
-    echo: Any = print,
-) -> HotswapResult:
+@dataclass(frozen=True)
+class HotswapConfig:
+    """What one run measures (the command's options)."""
+
+    rounds: int = 5  # promotions per channel, interleaved
+    clients: int = 4  # load threads
+    # the API's registry poll, and its look at the promotion stamp
+    poll_seconds: float = 5.0
+    stamp_poll_seconds: float = 0.05
+    redis_url: str = "redis://127.0.0.1:6379/13"  # pub/sub (the channel is left out if it does not answer)
+    # swaps in the memory measurement (0: none); whether to run the promotions under load at all
+    memory_cycles: int = 3
+    swaps: bool = True
+
+
+def run(model: ModelConfig, config: HotswapConfig, command: str, echo: Any = print) -> HotswapResult:
+    """The whole benchmark on ``model`` in a temporary home; ``command`` is recorded with the figures."""
+    rounds, clients, memory_cycles, swaps = config.rounds, config.clients, config.memory_cycles, config.swaps
+    poll, stamp_poll, redis_url = config.poll_seconds, config.stamp_poll_seconds, config.redis_url
     redis_up = redis_answers(redis_url)
     channels = [c for c in CHANNELS if c != "redis" or redis_up]
     result = HotswapResult(
@@ -492,24 +523,22 @@ def run(
             with running_api(settings, model) as (base_url, runtime):
                 load = Load(base_url, stack.key, stack.users, clients)
                 load.start()
-                time.sleep(BEFORE_SECONDS + 1.0)  # warm: the first requests encode prompts
+                time.sleep(STEADY_SECONDS + 1.0)  # warm: the first requests encode prompts
+                rng = random.Random(0)
                 versions = iter(stack.versions[1:])
+                done: list[tuple[str, int, str, float, float | None]] = []
                 for round_ in range(rounds):
                     for channel in channels:  # interleaved, so that a slow spell hits every channel
                         version = next(versions)
+                        time.sleep(STEADY_SECONDS + rng.uniform(0.0, poll))
                         seconds, committed = one_swap(
                             stack, load, runtime.process_id, publishers[channel], version, poll + 10.0
                         )
-                        time.sleep(SETTLE_SECONDS + 0.2)
-                        swap = measure_swap(load, channel, round_, version, committed, seconds)
-                        result.swaps.append(swap)
-                        echo(
-                            f"  round {round_ + 1} {channel:5}: confirmed in {report.fmt(seconds, '.3f')} s; "
-                            f"p99 {report.fmt(swap.p99_before_ms, '.0f')} -> "
-                            f"{report.fmt(swap.p99_during_ms, '.0f')} ms; failed {swap.failed}"
-                        )
-                        time.sleep(BEFORE_SECONDS)  # the next promotion's steady window
-                load.stop()
+                        done.append((channel, round_, version, committed, seconds))
+                        echo(f"  round {round_ + 1} {channel:5}: confirmed in {report.fmt(seconds, '.3f')} s")
+                time.sleep(SETTLE_SECONDS + STEADY_SECONDS)
+                load.stop()  # every answer of the last window is in: the slow ones count too
+                result.swaps = [measure_swap(load, *swap) for swap in done]
                 result.requests = len(load.answers)
                 result.statuses = dict(Counter(a.status for a in load.answers))
         finally:
@@ -542,18 +571,8 @@ def command(
         f"--poll-seconds {poll_seconds} --stamp-poll-seconds {stamp_poll_seconds} "
         f"--memory-cycles {memory_cycles}" + ("" if swaps else " --no-swaps")
     )
-    result = run(
-        model,
-        rounds,
-        clients,
-        poll_seconds,
-        stamp_poll_seconds,
-        redis_url,
-        memory_cycles,
-        swaps,
-        line,
-        typer.echo,
-    )
+    config = HotswapConfig(rounds, clients, poll_seconds, stamp_poll_seconds, redis_url, memory_cycles, swaps)
+    result = run(model, config, line, typer.echo)
     suffix = "" if base == "tiny" else f"_{Path(base).name}"
     json_path = out or report.RESULTS / f"hotswap{suffix}{'' if swaps else '_memory'}.json"
     report.save_json(result.to_dict(), json_path)

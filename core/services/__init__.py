@@ -45,7 +45,7 @@ registry
     activation_events(s) -> [ActivationEvent]
     promote_version(s, version_id, expected_version_id, expected_counter, actor, kind="promote"|"rollback")
         -> ActiveAdapter   PredatesErasure / VersionUnavailable / StalePromotion; then publish
-        core.events.promotion_event(...) with core.events.EventPublisher(redis_url) after commit
+        core.events.promotion_event(...) with core.events.promotion_publisher(settings) after commit
 certificates
     certificate_document(request, scope_items, job, parent, child, issued_at) -> predicate (unsigned)
     sign_certificate(document, parent, child, SigningKey) -> DSSE envelope (in-toto Statement, PREDICATE_TYPE)
