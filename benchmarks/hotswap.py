@@ -305,7 +305,13 @@ def rss_mib() -> float | None:
     return None
 
 
-def _settled_rss() -> float | None:
+def _settled_rss(server: ModelServer | None = None) -> float | None:
+    """RSS after a garbage collection and, given a server, one short forward pass: weights mapped from
+    their files count only once a pass has read them, as they do in a serving process."""
+    if server is not None:
+        tokenizer = server.loaded.tokenizer
+        with torch.no_grad():
+            server.loaded.model(**tokenizer("Will the user like it? Yes", return_tensors="pt"))
     gc.collect()
     return rss_mib()
 
@@ -316,9 +322,9 @@ def measure_memory(model: ModelConfig, folders: list[Path], cycles: int) -> dict
     torch.set_num_threads(1)
     start = _settled_rss()
     server = ModelServer(load_base(model), Catalog(titles={}, profiles={}))
-    base_only = _settled_rss()
+    base_only = _settled_rss(server)
     server.activate("v1", folders[0])
-    one_adapter = _settled_rss()
+    one_adapter = _settled_rss(server)
     adapter_mib = sum(
         p.numel() * p.element_size() for n, p in server.loaded.model.named_parameters() if "lora_" in n
     ) / (1024 * 1024)
@@ -327,10 +333,10 @@ def measure_memory(model: ModelConfig, folders: list[Path], cycles: int) -> dict
         old = server.active_version
         with server.lease():  # an in-flight request on the old version
             server.activate(f"v{n + 1}", folders[n])
-            two.append(_settled_rss())
+            two.append(_settled_rss(server))
             assert len(server.loaded_versions()) == 2
         assert server.loaded_versions() == [f"v{n + 1}"] and old in server.freed
-        freed.append(_settled_rss())
+        freed.append(_settled_rss(server))
     return {
         "process_start_mib": start,
         "base_only_mib": base_only,
