@@ -248,11 +248,10 @@ def build_tiny_t5(target: Path, tokenizer_source: Path) -> Path:
         num_decoder_layers=2,
         num_heads=4,
         dropout_rate=0.0,
-        tie_word_embeddings=True,  # T5's own choice: the decoder output is scaled before the tied head
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,  # T5 starts decoding from the pad token
-    )
+    )  # T5's default head: tied to the embeddings, the decoder output scaled by d_model**-0.5 before it
+    config.decoder_start_token_id = tokenizer.pad_token_id  # T5 starts decoding from the pad token
     torch.manual_seed(0)
     model = AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
     tmp = target.with_name(target.name + ".tmp")
@@ -278,7 +277,7 @@ def resolve_base(config: ModelConfig) -> Path | str:
 
 def is_seq2seq(model: Any) -> bool:
     """Whether ``model`` (a base, or one wrapped by peft) is an encoder-decoder."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base: Any = model.get_base_model() if isinstance(model, PeftModel) else model
     return bool(base.config.is_encoder_decoder)
 
 
@@ -492,9 +491,10 @@ def check_imported_adapter(
     loaded: LoadedModel, folder: Path, expected_base_sha256: str | None = None
 ) -> ImportedAdapterInfo:
     """Check that a LoRA folder saved by plain PEFT (``save_pretrained``) fits this deployment, before it
-    is loaded: a LoRA adapter for a causal LM (or an encoder-decoder, as the base is), trained on the base this service runs (same name; same
-    weights when ``expected_base_sha256`` is given), with a rank >= 1 and target modules that exist in the
-    base, and label words that are one token each.  ModelError naming the first thing that does not fit."""
+    is loaded: a LoRA adapter for a causal LM or an encoder-decoder (its task_type, when given, that of
+    the base), trained on the base this service runs (same name; same weights when ``expected_base_sha256``
+    is given), with a rank >= 1 and target modules that exist in the base, and label words that are one
+    token each.  ModelError naming the first thing that does not fit."""
     config = _read_adapter_config(folder)
     if config.get("peft_type") != "LORA":
         raise ModelError(
