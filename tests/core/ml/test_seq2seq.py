@@ -2,8 +2,7 @@
 model's, padding, training, and every registered unlearning method, on a tiny random T5 built from a
 config.  It is untrained: these tests assert behaviour, never quality.
 
-The tiny T5 is built in a cache folder of this module's own (the shared var/models holds the SmolLM2
-tokenizer it borrows; nothing is written there)."""
+The tiny T5 is built in a cache folder of the session's own (``tiny_t5_config`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -22,8 +21,6 @@ from transformers import AutoModelForSeq2SeqLM, T5Config
 from core.ml import metrics
 from core.ml.data import PreparedData, encode_history, select_forget
 from core.ml.model import (
-    SMOLLM2,
-    TINY_T5,
     LoadedModel,
     LoraSpec,
     ModelConfig,
@@ -35,14 +32,12 @@ from core.ml.model import (
     load_base,
     lora_state,
     new_adapter,
-    resolve_base,
     save_adapter,
 )
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer, answer_logits
 from core.ml.training import TrainConfig, classification_loss, train_adapter, training_step
 from core.ml.unlearning import Progress, UnlearningInputs, run_unlearning
-from tests.conftest import MODELS_DIR
 from tests.unlearning_cases import BUILT_IN, FORGET_USERS, distinct_forget_data
 
 SPEC = LoraSpec(r=8, alpha=16)  # the default targets: q and v on T5
@@ -55,22 +50,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def t5_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache folder whose SmolLM2 (tokenizer source) is the shared one, so tiny-t5 is built here."""
-    cache = tmp_path_factory.mktemp("models")
-    resolve_base(ModelConfig(base=SMOLLM2, cache_dir=str(MODELS_DIR)))  # converted once, if not yet
-    (cache / "smollm2-135m-instruct").symlink_to(MODELS_DIR / "smollm2-135m-instruct")
-    return cache
+def t5_cache(tiny_t5_config: ModelConfig) -> Path:
+    return Path(tiny_t5_config.cache_dir)
 
 
 @pytest.fixture(scope="module")
-def t5_config(t5_cache: Path) -> ModelConfig:
-    return ModelConfig(base=TINY_T5, cache_dir=str(t5_cache), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def t5_once(t5_config: ModelConfig) -> LoadedModel:
-    return load_base(t5_config)
+def t5_once(tiny_t5_config: ModelConfig) -> LoadedModel:
+    return load_base(tiny_t5_config)
 
 
 @pytest.fixture
@@ -257,9 +243,9 @@ def test_a_plain_peft_seq2seq_adapter_passes_the_import_check_and_loads(
 
 @pytest.fixture(scope="module")
 def parent_folder(
-    t5_config: ModelConfig, data: PreparedData, tmp_path_factory: pytest.TempPathFactory
+    tiny_t5_config: ModelConfig, data: PreparedData, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    loaded = load_base(t5_config)
+    loaded = load_base(tiny_t5_config)
     new_adapter(loaded, SPEC, "parent", seed=0)
     train = data.split("train")
     train_adapter(scorer_of(loaded, data), "parent", train, train, RECIPE, progress=False)
