@@ -203,6 +203,17 @@ def convert_smollm2(target: Path) -> Path:
     return target
 
 
+def _save_built(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Save a model built from a config, with its tokenizer, into ``target`` (written aside, renamed)."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
 def build_tiny(target: Path, tokenizer_source: Path) -> Path:
     """A random-init llama (about 3.3 M parameters) with SmolLM2's tokenizer; for tests only, untrained."""
     if (target / "config.json").exists():
@@ -222,14 +233,7 @@ def build_tiny(target: Path, tokenizer_source: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
     )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    return _save_built(AutoModelForCausalLM.from_config(config, dtype=torch.float32), tokenizer, target)
 
 
 def build_tiny_t5(target: Path, tokenizer_source: Path) -> Path:
@@ -253,14 +257,7 @@ def build_tiny_t5(target: Path, tokenizer_source: Path) -> Path:
     )  # T5's default head: tied to the embeddings, the decoder output scaled by d_model**-0.5 before it
     config.decoder_start_token_id = tokenizer.pad_token_id  # T5 starts decoding from the pad token
     torch.manual_seed(0)
-    model = AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    return _save_built(AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32), tokenizer, target)
 
 
 def resolve_base(config: ModelConfig) -> Path | str:
