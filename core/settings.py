@@ -62,7 +62,8 @@ class Settings(LogSettings):
     # refuses to start without a signing key file and a real certificate salt
     environment: Literal["development", "production"] = "production"
     home: Path = Path("var")  # prepared data, converted models, adapter store, embedded database
-    base_model: str = "smollm2"  # "smollm2", "tiny", or a local model folder / hub id on disk
+    # "smollm2", "tiny", "tiny-t5", or a local model folder / hub id on disk (causal LM or T5-style seq2seq)
+    base_model: str = "smollm2"
     history_len: int = 5
     # bring your own recommender: a TOML prompt template (core/ml/prompts.py load_template), checked when
     # the model loads; None: the built-in prompt

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.ml.data import Dataset, PreparedData, SampleConfig, prepare
-from core.ml.model import TINY, LoadedModel, ModelConfig, load_base
+from core.ml.model import SMOLLM2, TINY, TINY_T5, LoadedModel, ModelConfig, load_base, resolve_base
 from core.ml.prompts import Catalog, PromptBuilder
 from core.ml.scoring import Scorer
 from tests.installed import install_wheel
@@ -28,6 +28,16 @@ MODELS_DIR.mkdir(parents=True, exist_ok=True)
 @pytest.fixture(scope="session")
 def tiny_config() -> ModelConfig:
     return ModelConfig(base=TINY, cache_dir=str(MODELS_DIR), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_config(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
+    """The tiny random T5, built in a cache folder of the session's own whose SmolLM2 (the tokenizer it
+    borrows) is the shared one: nothing new is written to the shared var/models."""
+    cache = tmp_path_factory.mktemp("models")
+    resolve_base(ModelConfig(base=SMOLLM2, cache_dir=str(MODELS_DIR)))  # converted once, if not yet
+    (cache / "smollm2-135m-instruct").symlink_to(MODELS_DIR / "smollm2-135m-instruct")
+    return ModelConfig(base=TINY_T5, cache_dir=str(cache), device="cpu")
 
 
 @pytest.fixture(scope="session")

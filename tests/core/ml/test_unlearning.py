@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from core.ml import metrics
-from core.ml.data import Dataset, PreparedData, SampleConfig, prepare, select_forget
+from core.ml.data import PreparedData, select_forget
 from core.ml.model import (
     LoadedModel,
     LoraSpec,
@@ -46,11 +46,8 @@ from core.ml.unlearning.forget_retain import ForgetRetainConfig
 from core.ml.unlearning.npo import NPOConfig
 from core.ml.unlearning.optimisation import Budget, budget
 from core.ml.unlearning.retrain import RetrainConfig
-from tests.conftest import synthetic_dataset
+from tests.unlearning_cases import BUILT_IN, FORGET_USERS, distinct_forget_data
 
-# other tests may register helper methods; the contract below is for the ones this package ships
-BUILT_IN = sorted(name for name, cls in METHODS.items() if cls.__module__.startswith("core.ml.unlearning."))
-FORGET_USERS = ["u0", "u1"]
 SPEC = LoraSpec(r=8, alpha=16)
 RECIPE = TrainConfig(
     lora=SPEC, learning_rate=1e-2, batch_size=8, max_steps=40, eval_every=40, valid_samples=64
@@ -69,11 +66,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data() -> PreparedData:
-    dataset = synthetic_dataset(users=12, items=20, per_user=8)
-    interactions, users = dataset.interactions.copy(), dataset.users.copy()
-    interactions.loc[interactions["user_id"].isin(FORGET_USERS), "rating"] = 5.0
-    users.loc[users["user_id"].isin(FORGET_USERS), ["age", "gender", "occupation"]] = ["61", "M", "pilot"]
-    return prepare(Dataset(interactions, dataset.items, users), SampleConfig(history_len=3))
+    return distinct_forget_data()
 
 
 @pytest.fixture(scope="module")
