@@ -316,9 +316,9 @@ class ModelServer:
     def forget_prompts_of(self, user_id: str) -> None:
         """Drop cached prompt encodings that may hold ``user_id``'s profile and history (at erasure
         intake, not at the next swap).  The cache is keyed by prompt text, not by user, so every entry
-        goes: re-encoding costs a tokenizer call per prompt."""
-        with self._forward_lock:
-            self.scorer.forget_cached_prompts()
+        goes: re-encoding costs a tokenizer call per prompt.  Not under the forward lock (the cache is
+        thread-safe): an erasure's intake must not wait for a forward round to end."""
+        self.scorer.forget_cached_prompts()
         log.info("prompt cache emptied for an erasure")
 
     # ------------------------------------------------------------------------------------------ swap
