@@ -31,12 +31,18 @@ class RankingResult:
     max_abs_score_difference: float
     machine: str
     device: str
-    plain_seconds: list[float]
-    shared_seconds: list[float]
-    speedup_per_repeat: dict[str, float]  # median, min, max of plain / shared within each repeat
+    # absent from records made before they were kept (then None, and left out of the JSON)
+    plain_seconds: list[float] | None = None
+    shared_seconds: list[float] | None = None
+    speedup_per_repeat: dict[str, float] | None = None  # median, min, max of plain / shared per repeat
 
     def summary(self) -> str:
         spread = self.speedup_per_repeat
+        if spread is None or self.plain_seconds is None or self.shared_seconds is None:
+            return (
+                f"{self.candidates} candidates, {self.base}: plain {self.plain_seconds_median:.2f} s, "
+                f"prefix-shared {self.shared_seconds_median:.2f} s, speed-up {self.speedup:.2f}x"
+            )
         return (
             f"{self.candidates} candidates, {self.base} on {self.device}, {self.repeats} interleaved "
             f"repeats: plain median {self.plain_seconds_median:.2f} s [{min(self.plain_seconds):.2f}-"
@@ -47,7 +53,7 @@ class RankingResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RankingResult:
