@@ -7,6 +7,9 @@ take every thread, while those holding one cannot get a thread back to commit: t
 pool times out and answers 500s.  So at most ``limit`` requests (the pool's capacity) are inside the app
 at once; the others wait here, in the event loop (holding no thread and no connection), for at most
 ``wait_seconds``, and are then refused with 503 + ``Retry-After``, as are those beyond ``max_waiting``.
+A request that is done with the database before it is done (a recommendation waiting for the model)
+gives its place back early with ``leave_admission``: the model has its own bounded queue
+(``core.serving.ModelServer.admit``), and erasures must not wait behind recommendations.
 
 Body limit: a body larger than ``max_bytes`` is refused with 413 before any of it is parsed, from its
 ``Content-Length`` when it declares one, otherwise as soon as the bytes received pass the limit.  Routes
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -30,6 +34,34 @@ from app.errors import error_response
 
 # liveness and scrapes never touch the database: they are never queued behind the load
 NOT_ADMITTED = frozenset({"/healthz", "/metrics"})
+_PLACE = "e2u_admission_place"  # the request's place, in the ASGI scope's per-request state
+
+
+class _Place:
+    """One admitted request's place; given back once, by the middleware or early by the request."""
+
+    def __init__(self, places: asyncio.Semaphore, loop: asyncio.AbstractEventLoop) -> None:
+        self._places = places
+        self._loop = loop
+        self._held = True
+
+    def release(self) -> None:
+        """Give the place back (event-loop thread only; a second call does nothing)."""
+        if self._held:
+            self._held = False
+            self._places.release()
+
+    def release_from_thread(self) -> None:
+        self._loop.call_soon_threadsafe(self.release)
+
+
+def leave_admission(state: dict[str, Any]) -> None:
+    """Give this request's admission place back now, from the worker thread of a sync endpoint that
+    holds no database connection any more (``state``: the ASGI scope's state, ``request.scope["state"]``).
+    A request that was not admitted (an exempt path, a test without the middleware) is left alone."""
+    place = state.get(_PLACE)
+    if isinstance(place, _Place):
+        place.release_from_thread()
 
 
 class AdmissionControl:
@@ -59,10 +91,12 @@ class AdmissionControl:
             message = f"the service is at capacity ({self.limit} requests in progress); retry later"
             await error_response(503, "overloaded", message)(scope, receive, send)
             return
+        place = _Place(places, asyncio.get_running_loop())
+        scope.setdefault("state", {})[_PLACE] = place
         try:
             await self.app(scope, receive, send)
         finally:
-            places.release()
+            place.release()
 
     async def _enter(self) -> asyncio.Semaphore | None:
         """The semaphore whose place was taken, or None when refused."""

@@ -26,7 +26,7 @@ from app.metrics import ApiMetrics
 from core.ml.model import ModelError
 from core.redaction import redacted_traceback
 from core.services import errors as service_errors
-from core.serving import NoActiveAdapter
+from core.serving import ModelBusy, NoActiveAdapter
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ HTTP_STATUS: dict[type[Exception], int] = {
     InvalidRequest: 422,
     ModelError: 422,
     NoActiveAdapter: 503,
+    ModelBusy: 503,  # the model's queue is full (E2U_MODEL_QUEUE)
     # the database pool exhausted past its timeout, or the database unreachable or locked: transient
     sql_errors.TimeoutError: 503,
     sql_errors.OperationalError: 503,

@@ -29,7 +29,7 @@ from core.ml.prompts import Catalog
 from core.services import recommendations as recommendation_service
 from core.services import registry as registry_service
 from core.services import suppression as suppression_service
-from core.serving import ActiveAdapter, AdapterWatcher, ModelServer
+from core.serving import ActiveAdapter, AdapterWatcher, Batching, ModelServer
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,18 @@ def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -
     except Exception:  # an empty database (before bootstrap): requests bring their own catalog anyway
         log.warning("no catalog yet; starting with an empty one")
         catalog = Catalog(titles={}, profiles={})
-    return ModelServer(loaded, catalog, batch_size=settings.inference_batch_size)
+    return ModelServer(
+        loaded,
+        catalog,
+        batch_size=settings.inference_batch_size,
+        rank_batch_size=settings.rank_batch_size,
+        batching=Batching(  # how requests share forward passes (README "Settings")
+            settings.batch_across_requests,
+            settings.model_batch_rows,
+            settings.model_batch_wait_seconds,
+            settings.model_queue,
+        ),
+    )
 
 
 def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None) -> Runtime:

@@ -29,6 +29,13 @@ class ApiSettings(Settings):
     admission_limit: int | None = Field(default=None, ge=1)
     admission_wait_seconds: float = Field(default=10.0, ge=0)
     admission_queue: int = Field(default=2000, ge=0)
+    # the model server (core/serving.py): requests inside it at once (reading their inputs, queued or in a
+    # forward pass; beyond: 503 + Retry-After at once); keep it below the 40 worker threads of the API
+    model_queue: int = Field(default=16, ge=1)
+    batch_across_requests: bool = True  # queued requests of one adapter version share forward passes
+    model_batch_rows: int = Field(default=256, ge=1)  # candidate rows one shared forward round takes
+    model_batch_wait_seconds: float = Field(default=0.002, ge=0)  # a round waits this long for admitted ones
+    rank_batch_size: int = Field(default=64, ge=1)  # candidate rows per forward call when ranking
     # development only: `e2u serve` creates an all-scope key if none exist and writes it to
     # ``dev_key_path`` (mode 0600); the key itself is never printed
     dev_bootstrap_key: bool = True

@@ -18,6 +18,7 @@ from benchmarks import (
     recommender,
     report,
     sealing,
+    serving,
     throughput,
     unlearning,
 )
@@ -221,3 +222,4 @@ bench_app.command("canaries")(canaries.command)
 bench_app.command("verify-cost")(canaries.cost_command)
 bench_app.command("sealing")(sealing.command)
 bench_app.command("hotswap")(hotswap.command)
+bench_app.command("serving")(serving.command)

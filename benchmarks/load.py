@@ -108,31 +108,34 @@ def prepare_target(
     database_url: str | None = None,
     users: int = 600,
     models_dir: Path = REPO_MODELS,
+    base: str = TINY,
+    items: int = 40,
     **extra: Any,
 ) -> Target:
-    """Migrate and seed a throwaway database (``users`` synthetic users), register adapter v1 (active)
-    and a candidate v2, create one key per scope.  ``extra``: more ``ApiSettings`` fields."""
+    """Migrate and seed a throwaway database (``users`` synthetic users, ``items`` items), register
+    adapter v1 (active) and a candidate v2 on ``base``, create one key per scope.  ``extra``: more
+    ``ApiSettings`` fields."""
     url = database_url or f"sqlite:///{home / 'e2u.sqlite'}"
     settings = ApiSettings(
         environment="development",  # a throwaway service on loopback: generated keys, dev salt
         home=home,
         database_url=url,
-        base_model=TINY,
+        base_model=base,
         adapter_poll_seconds=0.5,
         history_len=3,
         **extra,
     )
     upgrade(url)
-    config = ModelConfig(base=TINY, cache_dir=str(models_dir), device="cpu")
+    config = ModelConfig(base=base, cache_dir=str(models_dir), device="cpu")
     engine = make_engine(url)
     try:
         with session_factory(engine, settings.keyring())() as session:
-            import_prepared(session, prepare(synthetic(users), SampleConfig(history_len=3)))
-            v1 = register_first_version(session, _save_adapter(config, home / "adapters" / "v1", 1), TINY)
+            import_prepared(session, prepare(synthetic(users, items), SampleConfig(history_len=3)))
+            v1 = register_first_version(session, _save_adapter(config, home / "adapters" / "v1", 1), base)
             assert v1 is not None, "the database already holds a registry: give a fresh one"
             v2_folder = _save_adapter(config, home / "adapters" / "v2", 2)
             sha = adapter_sha256(v2_folder)
-            registry.register_version(session, sha[:16], v1, TINY, v2_folder, sha, {}, {}, set())
+            registry.register_version(session, sha[:16], v1, base, v2_folder, sha, {}, {}, set())
             keys = {s: create_api_key(session, f"load-{s}", [s]) for s in ("erase", "recommend", "admin")}
             keys["all"] = create_api_key(session, "load-all", ["erase", "recommend", "admin"])
             session.commit()

@@ -1,7 +1,7 @@
 """The model server: one frozen base model, the active LoRA adapter, and hot-swapping between versions.
 
 A peft model has one active adapter at a time, so every forward pass runs under ``_forward_lock`` after
-setting the adapter of the request that makes it.  A request takes a *lease* on the version that is
+setting the adapter of the requests it serves.  A request takes a *lease* on the version that is
 active when it starts and keeps it to the end, so:
 
 - ``activate(version, folder)`` loads the new adapter beside the old one (under the forward lock: peft
@@ -11,6 +11,15 @@ active when it starts and keeps it to the end, so:
 - ``withdraw()`` stops serving altogether (new requests get ``NoActiveAdapter``): the watcher calls it
   when the registry's active version cannot be loaded, because the version held is superseded and an
   erasure is about to destroy it (or has): refusing beats serving weights trained on erased data.
+
+Batching across requests (``Batching``): a request tokenizes its prompts in its own thread, then puts its
+work in the server's queue and waits.  Whichever waiting thread takes the forward lock runs one *round*:
+the oldest queued work and the other queued work of the same adapter version (at most ``max_rows``
+candidate rows), in one batched forward pass (``Scorer.rank_encoded``), and hands each request its own
+answers.  While a round runs, the next requests queue up, so under load rounds fill by themselves; at
+low load a round is one request and costs nothing extra.  A round never mixes versions: a request is
+always answered by the version it leased.  ``admit()`` bounds the requests inside the model server
+(queued, running or still reading their inputs): beyond ``queue_limit`` it raises ``ModelBusy`` at once.
 
 No HTTP, database or queue imports: the app wires a resolver of the registry's active version
 (``AdapterWatcher``), a recorder of what the process serves (its confirmations, which the pipeline waits
@@ -22,25 +31,70 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from peft import PeftModel
 
 from core.ml.model import LoadedModel, load_adapter, unload_adapter
 from core.ml.prompts import Catalog, PromptBuilder
-from core.ml.recommender import Recommendation, recommend
-from core.ml.scoring import Scorer
+from core.ml.recommender import Recommendation
+from core.ml.scoring import RankWork, Scorer
 
 log = logging.getLogger(__name__)
 
 
 class NoActiveAdapter(RuntimeError):
     """The server has no adapter loaded yet (startup before bootstrap, or an empty registry)."""
+
+
+class ModelBusy(RuntimeError):
+    """The model's queue is full (``Batching.queue_limit`` requests inside): retry later."""
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How requests share forward passes.
+
+    ``enabled``: gather the queued work of several requests into one round (off: one request per round,
+    in lock order).  ``max_rows``: candidate rows (or scored pairs) one round takes at most; the oldest
+    request is always taken whole.  ``max_wait_seconds``: how long a round waits for requests that were
+    admitted but are still reading their inputs, while it has fewer than ``max_rows`` rows.
+    ``queue_limit``: requests inside the model server at once (``admit``); keep it below the API's worker
+    threads (AnyIO: 40), since a waiting request holds one."""
+
+    enabled: bool = True
+    max_rows: int = 256
+    max_wait_seconds: float = 0.002
+    queue_limit: int = 16
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.queue_limit < 1 or self.max_wait_seconds < 0:
+            raise ValueError(f"invalid batching settings {self}")
+
+
+@dataclass(eq=False)
+class _Work:
+    """One request's forward-pass work, queued until a round takes it.  Either a prefix-shared ranking
+    (``ranking``) or plain prompts (``prompts``), for the adapter in ``slot``."""
+
+    version: str
+    slot: str
+    ranking: RankWork | None = None
+    prompts: Sequence[Sequence[int]] = ()
+    done: threading.Event = field(default_factory=threading.Event)
+    result: np.ndarray | None = None
+    error: Exception | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.ranking.suffixes) if self.ranking is not None else len(self.prompts)
 
 
 @dataclass(frozen=True)
@@ -60,19 +114,14 @@ class AdapterLease:
         self.version = version
         self._slot = slot
 
-    @contextmanager
-    def _forward(self, catalog: Catalog | None) -> Iterator[Scorer]:
+    def _builder(self, catalog: Catalog | None) -> PromptBuilder:
+        """Prompts from this request's titles and profiles (data under erasure left out), else the
+        server's default ones."""
         server = self._server
-        with server._forward_lock:
-            model = server.loaded.model
-            if isinstance(model, PeftModel):
-                model.set_adapter(self._slot)
-            scorer = server.scorer
-            # this request's titles and profiles (data under erasure left out), else the server's default
-            wanted = catalog if catalog is not None else server._default_catalog
-            if scorer.builder.catalog is not wanted:
-                scorer.builder = PromptBuilder(server.loaded.tokenizer, wanted, server.loaded.prompt)
-            yield scorer
+        scorer = server.scorer
+        if catalog is None or catalog is scorer.builder.catalog:
+            return scorer.builder
+        return PromptBuilder(server.loaded.tokenizer, catalog, server.loaded.prompt)
 
     def recommend(
         self,
@@ -84,13 +133,28 @@ class AdapterLease:
     ) -> list[Recommendation]:
         """Top-``k`` of ``candidates`` for ``user_id`` given ``history`` (item id, rating), oldest first.
         ``catalog``: titles and profiles for this request's prompts (default: the server's)."""
-        with self._forward(catalog) as scorer:
-            return recommend(scorer, user_id, history, candidates, k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        unique = list(dict.fromkeys(candidates))
+        if not unique:
+            return []
+        builder = self._builder(catalog)
+        scorer = self._server.scorer
+        if scorer.shares_prefix(builder):
+            work = _Work(
+                self.version, self._slot, ranking=scorer.encode_ranking(builder, user_id, history, unique)
+            )
+        else:  # a user field after the target, or an encoder-decoder: every candidate's whole prompt
+            prompts = [scorer.encode(user_id, history, item, builder) for item in unique]
+            work = _Work(self.version, self._slot, prompts=prompts)
+        scores = self._server._answer(work)
+        ranked = sorted(zip(unique, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:k]
+        return [Recommendation(item, builder.catalog.title(item), float(score)) for item, score in ranked]
 
     def score(self, samples: pd.DataFrame, catalog: Catalog | None = None) -> np.ndarray:
         """P(yes) per row of ``samples`` (columns user_id, item_id, history as encoded by core.ml.data)."""
-        with self._forward(catalog) as scorer:
-            return scorer.score(samples)
+        prompts = self._server.scorer.encode_frame(samples, self._builder(catalog))
+        return self._server._answer(_Work(self.version, self._slot, prompts=prompts))
 
 
 class ModelServer:
@@ -100,14 +164,29 @@ class ModelServer:
     ``catalog``: titles and profiles for prompts; replace it with ``set_catalog`` when the data change.
     """
 
-    def __init__(self, loaded: LoadedModel, catalog: Catalog, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        catalog: Catalog,
+        batch_size: int = 16,
+        rank_batch_size: int = 64,
+        batching: Batching | None = None,
+    ) -> None:
         self.loaded = loaded
         self.scorer = Scorer(
-            loaded, PromptBuilder(loaded.tokenizer, catalog, loaded.prompt), batch_size=batch_size
+            loaded,
+            PromptBuilder(loaded.tokenizer, catalog, loaded.prompt),
+            batch_size=batch_size,
+            rank_batch_size=rank_batch_size,
         )
-        self._default_catalog = catalog
+        self.batching = batching or Batching()
         self._forward_lock = threading.Lock()  # one forward pass (and one adapter edit) at a time
         self._state_lock = threading.Lock()  # the pointers below; always taken after _forward_lock
+        self._queue = threading.Condition()  # guards the queue and the admission count; taken last
+        self._queued: deque[_Work] = deque()
+        self._admitted = 0
+        self.rounds = 0  # forward rounds run, and the requests they served (for metrics and tests)
+        self.served = 0
         self._active: str | None = None
         self._withdrawn: str | None = None  # why nothing serves, after ``withdraw``
         self._slots: dict[str, str] = {}  # version -> peft adapter name (versions may hold '.' or '-')
@@ -133,15 +212,113 @@ class ModelServer:
 
     def set_catalog(self, catalog: Catalog) -> None:
         """The default titles and profiles, for leases that do not pass their own."""
-        with self._forward_lock:
-            self._default_catalog = catalog
+        scorer = self.scorer
+        scorer.builder = PromptBuilder(self.loaded.tokenizer, catalog, self.loaded.prompt)
+
+    # ------------------------------------------------------------------------------------------ rounds
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """A place inside the model server for one request, from before it reads its inputs to its
+        answer; raises ``ModelBusy`` at once when ``queue_limit`` requests already hold one."""
+        with self._queue:
+            if self._admitted >= self.batching.queue_limit:
+                limit = self.batching.queue_limit
+                raise ModelBusy(f"the model is at capacity ({limit} requests in progress); retry later")
+            self._admitted += 1
+        try:
+            yield
+        finally:
+            with self._queue:
+                self._admitted -= 1
+
+    def _answer(self, work: _Work) -> np.ndarray:
+        """Queue ``work`` and return its answers once a round (run by this thread or another) has."""
+        if not self.batching.enabled:
+            with self._forward_lock:
+                self._run_round([work])
+        else:
+            with self._queue:
+                self._queued.append(work)
+                self._queue.notify_all()
+            while not work.done.is_set():
+                with self._forward_lock:  # a round takes work and finishes it under this lock
+                    if not work.done.is_set():
+                        self._run_round(self._take_round())
+        if work.error is not None:
+            raise work.error
+        assert work.result is not None
+        return work.result
+
+    def _take_round(self) -> list[_Work]:
+        """The oldest queued work and the queued work of its version, up to ``max_rows`` rows (the oldest
+        always); waits up to ``max_wait_seconds`` for admitted requests not queued yet.  Caller holds the
+        forward lock."""
+        limit = self.batching
+        with self._queue:
+            deadline = time.monotonic() + limit.max_wait_seconds
+
+            def rows_of_oldest() -> int:
+                version = self._queued[0].version
+                return sum(w.rows for w in self._queued if w.version == version)
+
+            # admitted requests that have not queued yet are still reading their inputs
+            while self._queued and self._admitted > len(self._queued) and rows_of_oldest() < limit.max_rows:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._queue.wait(left)
+            if not self._queued:
+                return []
+            version = self._queued[0].version
+            taken: list[_Work] = []
+            rows = 0
+            for work in list(self._queued):
+                if work.version != version or (taken and rows + work.rows > limit.max_rows):
+                    continue
+                taken.append(work)
+                rows += work.rows
+            for work in taken:
+                self._queued.remove(work)
+        return taken
+
+    def _run_round(self, works: Sequence[_Work]) -> None:
+        """One batched forward pass over ``works`` (one version); each gets its answers or the error.
+        Caller holds the forward lock."""
+        if not works:
+            return
+        try:
+            model = self.loaded.model
+            if isinstance(model, PeftModel):
+                model.set_adapter(works[0].slot)
+            ranked = [w for w in works if w.ranking is not None]
+            plain = [w for w in works if w.ranking is None]
+            if ranked:
+                answers = self.scorer.rank_encoded([w.ranking for w in ranked if w.ranking is not None])
+                for work, answer in zip(ranked, answers, strict=True):
+                    work.result = answer
+            if plain:
+                prompts = [p for w in plain for p in w.prompts]
+                values = torch.sigmoid(self.scorer.margin_encoded(prompts)).numpy()
+                start = 0
+                for work in plain:
+                    work.result = values[start : start + len(work.prompts)]
+                    start += len(work.prompts)
+        except Exception as error:  # every request of the round gets it; none is left waiting
+            for work in works:
+                work.error = error
+        finally:
+            self.rounds += 1
+            self.served += len(works)
+            for work in works:
+                work.done.set()
 
     def forget_prompts_of(self, user_id: str) -> None:
         """Drop cached prompt encodings that may hold ``user_id``'s profile and history (at erasure
         intake, not at the next swap).  The cache is keyed by prompt text, not by user, so every entry
-        goes: re-encoding costs a tokenizer call per prompt."""
-        with self._forward_lock:
-            self.scorer.forget_cached_prompts()
+        goes: re-encoding costs a tokenizer call per prompt.  Not under the forward lock (the cache is
+        thread-safe): an erasure's intake must not wait for a forward round to end."""
+        self.scorer.forget_cached_prompts()
         log.info("prompt cache emptied for an erasure")
 
     # ------------------------------------------------------------------------------------------ swap

@@ -1,12 +1,19 @@
 """Recommendations, raw scores and new ratings.  Every read goes through the services, which leave out
-data under a live erasure; every answer names the adapter version used."""
+data under a live erasure; every answer names the adapter version used.
+
+The model routes take a place in the model server first (``ModelServer.admit``: 503 + Retry-After at once
+when its queue is full), read what they need, then commit and give the connection and their admission
+place back *before* any model work: a forward pass takes seconds, and a request waiting for it must hold
+neither a pooled connection (the pool would run dry, and other routes with it) nor SQLite's write lock
+(the key's last-use stamp), nor a place that an erasure request could use."""
 
 from __future__ import annotations
 
 import pandas as pd
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
 
+from app.admission import leave_admission
 from app.deps import ModelServerDep, RecommendKey, SessionDep, SettingsDep
 from app.errors import InvalidRequest, error_responses
 from app.recommendations.schemas import (
@@ -34,6 +41,13 @@ def _refuse_unknown(session: Session, item_ids: list[str], message: str) -> None
         raise InvalidRequest(f"{message} {unknown}", items=unknown)
 
 
+def _done_with_the_database(session: Session, request: Request) -> None:
+    """End the request's transaction early (the edge's own commit then has nothing left to do) and let
+    another request into the app in this one's place."""
+    session.commit()  # also returns the pooled connection: the session opens a new one only if used again
+    leave_admission(request.scope.get("state", {}))
+
+
 @router.post(
     "/recommendations",
     response_model=RecommendationsPublic,
@@ -42,24 +56,27 @@ def _refuse_unknown(session: Session, item_ids: list[str], message: str) -> None
 )
 def recommend(
     body: RecommendationRequest,
+    request: Request,
     session: SessionDep,
     server: ModelServerDep,
     settings: SettingsDep,
     key: RecommendKey,
 ) -> RecommendationsPublic:
     """Rank the given candidates (or the user's unseen popular items) with the active adapter."""
-    history = service.user_history(session, body.user_id, settings.history_len)
-    if body.candidates is not None:
-        _refuse_unknown(session, body.candidates, "unknown candidate item(s)")
-        candidates = body.candidates
-    else:
-        candidates = service.candidate_items(session, body.user_id, body.pool_size)
-    catalog = service.prompt_catalog(session, [body.user_id])
+    with server.admit():  # sync endpoint: FastAPI runs it in a worker thread
+        history = service.user_history(session, body.user_id, settings.history_len)
+        if body.candidates is not None:
+            _refuse_unknown(session, body.candidates, "unknown candidate item(s)")
+            candidates = body.candidates
+        else:
+            candidates = service.candidate_items(session, body.user_id, body.pool_size)
+        catalog = service.prompt_catalog(session, [body.user_id])
+        _done_with_the_database(session, request)
 
-    with server.lease() as lease:  # sync endpoint: FastAPI runs it in a worker thread
-        ranked = lease.recommend(body.user_id, history, candidates, body.k, catalog) if candidates else []
-        items = [RecommendedItem(item_id=r.item_id, title=r.title, score=r.score) for r in ranked]
-        return RecommendationsPublic(user_id=body.user_id, adapter_version=lease.version, items=items)
+        with server.lease() as lease:
+            ranked = lease.recommend(body.user_id, history, candidates, body.k, catalog) if candidates else []
+            items = [RecommendedItem(item_id=r.item_id, title=r.title, score=r.score) for r in ranked]
+            return RecommendationsPublic(user_id=body.user_id, adapter_version=lease.version, items=items)
 
 
 @router.post(
@@ -69,22 +86,28 @@ def recommend(
     summary="P(yes) for (user, item) pairs",
 )
 def score(
-    body: ScoreRequest, session: SessionDep, server: ModelServerDep, settings: SettingsDep, key: RecommendKey
+    body: ScoreRequest,
+    request: Request,
+    session: SessionDep,
+    server: ModelServerDep,
+    settings: SettingsDep,
+    key: RecommendKey,
 ) -> ScoresPublic:
-    _refuse_unknown(session, [p.item_id for p in body.pairs], "unknown item(s)")
-    users = sorted({p.user_id for p in body.pairs})
-    histories = {u: encode_history(service.user_history(session, u, settings.history_len)) for u in users}
-    catalog = service.prompt_catalog(session, users)
-    frame = pd.DataFrame(
-        {
-            "user_id": [p.user_id for p in body.pairs],
-            "item_id": [p.item_id for p in body.pairs],
-            "history": [histories[p.user_id] for p in body.pairs],
-        }
-    )
-
-    with server.lease() as lease:
-        values = lease.score(frame, catalog)
+    with server.admit():
+        _refuse_unknown(session, [p.item_id for p in body.pairs], "unknown item(s)")
+        users = sorted({p.user_id for p in body.pairs})
+        histories = {u: encode_history(service.user_history(session, u, settings.history_len)) for u in users}
+        catalog = service.prompt_catalog(session, users)
+        _done_with_the_database(session, request)
+        frame = pd.DataFrame(
+            {
+                "user_id": [p.user_id for p in body.pairs],
+                "item_id": [p.item_id for p in body.pairs],
+                "history": [histories[p.user_id] for p in body.pairs],
+            }
+        )
+        with server.lease() as lease:
+            values = lease.score(frame, catalog)
     scores = [
         PairScore(user_id=p.user_id, item_id=p.item_id, score=float(v))
         for p, v in zip(body.pairs, values, strict=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -106,6 +108,20 @@ def _seq2seq_answer_logits(
     return _label_logits(base.get_output_embeddings(), hidden, label_ids)
 
 
+@dataclass(frozen=True)
+class RankWork:
+    """One user's ranking as token ids: the prompt prefix (profile and history) and one suffix per
+    candidate (its title and the rest of the template); the prompt of candidate j is prefix + suffixes[j]."""
+
+    prefix: tuple[int, ...]
+    suffixes: tuple[tuple[int, ...], ...]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens a prefix-shared forward pass reads for this work."""
+        return len(self.prefix) + sum(len(s) for s in self.suffixes)
+
+
 class Scorer:
     """Tokenizes prompts (caching user prefixes) and scores samples with the active adapter."""
 
@@ -118,9 +134,15 @@ class Scorer:
         # candidate suffixes are short (~20 tokens), so ranking batches can be much wider
         self.rank_batch_size = rank_batch_size
         tokenizer = loaded.tokenizer
-        self._encode: Callable[[str], tuple[int, ...]] = lru_cache(maxsize=65536)(
-            lambda text: tuple(tokenizer.encode(text, add_special_tokens=False))
-        )
+        # requests tokenize in their own threads (outside the model lock); a fast tokenizer's Rust object
+        # is not meant to be entered by two threads at once ("Already borrowed")
+        tokenizer_lock = threading.Lock()
+
+        def encode(text: str) -> tuple[int, ...]:
+            with tokenizer_lock:
+                return tuple(tokenizer.encode(text, add_special_tokens=False))
+
+        self._encode: Callable[[str], tuple[int, ...]] = lru_cache(maxsize=65536)(encode)
 
     def forget_cached_prompts(self) -> None:
         """Empty the prompt-encoding cache (it holds users' profiles and histories as token ids)."""
@@ -130,13 +152,20 @@ class Scorer:
     def pad_id(self) -> int:
         return int(self.loaded.tokenizer.pad_token_id)
 
-    def encode(self, user_id: str, history: Sequence[tuple[str, float]], item_id: str) -> list[int]:
-        prefix, suffix = self.builder.parts(user_id, history, item_id)
+    def encode(
+        self,
+        user_id: str,
+        history: Sequence[tuple[str, float]],
+        item_id: str,
+        builder: PromptBuilder | None = None,
+    ) -> list[int]:
+        """Token ids of one sample's prompt, rendered by ``builder`` (default: the scorer's own)."""
+        prefix, suffix = (builder or self.builder).parts(user_id, history, item_id)
         return list(self._encode(prefix)) + list(self._encode(suffix))
 
-    def encode_frame(self, samples: pd.DataFrame) -> list[list[int]]:
+    def encode_frame(self, samples: pd.DataFrame, builder: PromptBuilder | None = None) -> list[list[int]]:
         return [
-            self.encode(str(u), decode_history(str(h)), str(i))
+            self.encode(str(u), decode_history(str(h)), str(i), builder)
             for u, h, i in zip(samples["user_id"], samples["history"], samples["item_id"], strict=True)
         ]
 
@@ -151,7 +180,13 @@ class Scorer:
     @torch.no_grad()
     def margin(self, samples: pd.DataFrame, progress: bool = False, desc: str = "scoring") -> torch.Tensor:
         """logit(yes) - logit(no) per row, float32 on CPU; sigmoid of it is P(yes)."""
-        sequences = self.encode_frame(samples)
+        return self.margin_encoded(self.encode_frame(samples), progress, desc)
+
+    @torch.no_grad()
+    def margin_encoded(
+        self, sequences: Sequence[Sequence[int]], progress: bool = False, desc: str = "scoring"
+    ) -> torch.Tensor:
+        """``margin`` of already tokenized prompts (one per row), in row order."""
         # sort by length so batches pad little; restore order at the end
         order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
         out = torch.empty(len(sequences))
@@ -178,33 +213,73 @@ class Scorer:
         once, so an encoder-decoder base gets plain scoring)."""
         if not candidates:
             return np.zeros(0)
-        sharing = share_prefix and self.builder.template.shares_prefix
-        if not (sharing and not is_seq2seq(self.loaded.model)):
+        if not (share_prefix and self.shares_prefix(self.builder)):
             frame = pd.DataFrame(
                 {"user_id": user_id, "item_id": list(candidates), "history": encode_history(history)}
             )
             return self.score(frame)
-        model = self.loaded.model
+        return self.rank_encoded([self.encode_ranking(self.builder, user_id, history, candidates)])[0]
+
+    def shares_prefix(self, builder: PromptBuilder) -> bool:
+        """Whether ranking can encode the user's prefix once for all candidates: the template ends with
+        the target (``PromptTemplate.shares_prefix``) and the base is a causal LM (an encoder reads the
+        whole prompt at once)."""
+        return builder.template.shares_prefix and not is_seq2seq(self.loaded.model)
+
+    def encode_ranking(
+        self,
+        builder: PromptBuilder,
+        user_id: str,
+        history: Sequence[tuple[str, float]],
+        candidates: Sequence[str],
+    ) -> RankWork:
+        """Token ids of one user's prefix and of each candidate's suffix, rendered by ``builder`` (whose
+        template must share the prefix); no forward pass, so callers may do it outside any model lock."""
+        prefix_text, template = builder.user_prefix_and_template(user_id, history)
+        suffixes = tuple(self._encode(builder.catalog.title(item) + template) for item in candidates)
+        return RankWork(self._encode(prefix_text), suffixes)
+
+    @torch.no_grad()
+    def rank_encoded(self, works: Sequence[RankWork]) -> list[np.ndarray]:
+        """P(positive) of each suffix of each ``works`` entry, one array per entry, in one batched pass.
+
+        The prefixes (of different users, lengths and requests) are encoded together, left-padded with
+        explicit positions; then the candidate rows of all entries are packed into chunks of
+        ``rank_batch_size`` rows, each row attending to its own user's cached prefix.  A row's answer
+        equals the same row ranked alone within float tolerance."""
+        scores = [np.empty(len(w.suffixes)) for w in works]
+        rows = [(k, j) for k, w in enumerate(works) for j in range(len(w.suffixes))]
+        if not rows:
+            return scores
         device = self.loaded.device
-        prefix_text, template = self.builder.user_prefix_and_template(user_id, history)
-        prefix = list(self._encode(prefix_text))
-        decoder, head = _decoder_and_head(model)
-        prefix_ids = torch.tensor([prefix], device=device)
-        prefix_out = decoder(input_ids=prefix_ids, use_cache=True)
-        scores = np.empty(len(candidates))
-        for start in range(0, len(candidates), self.rank_batch_size):
-            chunk = candidates[start : start + self.rank_batch_size]
-            suffixes = [list(self._encode(self.builder.catalog.title(item) + template)) for item in chunk]
+        decoder, head = _decoder_and_head(self.loaded.model)
+        lengths = torch.tensor([len(w.prefix) for w in works])
+        width_p = int(lengths.max())
+        prefix_ids = torch.full((len(works), width_p), self.pad_id, dtype=torch.long)
+        prefix_mask = torch.zeros((len(works), width_p), dtype=torch.long)
+        for k, w in enumerate(works):  # left padding: every prefix ends at the same column
+            prefix_ids[k, width_p - len(w.prefix) :] = torch.tensor(w.prefix, dtype=torch.long)
+            prefix_mask[k, width_p - len(w.prefix) :] = 1
+        prefix_out = decoder(
+            input_ids=prefix_ids.to(device),
+            attention_mask=prefix_mask.to(device),
+            position_ids=((prefix_mask.cumsum(-1) - 1).clamp(min=0)).to(device),
+            use_cache=True,
+        )
+        for start in range(0, len(rows), self.rank_batch_size):
+            chunk = rows[start : start + self.rank_batch_size]
+            owner = torch.tensor([k for k, _ in chunk])
+            suffixes = [works[k].suffixes[j] for k, j in chunk]
             width = max(len(s) for s in suffixes)
             ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), len(prefix) + width), dtype=torch.long)
-            mask[:, : len(prefix)] = 1
+            mask = torch.zeros((len(chunk), width_p + width), dtype=torch.long)
+            mask[:, :width_p] = prefix_mask[owner]
             for row, seq in enumerate(suffixes):  # right padding: real tokens never see the pads
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, len(prefix) : len(prefix) + len(seq)] = 1
-            positions = torch.arange(len(prefix), len(prefix) + width).expand(len(chunk), -1)
+                ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                mask[row, width_p : width_p + len(seq)] = 1
+            positions = lengths[owner].unsqueeze(1) + torch.arange(width)
             cache = copy.deepcopy(prefix_out.past_key_values)  # the output field keeps its old name
-            cache.batch_repeat_interleave(len(chunk))
+            cache.batch_select_indices(owner.to(device))
             out = decoder(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -215,5 +290,7 @@ class Scorer:
             last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
             hidden = out.last_hidden_state[torch.arange(len(chunk), device=device), last]
             logits = _label_logits(head, hidden, self.loaded.label_ids).cpu()
-            scores[start : start + len(chunk)] = torch.sigmoid(logits[:, 0] - logits[:, 1]).numpy()
+            values = torch.sigmoid(logits[:, 0] - logits[:, 1]).numpy()
+            for (k, j), value in zip(chunk, values, strict=True):
+                scores[k][j] = value
         return scores

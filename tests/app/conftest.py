@@ -7,8 +7,10 @@ The tiny model is untrained: tests assert behaviour (status codes, versions, wha
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,8 +51,16 @@ class Env:
     sent: list[int] = field(default_factory=list)  # job ids the app handed to the queue
 
 
-@pytest.fixture
-def api_env(tmp_path: Path, tiny_config: ModelConfig, small_data: PreparedData) -> Iterator[Env]:
+@contextmanager
+def running_api(
+    tmp_path: Path,
+    tiny_config: ModelConfig,
+    small_data: PreparedData,
+    server: ModelServer | None = None,
+    **settings: Any,
+) -> Iterator[Env]:
+    """The seeded database and the app in a TestClient; ``settings`` override the test defaults, and
+    ``server`` replaces the default tiny model server."""
     url = f"sqlite:///{tmp_path / 'e2u.sqlite'}"
     upgrade(url)
     engine = make_engine(url)
@@ -69,18 +79,26 @@ def api_env(tmp_path: Path, tiny_config: ModelConfig, small_data: PreparedData) 
         )
         session.commit()
     assert v1 is not None
-    settings = ApiSettings(
-        environment="development",
-        home=tmp_path,
-        database_url=url,
-        base_model="tiny",
-        adapter_poll_seconds=0.5,
-        history_len=3,
-    )
-    server = ModelServer(load_base(tiny_config), Catalog(titles={}, profiles={}), batch_size=8)
-    app = create_app(settings, model_server=server)
+    defaults: dict[str, Any] = {
+        "environment": "development",
+        "home": tmp_path,
+        "database_url": url,
+        "base_model": "tiny",
+        "adapter_poll_seconds": 0.5,
+        "history_len": 3,
+    }
+    api_settings = ApiSettings(**(defaults | settings))
+    if server is None:
+        server = ModelServer(load_base(tiny_config), Catalog(titles={}, profiles={}), batch_size=8)
+    app = create_app(api_settings, model_server=server)
     with TestClient(app) as client:
         env = Env(client, sessions, keys, v1, tmp_path)
         app.state.runtime.tasks.run_job = env.sent.append  # record instead of sending to a broker
         yield env
     engine.dispose()
+
+
+@pytest.fixture
+def api_env(tmp_path: Path, tiny_config: ModelConfig, small_data: PreparedData) -> Iterator[Env]:
+    with running_api(tmp_path, tiny_config, small_data) as env:
+        yield env

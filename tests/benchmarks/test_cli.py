@@ -92,6 +92,10 @@ def test_bench_ranking_compares_both_paths(home: Path) -> None:
     assert (ranking.base, ranking.candidates, ranking.repeats) == ("tiny", 6, 1)
     assert ranking.max_abs_score_difference < 1e-4  # the two paths score alike
     assert ranking.speedup == pytest.approx(ranking.plain_seconds_median / ranking.shared_seconds_median)
+    assert ranking.plain_seconds is not None and ranking.shared_seconds is not None
+    assert len(ranking.plain_seconds) == len(ranking.shared_seconds) == 1  # each repeat's own seconds
+    ratio = ranking.plain_seconds[0] / ranking.shared_seconds[0]
+    assert ranking.speedup_per_repeat == pytest.approx({"median": ratio, "min": ratio, "max": ratio})
     assert "speed-up" in result.output
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,7 +14,15 @@ import torch
 from core.ml.data import PreparedData, encode_history
 from core.ml.model import ModelConfig, load_base
 from core.ml.prompts import Catalog
-from core.serving import ActiveAdapter, AdapterWatcher, ModelServer, NoActiveAdapter
+from core.serving import (
+    ActiveAdapter,
+    AdapterLease,
+    AdapterWatcher,
+    Batching,
+    ModelBusy,
+    ModelServer,
+    NoActiveAdapter,
+)
 from tests.adapters import save_random_adapter
 
 
@@ -200,3 +209,108 @@ def test_cached_prompt_encodings_are_forgotten(
         server.forget_prompts_of(str(_frame(small_data)["user_id"].iloc[0]))
         assert server.active_version == "v1"
     assert server.scorer._encode.cache_info().currsize == 0  # type: ignore[attr-defined]
+
+
+def _rankings() -> list[tuple[str, list[tuple[str, float]], list[str]]]:
+    """Rankings of different users, histories and candidate counts (so prefixes differ in length)."""
+    return [
+        ("u1", [("i2", 5.0)], [f"i{k}" for k in range(9)]),
+        ("u2", [("i3", 1.0), ("i4", 5.0), ("i7", 2.0)], [f"i{k}" for k in range(5, 18)]),
+        ("u3", [], ["i1", "i2"]),
+    ]
+
+
+def test_shared_rounds_answer_as_requests_alone_on_each_leased_version(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+) -> None:
+    requests = _rankings()
+    frame = _frame(small_data)
+    server.scorer.rank_batch_size = 5  # chunks that mix users
+    server.batching = Batching(enabled=False)
+    alone: dict[tuple[str, int], list[float]] = {}
+    for version in ("v1", "v2"):
+        server.activate(version, adapter_folders[version])
+        with server.lease() as lease:
+            for k, (user, history, candidates) in enumerate(requests):
+                ranked = lease.recommend(user, history, candidates, k=len(candidates))
+                alone[version, k] = [r.score for r in sorted(ranked, key=lambda r: r.item_id)]
+            alone[version, -1] = list(lease.score(frame))
+    assert not np.allclose(alone["v1", 1], alone["v2", 1])  # a version mix-up would show
+
+    server.activate("v1", adapter_folders["v1"])
+    server.batching = Batching(enabled=True, max_wait_seconds=0)
+    answers: dict[tuple[str, int], list[float]] = {}
+    errors: list[BaseException] = []
+
+    def client(lease: AdapterLease, k: int) -> None:
+        try:
+            if k < 0:
+                answers[lease.version, k] = list(lease.score(frame))
+                return
+            user, history, candidates = requests[k]
+            ranked = lease.recommend(user, history, candidates, k=len(candidates))
+            answers[lease.version, k] = [r.score for r in sorted(ranked, key=lambda r: r.item_id)]
+        except BaseException as error:
+            errors.append(error)
+
+    rounds_before = server.rounds
+    with server.lease() as old:
+        server.activate("v2", adapter_folders["v2"])  # old keeps v1; new leases get v2
+        with server.lease() as new:
+            assert (old.version, new.version) == ("v1", "v2")
+            threads = [
+                threading.Thread(target=client, args=(lease, k))
+                for lease in (old, new)
+                for k in (-1, 0, 1, 2)
+            ]
+            with server._forward_lock:  # every request queues before any round runs
+                for thread in threads:
+                    thread.start()
+                while len(server._queued) < len(threads):
+                    time.sleep(0.01)
+            for thread in threads:
+                thread.join()
+    assert errors == []
+    assert server.rounds - rounds_before == 2  # one round per version, each serving four requests
+    assert set(answers) == set(alone)
+    for key, values in alone.items():
+        np.testing.assert_allclose(answers[key], values, atol=1e-5, err_msg=str(key))
+
+
+def test_admission_beyond_the_queue_limit_is_refused_at_once(server: ModelServer) -> None:
+    server.batching = Batching(queue_limit=2)
+    with server.admit(), server.admit(), pytest.raises(ModelBusy, match="at capacity"), server.admit():
+        pass
+    with server.admit():  # places come back
+        pass
+
+
+def test_an_error_in_a_shared_round_reaches_every_request_in_it(
+    server: ModelServer, adapter_folders: dict[str, Path], small_data: PreparedData
+) -> None:
+    server.activate("v1", adapter_folders["v1"])
+    server.batching = Batching(max_wait_seconds=0)
+
+    def broken(works: object) -> list[np.ndarray]:
+        raise RuntimeError("out of memory")
+
+    server.scorer.rank_encoded = broken  # type: ignore[method-assign,assignment]
+    outcomes: list[str] = []
+
+    def client(user: str) -> None:
+        with server.lease() as lease:
+            try:
+                lease.recommend(user, [("i2", 5.0)], ["i3", "i4"], k=1)
+            except RuntimeError as error:
+                outcomes.append(str(error))
+
+    threads = [threading.Thread(target=client, args=(u,)) for u in ("u1", "u2", "u3")]
+    with server._forward_lock:
+        for thread in threads:
+            thread.start()
+        while len(server._queued) < len(threads):
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == ["out of memory"] * 3 and server.rounds == 1
+    assert server.in_flight("v1") == 0
