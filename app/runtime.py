@@ -138,7 +138,9 @@ def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -
         batch_size=settings.inference_batch_size,
         rank_batch_size=settings.rank_batch_size,
         batching=Batching(  # how requests share forward passes (README "Settings")
-            settings.batch_across_requests,
+            loaded.device.type == "cuda"
+            if settings.batch_across_requests is None
+            else settings.batch_across_requests,
             settings.model_batch_rows,
             settings.model_batch_wait_seconds,
             settings.model_queue,

@@ -32,7 +32,9 @@ class ApiSettings(Settings):
     # the model server (core/serving.py): requests inside it at once (reading their inputs, queued or in a
     # forward pass; beyond: 503 + Retry-After at once); keep it below the 40 worker threads of the API
     model_queue: int = Field(default=16, ge=1)
-    batch_across_requests: bool = True  # queued requests of one adapter version share forward passes
+    # queued requests of one adapter version share forward passes; None: on a GPU only (on the 2-core CPU it
+    # gained no throughput and raised p50 1.5x: docs/benchmarks.md "Serving")
+    batch_across_requests: bool | None = None
     model_batch_rows: int = Field(default=256, ge=1)  # candidate rows one shared forward round takes
     model_batch_wait_seconds: float = Field(default=0.002, ge=0)  # a round waits this long for admitted ones
     rank_batch_size: int = Field(default=64, ge=1)  # candidate rows per forward call when ranking
