@@ -54,7 +54,7 @@ def recommend(
         candidates = body.candidates
     else:
         candidates = service.candidate_items(session, body.user_id, body.pool_size)
-    catalog = service.prompt_catalog(session, [body.user_id])
+    catalog = service.prompt_catalog(session, [body.user_id], [*candidates, *(item for item, _ in history)])
 
     with server.lease() as lease:  # sync endpoint: FastAPI runs it in a worker thread
         ranked = lease.recommend(body.user_id, history, candidates, body.k, catalog) if candidates else []
@@ -74,7 +74,7 @@ def score(
     _refuse_unknown(session, [p.item_id for p in body.pairs], "unknown item(s)")
     users = sorted({p.user_id for p in body.pairs})
     histories = {u: encode_history(service.user_history(session, u, settings.history_len)) for u in users}
-    catalog = service.prompt_catalog(session, users)
+    catalog = service.prompt_catalog(session, users, [p.item_id for p in body.pairs], histories.values())
     frame = pd.DataFrame(
         {
             "user_id": [p.user_id for p in body.pairs],
