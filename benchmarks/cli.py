@@ -10,7 +10,17 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from benchmarks import canaries, gpu_proof, ranking, recommender, report, sealing, throughput, unlearning
+from benchmarks import (
+    canaries,
+    gpu_proof,
+    ranking,
+    recommender,
+    report,
+    sealing,
+    synthetic,
+    throughput,
+    unlearning,
+)
 from core.ml import data as data_mod
 from core.ml.model import LoraSpec, ModelConfig
 from core.ml.training import TrainConfig
@@ -210,3 +220,4 @@ bench_app.command("gpu-proof")(gpu_proof.command)
 bench_app.command("canaries")(canaries.command)
 bench_app.command("verify-cost")(canaries.cost_command)
 bench_app.command("sealing")(sealing.command)
+bench_app.command("synth")(synthetic.command)
