@@ -86,9 +86,9 @@ class SynthConfig:
     users: int
     ratings: int
     seed: int = 0
+    chunk_users: int = 50_000
     popularity_exponent: float = 1.0
     activity_sigma: float = 1.0
-    chunk_users: int = 50_000
 
     def __post_init__(self) -> None:
         if self.items < 2 or self.users < 1:
