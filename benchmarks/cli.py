@@ -13,6 +13,7 @@ import typer
 from benchmarks import (
     canaries,
     gpu_proof,
+    intake,
     ranking,
     recommender,
     report,
@@ -221,3 +222,4 @@ bench_app.command("canaries")(canaries.command)
 bench_app.command("verify-cost")(canaries.cost_command)
 bench_app.command("sealing")(sealing.command)
 bench_app.command("synth")(synthetic.command)
+bench_app.command("intake")(intake.command)

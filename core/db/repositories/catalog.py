@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, exists, func, or_, select, union, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -394,10 +394,14 @@ def has_any_interactions(session: Session) -> bool:
     return session.execute(select(Interaction.id).limit(1)).first() is not None
 
 
+def user_known_clause(user_id: str) -> ColumnElement[bool]:
+    """SQL truth of ``user_known``, to fold into another query (intake asks it with its own lookup)."""
+    return or_(exists().where(Interaction.user_id == user_id), exists().where(UserProfile.user_id == user_id))
+
+
 def user_known(session: Session, user_id: str) -> bool:
     """Whether the user has any stored rating or profile (erased or not)."""
-    rated = session.execute(select(Interaction.id).where(Interaction.user_id == user_id).limit(1)).first()
-    return rated is not None or session.get(UserProfile, user_id) is not None
+    return bool(session.scalar(select(user_known_clause(user_id))))
 
 
 def stored_user_ids(session: Session) -> set[str]:

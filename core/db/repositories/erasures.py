@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, null, select, update
 from sqlalchemy.orm import Session
 
 from core.db.engine import is_sqlite
@@ -30,6 +31,23 @@ def by_idempotency_key(session: Session, owner: str, key_hash: str) -> ErasureRe
         ErasureRequest.owner == owner, ErasureRequest.idempotency_key_hash == key_hash
     )
     return session.scalars(query).first()
+
+
+def earlier_id_and(
+    session: Session, owner: str, key_hash: str | None, condition: ColumnElement[bool]
+) -> tuple[str | None, bool]:
+    """(the id of ``owner``'s request under ``key_hash``, or None; the truth of ``condition``) in one
+    round trip: intake asks both before every insert, and each round trip is a share of its cost."""
+    earlier: Any = None
+    if key_hash is not None:
+        earlier = (
+            select(ErasureRequest.id)
+            .where(ErasureRequest.owner == owner, ErasureRequest.idempotency_key_hash == key_hash)
+            .limit(1)
+            .scalar_subquery()
+        )
+    found, holds = session.execute(select(earlier if earlier is not None else null(), condition)).one()
+    return (None if found is None else str(found)), bool(holds)
 
 
 def add(session: Session, request: ErasureRequest, item_ids: Sequence[str]) -> None:
