@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, func, null, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Table, bindparam, exists, func, insert, select, true, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from core.db.engine import is_sqlite
 from core.db.models import (
@@ -33,21 +32,35 @@ def by_idempotency_key(session: Session, owner: str, key_hash: str) -> ErasureRe
     return session.scalars(query).first()
 
 
-def earlier_id_and(
-    session: Session, owner: str, key_hash: str | None, condition: ColumnElement[bool]
-) -> tuple[str | None, bool]:
-    """(the id of ``owner``'s request under ``key_hash``, or None; the truth of ``condition``) in one
-    round trip: intake asks both before every insert, and each round trip is a share of its cost."""
-    earlier: Any = None
-    if key_hash is not None:
-        earlier = (
-            select(ErasureRequest.id)
-            .where(ErasureRequest.owner == owner, ErasureRequest.idempotency_key_hash == key_hash)
-            .limit(1)
-            .scalar_subquery()
-        )
-    found, holds = session.execute(select(earlier if earlier is not None else null(), condition)).one()
-    return (None if found is None else str(found)), bool(holds)
+def no_earlier_request(owner: str, key_hash: str | None) -> ColumnElement[bool]:
+    """SQL truth: ``owner`` filed no request under ``key_hash`` (always true without a key)."""
+    if key_hash is None:
+        return true()
+    earlier = select(ErasureRequest.id).where(
+        ErasureRequest.owner == owner, ErasureRequest.idempotency_key_hash == key_hash
+    )
+    return ~exists(earlier)
+
+
+def add_if(
+    session: Session, request: ErasureRequest, item_ids: Sequence[str], condition: ColumnElement[bool]
+) -> bool:
+    """Insert ``request`` (and its scope items) only if ``condition`` holds, checked and inserted in one
+    statement (``INSERT ... SELECT ... WHERE``): intake's checks cost no round trip of their own, and each
+    round trip is a share of an accepted request's cost.  Returns whether it was inserted; the request is
+    then in the session as if added and flushed."""
+    table: Table = ErasureRequest.__table__  # type: ignore[assignment]
+    values = [bindparam(c.key, getattr(request, c.key), type_=c.type) for c in table.columns]
+    source = select(*values).where(condition)
+    statement = insert(table).from_select([c.key for c in table.columns], source)
+    # RETURNING, not rowcount: psycopg reports no row count for INSERT ... SELECT through the session
+    if session.execute(statement.returning(table.c.id)).first() is None:
+        return False
+    make_transient_to_detached(request)  # the row exists: the object is its persistent copy
+    session.add(request)
+    session.add_all([ErasureScopeItem(request_id=request.id, item_id=i) for i in sorted(set(item_ids))])
+    session.flush()
+    return True
 
 
 def add(session: Session, request: ErasureRequest, item_ids: Sequence[str]) -> None:
