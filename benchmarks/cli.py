@@ -17,6 +17,7 @@ from benchmarks import (
     ranking,
     recommender,
     report,
+    scale,
     sealing,
     synthetic,
     throughput,
@@ -223,3 +224,4 @@ bench_app.command("verify-cost")(canaries.cost_command)
 bench_app.command("sealing")(sealing.command)
 bench_app.command("synth")(synthetic.command)
 bench_app.command("intake")(intake.command)
+bench_app.command("scale")(scale.command)
