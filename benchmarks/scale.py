@@ -34,7 +34,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from benchmarks import intake, report
@@ -188,18 +188,30 @@ def run_probe(url: str, home: Path, kek: Path, key: str, users: list[str]) -> di
 
 
 def old_popular_unseen(session: Session, user_id: str, limit: int) -> list[str]:
+    """What ``popular_unseen_items`` answered before migration 0006, the same way."""
+    return [str(row[0]) for row in session.execute(old_popular_unseen_query(user_id, limit))]
+
+
+def old_popular_unseen_query(user_id: str, limit: int) -> Select[str, int]:
     """The query ``popular_unseen_items`` ran before migration 0006: every usable rating counted."""
     not_excluded = catalog_repo.not_excluded()
     seen = select(Interaction.item_id).where(Interaction.user_id == user_id, not_excluded)
     count = func.count(Interaction.id)
-    query = (
+    return (
         select(Interaction.item_id, count)
         .where(not_excluded, Interaction.item_id.not_in(seen))
         .group_by(Interaction.item_id)
         .order_by(count.desc(), Interaction.item_id)
         .limit(limit)
     )
-    return [str(row[0]) for row in session.execute(query)]
+
+
+def plan(session: Session, statement: Any) -> list[str]:
+    """The database's plan for ``statement`` (SQLite: EXPLAIN QUERY PLAN's steps; PostgreSQL: EXPLAIN)."""
+    dialect = session.get_bind().dialect
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+    return [str(row[-1]) for row in session.execute(text(prefix + sql))]
 
 
 def reads(sessions: sessionmaker[Session], users: list[str], old_repeats: int) -> dict[str, Any]:
@@ -210,7 +222,16 @@ def reads(sessions: sessionmaker[Session], users: list[str], old_repeats: int) -
             catalog_repo.popular_unseen_items(session, u, 20) == old_popular_unseen(session, u, 20)
             for u in users[:old_repeats]
         )
-    return {"popular_unseen_ms": spread(new), "replaced_full_count_ms": spread(old), "same_answer": same}
+        plans = {
+            "ranking": plan(session, catalog_repo.popularity_ranking().limit(40)),
+            "replaced_full_count": plan(session, old_popular_unseen_query(users[0], 20)),
+        }
+    return {
+        "popular_unseen_ms": spread(new),
+        "replaced_full_count_ms": spread(old),
+        "same_answer": same,
+        "plans": plans,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- erasure

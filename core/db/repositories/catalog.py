@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, delete, exists, func, or_, select, union, update
+from sqlalchemy import ColumnElement, Select, delete, exists, func, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -352,11 +352,7 @@ def popular_unseen_items(session: Session, user_id: str, limit: int) -> list[str
         session.scalars(select(Interaction.item_id).where(Interaction.user_id == user_id, not_excluded()))  # type: ignore[arg-type]
     )
     excluded = _excluded_counts(session)
-    ranking = (
-        select(ItemPopularity.item_id, ItemPopularity.ratings)
-        .where(ItemPopularity.ratings > 0)
-        .order_by(ItemPopularity.ratings.desc(), ItemPopularity.item_id)
-    )
+    ranking = popularity_ranking()
     fetch = limit + len(seen) + len(excluded)
     while True:
         rows = session.execute(ranking.limit(fetch)).all()
@@ -369,6 +365,16 @@ def popular_unseen_items(session: Session, user_id: str, limit: int) -> list[str
         if len(settled) >= limit:
             return settled[:limit]
         fetch *= 2
+
+
+def popularity_ranking() -> Select[str, int]:
+    """(item id, stored ratings) of the items with any, most rated first, ties by id: the head of the
+    index ``ix_item_popularity_rank`` read backwards."""
+    return (
+        select(ItemPopularity.item_id, ItemPopularity.ratings)
+        .where(ItemPopularity.ratings > 0)
+        .order_by(ItemPopularity.ratings.desc(), ItemPopularity.item_id)
+    )
 
 
 def _excluded_counts(session: Session) -> dict[str, int]:
