@@ -174,10 +174,8 @@ def create_erasure_request(
     )
     # inserted only if the user has data and the key is new, in the insert's own statement: an accepted
     # request costs two statements (this and its audit entry) and the commit
-    known = catalog_repo.user_known_clause(user_id)
-    condition = known & erasure_repo.no_earlier_request(caller.owner, key_hash)
     try:
-        inserted = erasure_repo.add_if(session, request, wanted or [], condition)
+        inserted = erasure_repo.add_if_known_and_new(session, request, wanted or [])
     except IntegrityError:
         if key_hash is None:
             raise

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Select, delete, exists, func, or_, select, union, update
+from sqlalchemy import BindParameter, ColumnElement, Select, delete, exists, func, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -400,7 +400,7 @@ def has_any_interactions(session: Session) -> bool:
     return session.execute(select(Interaction.id).limit(1)).first() is not None
 
 
-def user_known_clause(user_id: str) -> ColumnElement[bool]:
+def user_known_clause(user_id: str | BindParameter[str]) -> ColumnElement[bool]:
     """SQL truth of ``user_known``, to fold into another query (intake asks it with its own lookup)."""
     return or_(exists().where(Interaction.user_id == user_id), exists().where(UserProfile.user_id == user_id))
 
