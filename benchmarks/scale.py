@@ -324,6 +324,7 @@ def measure_size(
             sessions = session_factory(engine, keyring)
             loaded = load(sessions, folder)
             echo(f"{size}: loaded {loaded['ratings']} ratings in {loaded['seconds']:.0f} s")
+            intake.link_models(home)
             key = prepare_api(url, home, keyring)
             # users spread over the population (ids are 1..N; activity is random over ids)
             step = size // 1000
