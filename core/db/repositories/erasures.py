@@ -67,6 +67,9 @@ def add_if_known_and_new(session: Session, request: ErasureRequest, item_ids: Se
         parameters |= {"check_owner": request.owner, "check_key_hash": request.idempotency_key_hash}
     if session.execute(_checked_insert(with_key), parameters).first() is None:
         return False
+    for column, value in parameters.items():  # columns left unset were stored as NULL: say so, so that
+        if column in table.c and column not in vars(request):  # reading them costs no SELECT
+            setattr(request, column, value)
     make_transient_to_detached(request)  # the row exists: the object is its persistent copy
     session.add(request)
     if item_ids:

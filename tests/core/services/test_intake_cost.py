@@ -38,6 +38,9 @@ def test_an_accepted_request_is_two_inserts(session: Session, seeded: PreparedDa
     with statements(session) as seen:
         request, created = create_erasure_request(session, "u1", None, INTAKE, idempotency_key="k-1")
     assert created and seen == ["INSERT", "INSERT"]  # the checked insert of the request; its audit entry
+    with statements(session) as seen:  # the answer reads every field: all known, none read back
+        fields = {c.key: getattr(request, c.key) for c in ErasureRequest.__table__.columns}
+    assert seen == [] and fields["completed_at"] is None and fields["retry_count"] == 0
     session.commit()
     assert session.get(ErasureRequest, request.id) is request  # the session holds it as if it added it
     assert session.query(AuditEntry).filter_by(subject_id=request.id).count() == 1
