@@ -401,7 +401,7 @@ def has_any_interactions(session: Session) -> bool:
 
 
 def user_known_clause(user_id: str | BindParameter[str]) -> ColumnElement[bool]:
-    """SQL truth of ``user_known``, to fold into another query (intake asks it with its own lookup)."""
+    """SQL truth of ``user_known``, to fold into another statement (intake checks it in its insert)."""
     return or_(exists().where(Interaction.user_id == user_id), exists().where(UserProfile.user_id == user_id))
 
 

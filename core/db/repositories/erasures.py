@@ -78,13 +78,6 @@ def add_if_known_and_new(session: Session, request: ErasureRequest, item_ids: Se
     return True
 
 
-def add(session: Session, request: ErasureRequest, item_ids: Sequence[str]) -> None:
-    session.add(request)
-    session.flush()
-    session.add_all([ErasureScopeItem(request_id=request.id, item_id=i) for i in sorted(set(item_ids))])
-    session.flush()
-
-
 def scope_items(session: Session, request_id: str) -> list[str]:
     return list(
         session.scalars(
