@@ -55,3 +55,33 @@ def test_recommendations_and_scores_read_only_their_items(api_env: Env) -> None:
     # the titles still come with the answer: each item's own, read for this request
     titled = popular.json()["items"] + given.json()["items"]
     assert all(i["title"] == f"Movie {i['item_id'].removeprefix('i')}" for i in titled), titled
+
+
+def test_a_recommendation_scans_no_table_that_grows_with_the_catalogue(api_env: Env) -> None:
+    # every SELECT of a recommendation (with and without candidates), explained by SQLite: a SCAN of the
+    # items, ratings, profiles or keys (a pass over the whole table, not a SEARCH by an index) is a cost
+    # that grows with the catalogue; the item ranking is read from its index's head (SEARCH ... LIMIT)
+    client, headers = api_env.client, api_env.keys.header("recommend")
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        for body in ({"user_id": "u1", "k": 3}, {"user_id": "u2", "k": 2, "candidates": ["i3", "i4"]}):
+            assert client.post("/v1/recommendations", json=body, headers=headers).status_code == 200
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    growing = ("items", "interactions", "user_profiles", "user_data_keys", "item_popularity")
+    with api_env.sessions() as session:
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        scans = [
+            (statement, step)
+            for statement, parameters in seen
+            for *_, step in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            if any(step.startswith(f"SCAN {table}") for table in growing)
+        ]
+    assert seen and not scans, scans
