@@ -26,7 +26,6 @@ from core.db.repositories import serving as serving_repo
 from core.events import PROMOTION_CHANNEL, PromotionStamp
 from core.ml.model import ModelConfig, load_base
 from core.ml.prompts import Catalog
-from core.services import recommendations as recommendation_service
 from core.services import registry as registry_service
 from core.services import suppression as suppression_service
 from core.serving import ActiveAdapter, AdapterWatcher, Batching, ModelServer
@@ -123,18 +122,14 @@ def model_config(settings: ApiSettings) -> ModelConfig:
     )
 
 
-def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -> ModelServer:
-    """Load the base model and the default prompt catalog (the adapter comes from the watcher)."""
+def build_model_server(settings: ApiSettings) -> ModelServer:
+    """Load the base model (the adapter comes from the watcher).  The default prompt catalog is empty:
+    every request reads the titles and profiles it needs (``prompt_catalog``), so the process holds no
+    copy of the catalogue, whose size would otherwise set the API's memory."""
     loaded = load_base(model_config(settings))
-    try:
-        with sessions() as session:
-            catalog = recommendation_service.prompt_catalog(session, [])
-    except Exception:  # an empty database (before bootstrap): requests bring their own catalog anyway
-        log.warning("no catalog yet; starting with an empty one")
-        catalog = Catalog(titles={}, profiles={})
     return ModelServer(
         loaded,
-        catalog,
+        Catalog(titles={}, profiles={}),
         batch_size=settings.inference_batch_size,
         rank_batch_size=settings.rank_batch_size,
         batching=Batching(  # how requests share forward passes (README "Settings")
@@ -151,7 +146,7 @@ def build_model_server(settings: ApiSettings, sessions: sessionmaker[Session]) -
 def build_runtime(settings: ApiSettings, model_server: ModelServer | None = None) -> Runtime:
     engine = engine_for(settings.database_url_resolved, settings.db_pool)
     sessions = session_factory(engine, settings.keyring())
-    server = model_server or build_model_server(settings, sessions)
+    server = model_server or build_model_server(settings)
     process_id = new_process_id()
     watcher = AdapterWatcher(
         server,

@@ -14,11 +14,14 @@ from benchmarks import (
     canaries,
     gpu_proof,
     hotswap,
+    intake,
     ranking,
     recommender,
     report,
+    scale,
     sealing,
     serving,
+    synthetic,
     throughput,
     unlearning,
 )
@@ -223,3 +226,6 @@ bench_app.command("verify-cost")(canaries.cost_command)
 bench_app.command("sealing")(sealing.command)
 bench_app.command("hotswap")(hotswap.command)
 bench_app.command("serving")(serving.command)
+bench_app.command("synth")(synthetic.command)
+bench_app.command("intake")(intake.command)
+bench_app.command("scale")(scale.command)

@@ -70,7 +70,9 @@ def recommend(
             candidates = body.candidates
         else:
             candidates = service.candidate_items(session, body.user_id, body.pool_size)
-        catalog = service.prompt_catalog(session, [body.user_id])
+        catalog = service.prompt_catalog(
+            session, [body.user_id], [*candidates, *(item for item, _ in history)]
+        )
         _done_with_the_database(session, request)
 
         with server.lease() as lease:
@@ -97,7 +99,7 @@ def score(
         _refuse_unknown(session, [p.item_id for p in body.pairs], "unknown item(s)")
         users = sorted({p.user_id for p in body.pairs})
         histories = {u: encode_history(service.user_history(session, u, settings.history_len)) for u in users}
-        catalog = service.prompt_catalog(session, users)
+        catalog = service.prompt_catalog(session, users, [p.item_id for p in body.pairs], histories.values())
         _done_with_the_database(session, request)
         frame = pd.DataFrame(
             {

@@ -188,6 +188,16 @@ class Interaction(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ItemPopularity(Base):
+    """How many stored ratings an item has (usable or not): the ranking of ``popular_unseen_items``.
+    Written only by the database's triggers on ``interactions`` (migration 0006), never by the code."""
+
+    __tablename__ = "item_popularity"
+    __table_args__ = (Index("ix_item_popularity_rank", "ratings", "item_id"),)
+    item_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ratings: Mapped[int] = mapped_column(Integer)
+
+
 class SuppressionReplay(Base):
     """How far this database has applied the suppression ledger (``core.suppression``): its first
     ``entries`` lines, whose sha256 is ``digest``.  The API and the worker are not ready while the ledger

@@ -24,7 +24,9 @@ erasures  (caller=Caller(owner, admin): a caller reaches its own requests only (
 recommendations  (all reads exclude data under a live erasure scope)
     user_history(s, user_id, history_len) -> [(item_id, rating)]   NotFound for unknown/erased users
     candidate_items(s, user_id, limit) -> [item_id]                popular unseen items
-    unknown_items(s, item_ids) -> [item_id];  prompt_catalog(s, user_ids=None) -> core.ml.prompts.Catalog
+    unknown_items(s, item_ids) -> [item_id]
+    prompt_catalog(s, user_ids=None, item_ids=None, histories=()) -> core.ml.prompts.Catalog   titles of
+                                          the request's items only (None: every title, offline work)
     add_interactions(s, user_id, [NewRating(item_id, rating, timestamp|None)], history_len) -> [StoredRating]
 batching  (task names for send_task are in core.queue_contract: RUN_JOB_TASK "e2u.run_job"(job_id) on
            UNLEARNING_QUEUE, FORM_BATCHES_TASK "e2u.form_batches"; job_settings_from(Settings()))

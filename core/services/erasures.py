@@ -144,15 +144,15 @@ def create_erasure_request(
     subject = user_hash(config.salt, user_id)
     wanted = sorted(set(items)) if items is not None else None
     key_hash = None if idempotency_key is None else idempotency_key_hash(config.salt, idempotency_key)
-    if key_hash is not None:
-        earlier = _earlier(session, caller.owner, key_hash, subject, wanted)
-        if earlier is not None:
-            return earlier, False
     if not user_id:
         raise InvalidInput("user_id must not be empty")
-    if not catalog_repo.user_known(session, user_id):
-        raise NotFound(f"no data stored for user {user_id!r}")
-    if wanted is not None:
+    if wanted is not None:  # the listed items are checked first (a whole user is checked by the insert)
+        if key_hash is not None:
+            earlier = _earlier(session, caller.owner, key_hash, subject, wanted)
+            if earlier is not None:
+                return earlier, False
+        if not catalog_repo.user_known(session, user_id):
+            raise NotFound(f"no data stored for user {user_id!r}")
         if not wanted:
             raise InvalidInput("items must list at least one item (omit it to erase the whole user)")
         unknown = sorted(set(wanted) - catalog_repo.user_item_ids(session, user_id))
@@ -172,8 +172,10 @@ def create_erasure_request(
         deadline_at=when + timedelta(days=config.deadline_days),
         retry_count=0,
     )
+    # inserted only if the user has data and the key is new, in the insert's own statement: an accepted
+    # request costs two statements (this and its audit entry) and the commit
     try:
-        erasure_repo.add(session, request, wanted or [])
+        inserted = erasure_repo.add_if_known_and_new(session, request, wanted or [])
     except IntegrityError:
         if key_hash is None:
             raise
@@ -184,6 +186,11 @@ def create_erasure_request(
         if earlier is None:
             raise
         return earlier, False
+    if not inserted:  # an earlier request under this key (checked first, as it answers), or no data
+        earlier = None if key_hash is None else _earlier(session, caller.owner, key_hash, subject, wanted)
+        if earlier is not None:
+            return earlier, False
+        raise NotFound(f"no data stored for user {user_id!r}")
     audit_repo.record(
         session,
         when,

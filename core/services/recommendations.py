@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from core.db.models import utcnow
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories.catalog import StoredRating
-from core.ml.data import encode_history
+from core.ml.data import decode_history, encode_history
 from core.ml.prompts import Catalog
 from core.services.errors import Conflict, InvalidInput, NotFound
 
@@ -42,9 +42,21 @@ def unknown_items(session: Session, item_ids: Iterable[str]) -> list[str]:
     return sorted(wanted - catalog_repo.items_exist(session, wanted))
 
 
-def prompt_catalog(session: Session, user_ids: Iterable[str] | None = None) -> Catalog:
-    """Titles of every item plus the usable profiles of ``user_ids`` (all users if None), for prompts."""
-    return Catalog(titles=catalog_repo.titles(session), profiles=catalog_repo.profiles(session, user_ids))
+def prompt_catalog(
+    session: Session,
+    user_ids: Iterable[str] | None = None,
+    item_ids: Iterable[str] | None = None,
+    histories: Iterable[str] = (),
+) -> Catalog:
+    """What prompts need: the usable profiles of ``user_ids`` (all users if None) and the titles of
+    ``item_ids`` plus the items of ``histories`` (encoded as ``core.ml.data.encode_history``).  A request
+    names its items so that it reads their titles only, whatever the catalogue's size; ``item_ids`` None
+    reads every title (offline work over the whole data set)."""
+    if item_ids is not None:
+        item_ids = {*item_ids, *(item for text in histories for item, _ in decode_history(text))}
+    return Catalog(
+        titles=catalog_repo.titles(session, item_ids), profiles=catalog_repo.profiles(session, user_ids)
+    )
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, AuditEntry
@@ -22,17 +22,17 @@ def record(
     **details: Any,
 ) -> None:
     """Append an audit entry.  Never pass raw user ids: use request ids or salted hashes."""
-    session.add(
-        AuditEntry(
-            at=now,
-            actor=actor,
-            action=action,
-            subject_type=subject_type,
-            subject_id=subject_id,
-            details=details,
-        )
-    )
-    session.flush()
+    # a plain INSERT, not a unit-of-work flush of a new object: nothing reads the entry back, and every
+    # erasure request writes one (the ORM's bookkeeping was a fifth of intake's time)
+    entry = {
+        "at": now,
+        "actor": actor,
+        "action": action,
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "details": details,
+    }
+    session.execute(insert(AuditEntry), entry)
 
 
 def entries(session: Session, subject_id: str | None = None, limit: int = 100) -> list[AuditEntry]:

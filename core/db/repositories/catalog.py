@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, exists, func, or_, select, union, update
+from sqlalchemy import BindParameter, ColumnElement, Select, delete, exists, func, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -27,6 +27,7 @@ from core.db.models import (
     ErasureScopeItem,
     Interaction,
     Item,
+    ItemPopularity,
     UserDataKey,
     UserProfile,
     utcnow,
@@ -339,27 +340,74 @@ def scope_interactions(
 
 
 def popular_unseen_items(session: Session, user_id: str, limit: int) -> list[str]:
-    """The ``limit`` most-rated items (usable ratings only) that the user has no usable rating of."""
-    seen = select(Interaction.item_id).where(Interaction.user_id == user_id, not_excluded())  # type: ignore[arg-type]
-    count = func.count(Interaction.id)
-    query = (
-        select(Interaction.item_id, count)
-        .where(not_excluded(), Interaction.item_id.not_in(seen))  # type: ignore[arg-type]
-        .group_by(Interaction.item_id)
-        .order_by(count.desc(), Interaction.item_id)
-        .limit(limit)
+    """The ``limit`` most-rated items (usable ratings only; ties by item id) that the user has no usable
+    rating of.
+
+    Reads the head of the maintained ranking (``item_popularity``: stored ratings per item, kept by
+    triggers) instead of counting every rating: the cost follows ``limit``, the user's ratings and the
+    rows under live erasures, not the catalogue.  Those rows are subtracted here; since that only lowers
+    a count, an item beyond the rows read ranks below the last one read, so the head is read (doubling)
+    until ``limit`` items rank at or above that last row."""
+    seen = set(
+        session.scalars(select(Interaction.item_id).where(Interaction.user_id == user_id, not_excluded()))  # type: ignore[arg-type]
     )
-    return [str(row[0]) for row in session.execute(query)]
+    excluded = _excluded_counts(session)
+    ranking = popularity_ranking()
+    fetch = limit + len(seen) + len(excluded)
+    while True:
+        rows = session.execute(ranking.limit(fetch)).all()
+        usable = sorted((-(int(n) - excluded.get(str(i), 0)), str(i)) for i, n in rows if str(i) not in seen)
+        ranked = [key for key in usable if key[0] < 0]  # at least one usable rating
+        if len(rows) < fetch:  # the whole ranking was read
+            return [item for _, item in ranked[:limit]]
+        boundary = (-int(rows[-1][1]), str(rows[-1][0]))
+        settled = [item for count, item in ranked if (count, item) <= boundary]
+        if len(settled) >= limit:
+            return settled[:limit]
+        fetch *= 2
+
+
+def popularity_ranking() -> Select[str, int]:
+    """(item id, stored ratings) of the items with any, most rated first, ties by id: the head of the
+    index ``ix_item_popularity_rank`` read backwards."""
+    return (
+        select(ItemPopularity.item_id, ItemPopularity.ratings)
+        .where(ItemPopularity.ratings > 0)
+        .order_by(ItemPopularity.ratings.desc(), ItemPopularity.item_id)
+    )
+
+
+def _excluded_counts(session: Session) -> dict[str, int]:
+    """Per item, how many stored ratings lie under a live erasure scope (the open requests' rows)."""
+    scopes = excluded_scopes(session)
+    counts: dict[str, int] = {}
+    for chunk in _chunks(sorted(scopes.users)):
+        query = (
+            select(Interaction.item_id, func.count())
+            .where(Interaction.user_id.in_(chunk))
+            .group_by(Interaction.item_id)
+        )
+        for item_id, n in session.execute(query):
+            counts[str(item_id)] = counts.get(str(item_id), 0) + int(n)
+    partial = {u: items for u, items in scopes.items.items() if u not in scopes.users}
+    for user, item in rated_pairs(session, partial):
+        if item in partial[user]:
+            counts[item] = counts.get(item, 0) + 1
+    return counts
 
 
 def has_any_interactions(session: Session) -> bool:
     return session.execute(select(Interaction.id).limit(1)).first() is not None
 
 
+def user_known_clause(user_id: str | BindParameter[str]) -> ColumnElement[bool]:
+    """SQL truth of ``user_known``, to fold into another statement (intake checks it in its insert)."""
+    return or_(exists().where(Interaction.user_id == user_id), exists().where(UserProfile.user_id == user_id))
+
+
 def user_known(session: Session, user_id: str) -> bool:
     """Whether the user has any stored rating or profile (erased or not)."""
-    rated = session.execute(select(Interaction.id).where(Interaction.user_id == user_id).limit(1)).first()
-    return rated is not None or session.get(UserProfile, user_id) is not None
+    return bool(session.scalar(select(user_known_clause(user_id))))
 
 
 def stored_user_ids(session: Session) -> set[str]:
@@ -379,8 +427,15 @@ def items_exist(session: Session, item_ids: Iterable[str]) -> set[str]:
     return set(session.scalars(select(Item.item_id).where(Item.item_id.in_(wanted)))) if wanted else set()
 
 
-def titles(session: Session) -> dict[str, str]:
-    return {str(i): str(t) for i, t in session.execute(select(Item.item_id, Item.title))}
+def titles(session: Session, item_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """Titles of ``item_ids`` that are in the catalog (every item's if None: a whole-catalogue read)."""
+    query = select(Item.item_id, Item.title)
+    if item_ids is None:
+        return {str(i): str(t) for i, t in session.execute(query)}
+    found: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(item_ids))):
+        found |= {str(i): str(t) for i, t in session.execute(query.where(Item.item_id.in_(chunk)))}
+    return found
 
 
 def profiles(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, String, Table, bindparam, exists, func, insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from core.db.engine import is_sqlite
 from core.db.models import (
@@ -18,6 +20,7 @@ from core.db.models import (
     ErasureStatus,
     UnlearningJob,
 )
+from core.db.repositories import catalog as catalog_repo
 from core.db.repositories import jobs as job_repo
 
 
@@ -32,11 +35,47 @@ def by_idempotency_key(session: Session, owner: str, key_hash: str) -> ErasureRe
     return session.scalars(query).first()
 
 
-def add(session: Session, request: ErasureRequest, item_ids: Sequence[str]) -> None:
+@functools.cache
+def _checked_insert(with_key: bool) -> Any:
+    """INSERT of a request's row that happens only if its user has data (a stored rating or profile) and,
+    ``with_key``, its owner filed nothing under its idempotency key.  Built once: the request's values
+    and the checks' operands are bound parameters, so each call only binds them."""
+    table: Table = ErasureRequest.__table__  # type: ignore[assignment]
+    condition = catalog_repo.user_known_clause(bindparam("check_user_id", type_=String()))
+    if with_key:
+        earlier = select(ErasureRequest.id).where(
+            ErasureRequest.owner == bindparam("check_owner", type_=String()),
+            ErasureRequest.idempotency_key_hash == bindparam("check_key_hash", type_=String()),
+        )
+        condition = condition & ~exists(earlier)
+    source = select(*[bindparam(c.key, type_=c.type) for c in table.columns]).where(condition)
+    # RETURNING, not rowcount: psycopg reports no row count for INSERT ... SELECT through the session
+    return insert(table).from_select([c.key for c in table.columns], source).returning(table.c.id)
+
+
+def add_if_known_and_new(session: Session, request: ErasureRequest, item_ids: Sequence[str]) -> bool:
+    """Insert ``request`` (and its scope items) only if its user has data and its owner used its
+    idempotency key for nothing else, checked and inserted in one statement (``INSERT ... SELECT ...
+    WHERE``): intake's checks cost no round trip of their own, and each round trip is a share of an
+    accepted request's cost.  Returns whether it was inserted; the request is then in the session as if
+    added and flushed."""
+    with_key = request.idempotency_key_hash is not None
+    table: Table = ErasureRequest.__table__  # type: ignore[assignment]
+    parameters = {c.key: getattr(request, c.key) for c in table.columns}
+    parameters |= {"check_user_id": request.user_id}
+    if with_key:
+        parameters |= {"check_owner": request.owner, "check_key_hash": request.idempotency_key_hash}
+    if session.execute(_checked_insert(with_key), parameters).first() is None:
+        return False
+    for column, value in parameters.items():  # columns left unset were stored as NULL: say so, so that
+        if column in table.c and column not in vars(request):  # reading them costs no SELECT
+            setattr(request, column, value)
+    make_transient_to_detached(request)  # the row exists: the object is its persistent copy
     session.add(request)
-    session.flush()
-    session.add_all([ErasureScopeItem(request_id=request.id, item_id=i) for i in sorted(set(item_ids))])
-    session.flush()
+    if item_ids:
+        session.add_all([ErasureScopeItem(request_id=request.id, item_id=i) for i in sorted(set(item_ids))])
+        session.flush()
+    return True
 
 
 def scope_items(session: Session, request_id: str) -> list[str]:

@@ -1,0 +1,264 @@
+"""Erasure intake against the database's own insert rate (``python -m benchmarks intake``).
+
+Per round, on the same database and engine: a bare SQLAlchemy loop inserting ``requests`` rows into
+``erasure_requests`` (values computed beforehand, one row per transaction: every accepted request is
+committed before its answer), and ``requests`` calls of the intake service
+(``core.services.erasures.create_erasure_request`` with an Idempotency-Key, each for another user who
+has data, then commit), a session per call as the API opens one per request, and (``--http``, the
+default) as many ``POST /v1/erasure-requests`` through the app in-process (a TestClient: no network;
+authentication, admission, validation, the prompt-cache drop and the JSON answer included).  The loops
+take turns going first from round to round; the figure is the ratio service/bare per round (median, min, max
+over the rounds).  SQLite (a file, WAL, as the service runs it) and PostgreSQL (a throwaway database).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from benchmarks import report
+from core.data_keys import Keyring
+from core.db.engine import make_engine, session_factory
+from core.db.migrate import upgrade
+from core.db.models import ErasureRequest, ErasureStatus, Item, utcnow
+from core.db.repositories import catalog as catalog_repo
+from core.db.repositories.catalog import StoredRating
+from core.services.erasures import IntakeConfig, create_erasure_request, idempotency_key_hash, user_hash
+
+POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+CONFIG = IntakeConfig(salt="bench-salt")
+
+
+@dataclass
+class IntakeResult:
+    database: str
+    requests_per_round: int
+    rounds: int
+    bare_inserts_per_s: list[float]
+    service_requests_per_s: list[float]
+    http_requests_per_s: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        bare = self.bare_inserts_per_s
+        ratios = [s / b for s, b in zip(self.service_requests_per_s, bare, strict=True)]
+        figures = {
+            "service_over_bare": spread(ratios),
+            "bare_inserts_per_s": spread(bare),
+            "service_requests_per_s": spread(self.service_requests_per_s),
+            "n": len(ratios),
+        }
+        if self.http_requests_per_s:
+            http = self.http_requests_per_s
+            figures["http_over_bare"] = spread([h / b for h, b in zip(http, bare, strict=True)])
+            figures["http_requests_per_s"] = spread(http)
+        return figures
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+@contextmanager
+def database(kind: str) -> Iterator[tuple[str, str]]:
+    """A migrated, empty database of the benchmark's own: (dialect name, URL); dropped afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{Path(folder) / 'intake.sqlite'}"
+            upgrade(url)
+            yield "sqlite", url
+        return
+    name = f"bench_intake_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        upgrade(url)
+        yield "postgresql", url
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed_users(sessions: sessionmaker[Session], users: list[str]) -> None:
+    """One item and one rating per user: enough for intake to accept a request for each."""
+    now = utcnow()
+    with sessions() as session:
+        catalog_repo.insert_rows(session, Item, [{"item_id": "i0", "title": "Film 0", "genres": ""}])
+        rows = [StoredRating(u, "i0", 4.0, 1_000_000, 1, "", "train", now) for u in users]
+        catalog_repo.insert_interactions(session, rows)
+        session.commit()
+
+
+def bare_rows(count: int, tag: str) -> list[dict[str, Any]]:
+    """``count`` erasure_requests rows as the service would write them, computed before the timing."""
+    now = utcnow()
+    return [
+        {
+            "id": str(uuid.uuid4()),
+            "owner": "operator",
+            "idempotency_key_hash": idempotency_key_hash(CONFIG.salt, f"bare-{tag}-{k}"),
+            "user_id": f"bare-{tag}-{k}",
+            "user_hash": user_hash(CONFIG.salt, f"bare-{tag}-{k}"),
+            "scope": "user",
+            "status": ErasureStatus.RECEIVED.value,
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": now + timedelta(days=CONFIG.deadline_days),
+            "retry_count": 0,
+        }
+        for k in range(count)
+    ]
+
+
+def bare_loop(sessions: sessionmaker[Session], rows: list[dict[str, Any]]) -> float:
+    """Rows per second: one insert and one commit per row, a session each."""
+    statement = insert(ErasureRequest)
+    started = time.perf_counter()
+    for row in rows:
+        with sessions() as session:
+            session.execute(statement, row)
+            session.commit()
+    return len(rows) / (time.perf_counter() - started)
+
+
+def service_loop(sessions: sessionmaker[Session], users: list[str], tag: str) -> float:
+    """Requests per second through the intake service, one committed request per user."""
+    started = time.perf_counter()
+    for k, user in enumerate(users):
+        with sessions() as session:
+            create_erasure_request(session, user, None, CONFIG, idempotency_key=f"{tag}-{k}")
+            session.commit()
+    return len(users) / (time.perf_counter() - started)
+
+
+def http_loop(client: Any, key: str, users: list[str], tag: str) -> float:
+    """Requests per second through ``POST /v1/erasure-requests`` (in-process client), one per user."""
+    started = time.perf_counter()
+    for k, user in enumerate(users):
+        headers = {"X-API-Key": key, "Idempotency-Key": f"{tag}-{k}"}
+        answer = client.post("/v1/erasure-requests", json={"user_id": user}, headers=headers)
+        if answer.status_code != 201:
+            raise RuntimeError(f"intake over HTTP answered {answer.status_code}: {answer.text}")
+    return len(users) / (time.perf_counter() - started)
+
+
+def link_models(home: Path) -> None:
+    """``home/models`` is the repository's converted models (read-only use): a throwaway home would
+    otherwise convert the tiny model again, in the measured process."""
+    from core.settings import Settings
+
+    (home / "models").symlink_to(Settings().models_dir.resolve(), target_is_directory=True)
+
+
+@contextmanager
+def api_client(url: str, home: Path, sessions: sessionmaker[Session]) -> Iterator[tuple[Any, str]]:
+    """The app on this database with the tiny model (an in-process client) and an erase key."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import ApiSettings
+    from core.services.api_keys import create_api_key
+
+    with sessions() as session:
+        key = create_api_key(session, "intake", ["erase"])
+        session.commit()
+    link_models(home)
+    settings = ApiSettings(environment="development", home=home, database_url=url, base_model="tiny")
+    with TestClient(create_app(settings)) as client:
+        yield client, key
+
+
+def measure_on(
+    sessions: sessionmaker[Session],
+    dialect: str,
+    users: list[str],
+    requests: int,
+    rounds: int,
+    echo: Callable[[str], None] = lambda _: None,
+    http: tuple[Any, str] | None = None,
+) -> IntakeResult:
+    """Interleaved rounds on a database whose ``users`` have data (``requests * rounds`` of them at least,
+    twice that with ``http``: (client, erase key) for a third loop through the API)."""
+    bare: list[float] = []
+    service: list[float] = []
+    over_http: list[float] = []
+    for round_ in range(rounds):
+        rows = bare_rows(requests, f"r{round_}")
+        batch = users[round_ * requests : (round_ + 1) * requests]
+        tag = f"{uuid.uuid4().hex[:6]}-r{round_}"
+        loops: list[tuple[list[float], Callable[..., float], tuple[Any, ...]]] = [
+            (bare, bare_loop, (sessions, rows)),
+            (service, service_loop, (sessions, batch, tag)),
+        ]
+        if http is not None:
+            web = users[(rounds + round_) * requests : (rounds + round_ + 1) * requests]
+            loops.append((over_http, http_loop, (*http, web, f"http-{tag}")))
+        shift = round_ % len(loops)  # each loop goes first in turn
+        for figures, loop, arguments in loops[shift:] + loops[:shift]:
+            figures.append(loop(*arguments))
+        shown = f", http {over_http[-1]:.0f}/s" if over_http else ""
+        echo(f"  round {round_ + 1}: bare {bare[-1]:.0f}/s, service {service[-1]:.0f}/s{shown}")
+    return IntakeResult(dialect, requests, rounds, bare, service, over_http)
+
+
+def measure(kind: str, requests: int, rounds: int, echo: Callable[[str], None], http: bool) -> IntakeResult:
+    with database(kind) as (dialect, url), tempfile.TemporaryDirectory() as folder:
+        home = Path(folder)
+        engine = make_engine(url)
+        try:
+            # the settings' development KEK under home: the API process reads the same one
+            sessions = session_factory(engine, Keyring(home / "keys" / "data-kek", create_missing=True))
+            users = [f"u{k}" for k in range(requests * rounds * 2)]
+            seed_users(sessions, users)
+            if not http:
+                return measure_on(sessions, dialect, users, requests, rounds, echo)
+            with api_client(url, home, sessions) as client:
+                return measure_on(sessions, dialect, users, requests, rounds, echo, client)
+        finally:
+            engine.dispose()
+
+
+def command(
+    databases: Annotated[list[str] | None, typer.Option("--database", help="sqlite, postgresql")] = None,
+    requests: Annotated[int, typer.Option(help="requests (and bare inserts) per round")] = 300,
+    rounds: Annotated[int, typer.Option(help="interleaved rounds")] = 7,
+    http: Annotated[bool, typer.Option(help="a third loop through the HTTP API (in-process client)")] = True,
+    out: Annotated[Path | None, typer.Option(help="JSON file")] = None,
+) -> None:
+    """Erasure requests accepted per second against a bare insert loop on the same database."""
+    records = []
+    for kind in databases or ["sqlite", "postgresql"]:
+        typer.echo(f"{kind}: {rounds} rounds of {requests}")
+        result = measure(kind, requests, rounds, typer.echo, http)
+        summary = result.summary()
+        ratio = summary["service_over_bare"]
+        typer.echo(
+            f"{result.database}: service/bare median {ratio['median']:.2f} [min {ratio['min']:.2f}, "
+            f"max {ratio['max']:.2f}], n={summary['n']}; bare median "
+            f"{summary['bare_inserts_per_s']['median']:.0f}/s, service median "
+            f"{summary['service_requests_per_s']['median']:.0f}/s"
+        )
+        if "http_over_bare" in summary:
+            web = summary["http_over_bare"]
+            spread_text = f"[min {web['min']:.2f}, max {web['max']:.2f}]"
+            typer.echo(f"  through HTTP: http/bare median {web['median']:.2f} {spread_text}")
+        records.append({**asdict(result), "summary": summary})
+    command_line = f"python -m benchmarks intake --requests {requests} --rounds {rounds}" + (
+        "" if http else " --no-http"
+    )
+    path = out or report.RESULTS / "intake.json"
+    report.save_json({"command": command_line, "results": records, "at": utcnow().isoformat()}, path)
+    typer.echo(f"wrote {path}")

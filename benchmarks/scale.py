@@ -1,0 +1,418 @@
+"""Does serving and erasure cost grow with the catalogue?  (``python -m benchmarks scale``)
+
+For each size N (items = users = N, ``ratings_per_user`` * N ratings from ``benchmarks.synthetic``), on a
+fresh database loaded with that data (every rating and profile sealed, as the service stores them):
+
+- recommendation latency through the HTTP API (in-process client, tiny model, 20 fixed candidates; and
+  the popular-unseen path, ``pool_size`` 20), measured in a separate API process whose resident memory
+  is read after start-up and after the requests (and, for comparison, after reading every title: what
+  the default prompt catalog held at start-up before this change);
+- the popular-unseen read alone, and the query it replaced (a count of every usable rating) on the same
+  database: the replaced one grows with the ratings, the maintained ranking should not;
+- intake: erasure requests/s against a bare insert loop on the same database (``benchmarks.intake``);
+- batch forming: ``trigger_batch_now`` over a backlog of ``batch_requests`` fresh requests;
+- erasure data deletion: a whole user's rows, profile and data key; one item of a user (the rest
+  re-sealed).
+
+Figures are medians with min-max over their repeats, each size in turn; the ratio of the largest size
+to the smallest is the scale figure (1.0: no growth).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from sqlalchemy import Select, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from benchmarks import intake, report
+from benchmarks.synthetic import SynthConfig, write_synthetic
+from core.data_keys import Keyring
+from core.db.engine import make_engine, session_factory
+from core.db.models import Interaction, Item, UserProfile, utcnow
+from core.db.repositories import catalog as catalog_repo
+from core.db.repositories.catalog import StoredRating
+from core.services import batching
+from core.services.erasures import create_erasure_request
+
+CANDIDATES = [str(k) for k in range(1, 21)]  # fixed candidates: item ids 1..20 exist at every size
+PROBE_USERS = 20
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def timed(action: Callable[..., object], *arguments: Any) -> float:
+    """Milliseconds ``action(*arguments)`` took."""
+    started = time.perf_counter()
+    action(*arguments)
+    return (time.perf_counter() - started) * 1000
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load(sessions: sessionmaker[Session], folder: Path, chunk: int = 100_000) -> dict[str, float]:
+    """The synthetic folder into the database through the catalog repository (sealed rows and profiles,
+    a data key per user).  Split "train", no prompt history: nothing measured here reads either."""
+    started = time.perf_counter()
+    now = utcnow()
+    with sessions() as session:
+        for frame in pd.read_csv(folder / "movies.csv", dtype=str, keep_default_na=False, chunksize=chunk):
+            rows = [{"item_id": i, "title": t, "genres": g} for i, t, g in frame.itertuples(index=False)]
+            catalog_repo.insert_rows(session, Item, rows)
+        session.commit()
+        for frame in pd.read_csv(folder / "users.csv", dtype=str, keep_default_na=False, chunksize=chunk):
+            profiles = [
+                {"user_id": u, "age": a, "gender": g, "occupation": o}
+                for u, a, g, o in frame.itertuples(index=False)
+            ]
+            catalog_repo.insert_rows(session, UserProfile, profiles)
+            session.commit()
+        for frame in pd.read_csv(folder / "ratings.csv", dtype=str, chunksize=chunk):
+            ratings = [
+                StoredRating(u, i, float(r), int(t), int(float(r) > 3), "", "train", now)
+                for u, i, r, t in frame.itertuples(index=False)
+            ]
+            catalog_repo.insert_interactions(session, ratings)
+            session.commit()
+        stored = int(session.scalar(select(func.count()).select_from(Interaction)) or 0)
+    return {"seconds": time.perf_counter() - started, "ratings": stored}
+
+
+# ---------------------------------------------------------------------------------------------- the API
+
+
+def prepare_api(url: str, home: Path, keyring: Keyring) -> str:
+    """Register a tiny adapter v1 and make a recommend key; returns the key."""
+    from benchmarks.load import _save_adapter
+    from core.ml.model import TINY, ModelConfig
+    from core.services.api_keys import create_api_key
+    from core.services.bootstrap import register_first_version
+    from core.settings import Settings
+
+    config = ModelConfig(base=TINY, cache_dir=str(Settings().models_dir), device="cpu")
+    engine = make_engine(url)
+    try:
+        with session_factory(engine, keyring)() as session:
+            register_first_version(session, _save_adapter(config, home / "adapters" / "v1", 1), TINY)
+            key = create_api_key(session, "scale", ["recommend"])
+            session.commit()
+    finally:
+        engine.dispose()
+    return key
+
+
+def _memory_mb() -> dict[str, float]:
+    """This process's resident memory now and at its peak (Linux /proc)."""
+    fields = dict(
+        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
+    )
+    return {
+        name: int(fields[key].split()[0]) / 1024 for name, key in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))
+    }
+
+
+def probe(url: str, home: str, kek: str, key: str, users: list[str]) -> dict[str, Any]:
+    """Run inside a fresh API process (``python -m benchmarks.scale probe``): start the app, time the
+    requests, read its memory."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import ApiSettings
+
+    settings = ApiSettings(
+        environment="development",
+        home=Path(home),
+        database_url=url,
+        base_model="tiny",
+        data_kek_file=Path(kek),
+        adapter_poll_seconds=60,
+        history_len=5,
+    )
+    headers = {"X-API-Key": key}
+    record: dict[str, Any] = {}
+    with TestClient(create_app(settings)) as client:
+        record["memory_after_start"] = _memory_mb()
+
+        def ask(body: dict[str, Any]) -> None:
+            answer = client.post("/v1/recommendations", json=body, headers=headers)
+            assert answer.status_code == 200, answer.text
+
+        for user in users[:3]:  # warm-up: first forward passes, caches
+            ask({"user_id": user, "k": 5, "candidates": CANDIDATES})
+        fixed, popular = [], []
+        for user in users:
+            fixed.append(timed(ask, {"user_id": user, "k": 5, "candidates": CANDIDATES}))
+            popular.append(timed(ask, {"user_id": user, "k": 5, "pool_size": 20}))
+        record["recommend_fixed_candidates_ms"] = spread(fixed)
+        record["recommend_popular_unseen_ms"] = spread(popular)
+        record["memory_after_requests"] = _memory_mb()
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        with runtime.sessions() as session:  # what the old default catalog held: every title
+            every_title = catalog_repo.titles(session)
+            record["memory_holding_every_title"] = _memory_mb()
+            record["titles"] = len(every_title)
+    return record
+
+
+def run_probe(url: str, home: Path, kek: Path, key: str, users: list[str]) -> dict[str, Any]:
+    arguments = json.dumps({"url": url, "home": str(home), "kek": str(kek), "key": key, "users": users})
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "E2U_ENVIRONMENT": "development"},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the API probe failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- reads
+
+
+def old_popular_unseen(session: Session, user_id: str, limit: int) -> list[str]:
+    """What ``popular_unseen_items`` answered before migration 0006, the same way."""
+    return [str(row[0]) for row in session.execute(old_popular_unseen_query(user_id, limit))]
+
+
+def old_popular_unseen_query(user_id: str, limit: int) -> Select[str, int]:
+    """The query ``popular_unseen_items`` ran before migration 0006: every usable rating counted."""
+    not_excluded = catalog_repo.not_excluded()
+    seen = select(Interaction.item_id).where(Interaction.user_id == user_id, not_excluded)
+    count = func.count(Interaction.id)
+    return (
+        select(Interaction.item_id, count)
+        .where(not_excluded, Interaction.item_id.not_in(seen))
+        .group_by(Interaction.item_id)
+        .order_by(count.desc(), Interaction.item_id)
+        .limit(limit)
+    )
+
+
+def plan(session: Session, statement: Any) -> list[str]:
+    """The database's plan for ``statement`` (SQLite: EXPLAIN QUERY PLAN's steps; PostgreSQL: EXPLAIN)."""
+    dialect = session.get_bind().dialect
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+    return [str(row[-1]) for row in session.execute(text(prefix + sql))]
+
+
+def reads(sessions: sessionmaker[Session], users: list[str], old_repeats: int) -> dict[str, Any]:
+    with sessions() as session:
+        new = [timed(catalog_repo.popular_unseen_items, session, u, 20) for u in users]
+        old = [timed(old_popular_unseen, session, u, 20) for u in users[:old_repeats]]
+        same = all(
+            catalog_repo.popular_unseen_items(session, u, 20) == old_popular_unseen(session, u, 20)
+            for u in users[:old_repeats]
+        )
+        plans = {
+            "ranking": plan(session, catalog_repo.popularity_ranking().limit(40)),
+            "replaced_full_count": plan(session, old_popular_unseen_query(users[0], 20)),
+        }
+    return {
+        "popular_unseen_ms": spread(new),
+        "replaced_full_count_ms": spread(old),
+        "same_answer": same,
+        "plans": plans,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- erasure
+
+
+def batch_forming(
+    sessions: sessionmaker[Session], users: list[str], rounds: int, per_round: int
+) -> dict[str, Any]:
+    """Per round: file ``per_round`` requests, then time the admin trigger that batches them."""
+    settings = batching.JobSettings()
+    times = []
+
+    def trigger(session: Session) -> None:
+        batching.trigger_batch_now(session, settings)
+        session.commit()
+
+    with sessions() as session:  # the backlog left by the intake rounds first (untimed)
+        batching.trigger_batch_now(session, settings)
+        session.commit()
+    for round_ in range(rounds):
+        with sessions() as session:
+            for user in users[round_ * per_round : (round_ + 1) * per_round]:
+                create_erasure_request(session, user, None, intake.CONFIG)
+            session.commit()
+        with sessions() as session:
+            times.append(timed(trigger, session))
+    return {"trigger_ms": spread(times), "requests_per_trigger": per_round}
+
+
+def deletion(sessions: sessionmaker[Session], whole: list[str], partial: list[str]) -> dict[str, Any]:
+    """Time the data deletion of an erasure: whole users; one item of each ``partial`` user."""
+
+    def whole_user(session: Session, user: str) -> None:
+        catalog_repo.delete_scope_rows(session, user, None)
+        catalog_repo.delete_profile(session, user)
+        session.commit()
+
+    def one_item(session: Session, user: str, item: str) -> None:
+        catalog_repo.delete_scope_rows(session, user, [item])
+        session.commit()
+
+    whole_ms, item_ms, rows = [], [], []
+    with sessions() as session:
+        for user in whole:
+            rows.append(len(catalog_repo.user_item_ids(session, user)))
+            whole_ms.append(timed(whole_user, session, user))
+        for user in partial:
+            item = sorted(catalog_repo.user_item_ids(session, user))[0]
+            item_ms.append(timed(one_item, session, user, item))
+    return {
+        "whole_user_ms": spread(whole_ms),
+        "one_item_ms": spread(item_ms),
+        "rows_per_whole_user": spread(rows),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- a size
+
+
+@dataclass
+class SizeResult:
+    size: int
+    ratings: int
+    generate_seconds: float
+    load: dict[str, float]
+    api: dict[str, Any]
+    reads: dict[str, Any]
+    intake: dict[str, Any]
+    batching: dict[str, Any]
+    deletion: dict[str, Any]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def measure_size(
+    kind: str, size: int, per_user: int, data_root: Path, echo: Callable[[str], None], old_repeats: int
+) -> SizeResult:
+    started = time.perf_counter()
+    folder = data_root / f"synthetic-{size}"
+    generate = 0.0
+    if not (folder / "ratings.csv").exists():
+        generate = write_synthetic(folder, SynthConfig(size, size, per_user * size)).seconds
+    echo(f"{size}: data in {folder} ({generate:.0f} s to generate)")
+    with intake.database(kind) as (dialect, url), tempfile.TemporaryDirectory() as home_dir:
+        home = Path(home_dir)
+        kek = home / "keys" / "data-kek"
+        keyring = Keyring(kek, create_missing=True)
+        engine = make_engine(url)
+        try:
+            sessions = session_factory(engine, keyring)
+            loaded = load(sessions, folder)
+            echo(f"{size}: loaded {loaded['ratings']} ratings in {loaded['seconds']:.0f} s")
+            intake.link_models(home)
+            key = prepare_api(url, home, keyring)
+            # users spread over the population (ids are 1..N; activity is random over ids)
+            step = size // 1000
+            probe_users = [str(1 + k * step) for k in range(PROBE_USERS)]
+            api = run_probe(url, home, kek, key, probe_users)
+            echo(f"{size}: api {json.dumps(api)}")
+            read = reads(sessions, [str(2 + k * step) for k in range(PROBE_USERS)], old_repeats)
+            echo(f"{size}: reads {json.dumps(read)}")
+            pool = [str(3 + k * step) for k in range(900)]
+            intake_result = intake.measure_on(sessions, dialect, pool[:600], 200, 3, echo)
+            batch = batch_forming(sessions, pool[600:840], 3, 80)
+            echo(f"{size}: batching {json.dumps(batch)}")
+            erased = deletion(sessions, pool[840:860], pool[860:880])
+            echo(f"{size}: deletion {json.dumps(erased)}")
+        finally:
+            engine.dispose()
+    return SizeResult(
+        size,
+        int(loaded["ratings"]),
+        generate,
+        loaded,
+        api,
+        read,
+        {
+            **intake_result.summary(),
+            "rounds": intake_result.rounds,
+            "per_round": intake_result.requests_per_round,
+        },
+        batch,
+        erased,
+        time.perf_counter() - started,
+    )
+
+
+def ratios(small: SizeResult, large: SizeResult) -> dict[str, float]:
+    """large / small for each figure (medians)."""
+    pairs = {
+        "recommend_fixed_candidates_ms": lambda r: r.api["recommend_fixed_candidates_ms"]["median"],
+        "recommend_popular_unseen_ms": lambda r: r.api["recommend_popular_unseen_ms"]["median"],
+        "api_rss_after_requests_mb": lambda r: r.api["memory_after_requests"]["rss_mb"],
+        "api_rss_holding_every_title_mb": lambda r: r.api["memory_holding_every_title"]["rss_mb"],
+        "popular_unseen_ms": lambda r: r.reads["popular_unseen_ms"]["median"],
+        "replaced_full_count_ms": lambda r: r.reads["replaced_full_count_ms"]["median"],
+        "intake_requests_per_s": lambda r: r.intake["service_requests_per_s"]["median"],
+        "intake_service_over_bare": lambda r: r.intake["service_over_bare"]["median"],
+        "batch_trigger_ms": lambda r: r.batching["trigger_ms"]["median"],
+        "delete_whole_user_ms": lambda r: r.deletion["whole_user_ms"]["median"],
+        "delete_one_item_ms": lambda r: r.deletion["one_item_ms"]["median"],
+    }
+    return {name: read(large) / read(small) for name, read in pairs.items()}
+
+
+def command(
+    sizes: Annotated[
+        list[int] | None, typer.Option("--size", help="items = users (repeat the option)")
+    ] = None,
+    ratings_per_user: Annotated[int, typer.Option(help="ratings = this x size")] = 5,
+    database: Annotated[str, typer.Option(help="sqlite or postgresql")] = "sqlite",
+    data_root: Annotated[Path, typer.Option(help="where the synthetic folders are kept")] = Path(
+        "var/synthetic"
+    ),
+    old_repeats: Annotated[int, typer.Option(help="runs of the replaced full-count query")] = 3,
+    out: Annotated[Path | None, typer.Option(help="JSON file")] = None,
+) -> None:
+    """Recommendation latency, API memory, intake, batching, deletion per size; ratios largest/smallest."""
+    chosen = sizes or [100_000, 1_000_000]
+    if min(chosen) < 1000:
+        raise typer.BadParameter(
+            "sizes start at 1000 (the measured users are spread over the first 1000 ids' steps)"
+        )
+    results = [
+        measure_size(database, s, ratings_per_user, data_root, typer.echo, old_repeats) for s in chosen
+    ]
+    record: dict[str, Any] = {
+        "command": f"python -m benchmarks scale {' '.join(f'--size {s}' for s in chosen)} "
+        f"--ratings-per-user {ratings_per_user} --database {database}",
+        "database": database,
+        "sizes": [r.__dict__ for r in results],
+        "at": utcnow().isoformat(),
+    }
+    if len(results) > 1:
+        record["ratio_largest_over_smallest"] = ratios(results[0], results[-1])
+        for name, value in record["ratio_largest_over_smallest"].items():
+            typer.echo(f"  {name}: x{value:.2f}")
+    path = out or report.RESULTS / f"scale-{database}.json"
+    report.save_json(record, path)
+    typer.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":  # the API probe's own process (``run_probe``)
+    print(json.dumps(probe(**json.loads(sys.argv[1]))))
