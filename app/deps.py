@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 _AFTER_COMMIT = "e2u_after_commit"
 
 
-def get_runtime(request: Request) -> Runtime:
+# The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in the thread pool, one
+# thread hop each per request; these only read attributes, so they run on the event loop instead.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -46,14 +48,14 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> ApiSettings:
+async def get_settings(runtime: RuntimeDep) -> ApiSettings:
     return runtime.settings
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 
 
-def get_model_server(runtime: RuntimeDep) -> ModelServer:
+async def get_model_server(runtime: RuntimeDep) -> ModelServer:
     return runtime.model_server
 
 
@@ -90,7 +92,7 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API k
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
 
 
-def _presented_key(
+async def _presented_key(
     header: Annotated[str | None, Security(_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> str | None:
@@ -153,7 +155,8 @@ def require_scope(scope: str) -> Callable[..., ApiKey]:
         try:
             if not key:
                 raise Unauthorized("an API key is required (X-API-Key header or Authorization: Bearer)")
-            return api_key_service.authenticate(session, key, scope)
+            verified: api_key_service.VerifiedKeys = request.app.state.verified_keys
+            return api_key_service.authenticate(session, key, scope, verified=verified)
         except Unauthorized:
             limiter.failed(address)
             raise
@@ -178,7 +181,7 @@ class Page:
     offset: int
 
 
-def get_page(
+async def get_page(
     limit: Annotated[int, Query(ge=1, le=500, description="at most this many rows")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_ROW_NUMBER, description="skip this many rows")] = 0,
 ) -> Page:

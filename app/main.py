@@ -76,6 +76,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.auth_failures = AuthFailureLimiter()
+    app.state.verified_keys = api_key_service.VerifiedKeys(settings.api_key_cache_seconds)
     install_error_handler(app)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(recommendations_router)

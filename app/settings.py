@@ -29,6 +29,10 @@ class ApiSettings(Settings):
     admission_limit: int | None = Field(default=None, ge=1)
     admission_wait_seconds: float = Field(default=10.0, ge=0)
     admission_queue: int = Field(default=2000, ge=0)
+    # an API key read from the database is trusted this long without reading it again (one SELECT less per
+    # request): a key revoked from the CLI or another API process is refused at most this much later (a
+    # revocation through this process's API at once); 0: read on every request
+    api_key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     # the model server (core/serving.py): requests inside it at once (reading their inputs, queued or in a
     # forward pass; beyond: 503 + Retry-After at once); keep it below the 40 worker threads of the API
     model_queue: int = Field(default=16, ge=1)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyView
-from app.deps import AdminKey, SessionDep, actor
+from app.deps import AdminKey, SessionDep, actor, after_commit
 from app.errors import error_responses
 from core.services import api_keys as service
 
@@ -48,7 +48,11 @@ def list_api_keys(session: SessionDep, key: AdminKey) -> list[ApiKeyView]:
     summary="Revoke an API key",
 )
 def revoke_api_key(
-    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep, key: AdminKey
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], request: Request, session: SessionDep, key: AdminKey
 ) -> ApiKeyView:
-    """The key authenticates no more, at once.  Idempotent."""
-    return ApiKeyView.model_validate(service.revoke_api_key(session, key_id, actor(key)))
+    """The key authenticates no more: at once in this process, within E2U_API_KEY_CACHE_SECONDS (2 s by
+    default) in the others.  Idempotent."""
+    revoked = service.revoke_api_key(session, key_id, actor(key))
+    verified: service.VerifiedKeys = request.app.state.verified_keys
+    after_commit(session, lambda: verified.forget(key_id))
+    return ApiKeyView.model_validate(revoked)

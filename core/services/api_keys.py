@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -81,27 +84,127 @@ def create_api_key(
     return plaintext
 
 
+@dataclass(frozen=True)
+class _Verified:
+    at: float  # the clock's reading when the row was read
+    id: int
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    def row(self, key_hash: str) -> ApiKey:
+        """A fresh, unattached ApiKey: callers read it, each its own copy."""
+        return ApiKey(
+            id=self.id,
+            name=self.name,
+            prefix=self.prefix,
+            key_hash=key_hash,
+            scopes=list(self.scopes),
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            last_used_at=self.last_used_at,
+            revoked_at=None,
+        )
+
+
+@dataclass
+class VerifiedKeys:
+    """Keys read from the database in the last ``seconds``, by hash: a request presenting one is
+    authenticated without a SELECT.  The bound: a key revoked elsewhere (the CLI, another API process)
+    is refused at most ``seconds`` later; ``forget`` (a revocation in this process) refuses it at once.
+    Expiry and scopes are checked on every request; ``last_used_at`` is still written once a minute.
+    ``seconds=0`` turns it off.  At most ``max_keys`` entries (the oldest go first)."""
+
+    seconds: float = 2.0
+    max_keys: int = 1024
+    clock: Callable[[], float] = time.monotonic
+    _keys: dict[str, _Verified] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key_hash: str) -> _Verified | None:
+        if self.seconds <= 0:
+            return None
+        with self._lock:
+            entry = self._keys.get(key_hash)
+            if entry is not None and self.clock() - entry.at >= self.seconds:
+                del self._keys[key_hash]
+                return None
+            return entry
+
+    def remember(self, key: ApiKey) -> None:
+        if self.seconds <= 0:
+            return
+        entry = _Verified(
+            self.clock(),
+            key.id,
+            key.name,
+            key.prefix,
+            tuple(key.scopes),
+            key.created_at,
+            key.expires_at,
+            key.last_used_at,
+        )
+        with self._lock:
+            self._keys.pop(key.key_hash, None)  # re-inserted last: dict order is age
+            self._keys[key.key_hash] = entry
+            while len(self._keys) > self.max_keys:
+                del self._keys[next(iter(self._keys))]
+
+    def forget(self, key_id: int) -> None:
+        with self._lock:
+            for key_hash in [h for h, entry in self._keys.items() if entry.id == key_id]:
+                del self._keys[key_hash]
+
+
 def authenticate(
-    session: Session, plaintext: str, required_scope: str | None = None, now: datetime | None = None
+    session: Session,
+    plaintext: str,
+    required_scope: str | None = None,
+    now: datetime | None = None,
+    verified: VerifiedKeys | None = None,
 ) -> ApiKey:
     """The key row for ``plaintext``; raises Unauthorized (unknown/revoked), ApiKeyExpired (past its
     expiry) or Forbidden (scope missing).  Records when the key was last used (to
-    ``LAST_USED_RESOLUTION``); flushes only."""
-    key = audit_repo.key_by_hash(session, _hash(plaintext)) if plaintext else None
-    if key is None or key.revoked_at is not None:
-        raise Unauthorized("unknown or revoked API key")
+    ``LAST_USED_RESOLUTION``); flushes only.  With ``verified``, a key read there less than its
+    ``seconds`` ago is not read again (an unattached copy of the row is returned)."""
+    key_hash = _hash(plaintext) if plaintext else ""
     when = now or utcnow()
+    cached = verified.get(key_hash) if verified is not None and plaintext else None
+    if (
+        cached is not None
+        and cached.last_used_at is not None
+        and when - cached.last_used_at < LAST_USED_RESOLUTION
+    ):
+        key = cached.row(key_hash)
+    else:
+        key, marked = _read_and_mark_used(session, key_hash, when)
+        # not a row whose last use this request just wrote: that write is undone if the request fails
+        if verified is not None and not marked:
+            verified.remember(key)
     if key.expires_at is not None and when >= key.expires_at:
         raise ApiKeyExpired(
             f"this API key expired at {key.expires_at.isoformat(timespec='seconds')}; "
             "ask an admin for a new one (`e2u apikey create`)"
         )
-    if key.last_used_at is None or when - key.last_used_at >= LAST_USED_RESOLUTION:
-        key.last_used_at = when
-        session.flush()
     if required_scope is not None and required_scope not in key.scopes:
         raise Forbidden(f"this API key lacks the {required_scope!r} scope", scopes=key.scopes)
     return key
+
+
+def _read_and_mark_used(session: Session, key_hash: str, when: datetime) -> tuple[ApiKey, bool]:
+    """The valid row for ``key_hash`` and whether its ``last_used_at`` was written now."""
+    key = audit_repo.key_by_hash(session, key_hash) if key_hash else None
+    if key is None or key.revoked_at is not None:
+        raise Unauthorized("unknown or revoked API key")
+    expired = key.expires_at is not None and when >= key.expires_at
+    if not expired and (key.last_used_at is None or when - key.last_used_at >= LAST_USED_RESOLUTION):
+        key.last_used_at = when
+        session.flush()
+        return key, True
+    return key, False
 
 
 def key_of(session: Session, plaintext: str) -> ApiKey:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from typer.testing import CliRunner
 
 from app.cli import app as cli
 from app.deps import AuthFailureLimiter
 from core.db.models import ApiKey, AuditEntry, utcnow
-from core.services.api_keys import authenticate, create_api_key
+from core.services.api_keys import VerifiedKeys, authenticate, create_api_key, revoke_api_key
+from core.services.errors import ApiKeyExpired, Forbidden, Unauthorized
 from tests.app.conftest import Env
 
 
@@ -35,7 +36,11 @@ def test_admin_lists_keys_without_their_secrets_and_with_last_use(api_env: Env) 
 def test_a_revoked_key_authenticates_no_more(api_env: Env) -> None:
     admin = api_env.keys.header("admin")
     keys = {k["name"]: k["id"] for k in api_env.client.get("/v1/admin/api-keys", headers=admin).json()}
-    assert api_env.client.get("/v1/erasure-requests", headers=api_env.keys.header("erase")).status_code == 200
+    for _ in range(2):  # the second read puts the key among this process's verified keys
+        assert (
+            api_env.client.get("/v1/erasure-requests", headers=api_env.keys.header("erase")).status_code
+            == 200
+        )
     revoked = api_env.client.post(f"/v1/admin/api-keys/{keys['privacy']}/revoke", headers=admin)
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None, revoked.text
     again = api_env.client.post(f"/v1/admin/api-keys/{keys['privacy']}/revoke", headers=admin)
@@ -107,3 +112,58 @@ def test_apikey_list_and_revoke_commands(api_env: Env, monkeypatch: pytest.Monke
     assert api_env.client.get("/v1/erasure-requests", headers=api_env.keys.header("erase")).status_code == 401
     missing = CliRunner().invoke(cli, ["apikey", "revoke", "999"])
     assert missing.exit_code == 2 and "API key 999 not found" in missing.output
+
+
+def test_a_verified_key_is_read_again_within_the_bound(api_env: Env) -> None:
+    """One SELECT per key per ``seconds``, not per request; a revocation made elsewhere (another
+    process: here a session of its own) is honoured once the bound has passed."""
+    clock = [100.0]
+    verified = VerifiedKeys(seconds=2.0, clock=lambda: clock[0])
+    with api_env.sessions() as session:
+        plaintext = create_api_key(session, "job", ["erase"])
+        session.commit()
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    engine = api_env.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with api_env.sessions() as session:
+            first = authenticate(session, plaintext, "erase", verified=verified)  # writes its last use
+            authenticate(session, plaintext, "erase", verified=verified)  # read again, now remembered
+            reads = len(statements)
+            again = authenticate(session, plaintext, "erase", verified=verified)
+            assert len(statements) == reads and again.id == first.id and again.scopes == ["erase"]
+            with pytest.raises(Forbidden):  # scopes are checked on every request
+                authenticate(session, plaintext, "admin", verified=verified)
+        with api_env.sessions() as other:
+            revoke_api_key(other, first.id, "ops")
+            other.commit()
+        with api_env.sessions() as session:
+            clock[0] += 1.9
+            assert authenticate(session, plaintext, verified=verified).id == first.id  # within the bound
+            clock[0] += 0.1
+            with pytest.raises(Unauthorized):
+                authenticate(session, plaintext, verified=verified)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_expiry_and_last_use_are_honoured_for_a_verified_key(api_env: Env) -> None:
+    verified = VerifiedKeys(seconds=3600.0)
+    with api_env.sessions() as session:
+        plaintext = create_api_key(session, "job", ["recommend"], expires_in=timedelta(seconds=30))
+        start = utcnow()
+        key = authenticate(session, plaintext, now=start, verified=verified)
+        for seconds in (10, 20):  # read again, then remembered
+            authenticate(session, plaintext, now=start + timedelta(seconds=seconds), verified=verified)
+        with pytest.raises(ApiKeyExpired):
+            authenticate(session, plaintext, now=start + timedelta(seconds=31), verified=verified)
+        other = create_api_key(session, "other", ["recommend"])
+        for seconds in (0, 10, 20):
+            authenticate(session, other, now=start + timedelta(seconds=seconds), verified=verified)
+        again = authenticate(session, other, now=start + timedelta(minutes=2), verified=verified)
+        assert again.last_used_at == start + timedelta(minutes=2)  # the minute's write still happens
+    assert key.last_used_at == start
