@@ -6,24 +6,29 @@ committed before its answer), and ``requests`` calls of the intake service
 (``core.services.erasures.create_erasure_request`` with an Idempotency-Key, each for another user who
 has data, then commit), a session per call as the API opens one per request, and (``--http``, the
 default) as many ``POST /v1/erasure-requests`` through the app in-process (a TestClient: no network;
-authentication, admission, validation, the prompt-cache drop and the JSON answer included).  The loops
+authentication, admission, validation, the prompt-cache drop and the JSON answer included).  The HTTP
+client: httpx's ASGI transport on an event loop of this thread (``asgi``: the app's own work, its thread
+pool included, and little of the client's), and ``--client testclient`` adds Starlette's TestClient (its
+portal makes several thread hops per request: it measures the client as much as the app).  The loops
 take turns going first from round to round; the figure is the ratio service/bare per round (median, min, max
 over the rounds).  SQLite (a file, WAL, as the service runs it) and PostgreSQL (a throwaway database).
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import psycopg
 import typer
 from sqlalchemy import insert
@@ -49,7 +54,8 @@ class IntakeResult:
     rounds: int
     bare_inserts_per_s: list[float]
     service_requests_per_s: list[float]
-    http_requests_per_s: list[float] = field(default_factory=list)
+    http_requests_per_s: list[float] = field(default_factory=list)  # the ASGI client
+    testclient_requests_per_s: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         bare = self.bare_inserts_per_s
@@ -64,6 +70,10 @@ class IntakeResult:
             http = self.http_requests_per_s
             figures["http_over_bare"] = spread([h / b for h, b in zip(http, bare, strict=True)])
             figures["http_requests_per_s"] = spread(http)
+        if self.testclient_requests_per_s:
+            slow = self.testclient_requests_per_s
+            figures["testclient_over_bare"] = spread([h / b for h, b in zip(slow, bare, strict=True)])
+            figures["testclient_requests_per_s"] = spread(slow)
         return figures
 
 
@@ -144,15 +154,51 @@ def service_loop(sessions: sessionmaker[Session], users: list[str], tag: str) ->
     return len(users) / (time.perf_counter() - started)
 
 
-def http_loop(client: Any, key: str, users: list[str], tag: str) -> float:
-    """Requests per second through ``POST /v1/erasure-requests`` (in-process client), one per user."""
+HttpLoop = Callable[[list[str], str], float]
+
+
+def testclient_loop(client: Any, key: str, users: list[str], tag: str) -> float:
+    """Requests per second through ``POST /v1/erasure-requests`` (Starlette's TestClient), one per user."""
     started = time.perf_counter()
     for k, user in enumerate(users):
         headers = {"X-API-Key": key, "Idempotency-Key": f"{tag}-{k}"}
-        answer = client.post("/v1/erasure-requests", json={"user_id": user}, headers=headers)
-        if answer.status_code != 201:
-            raise RuntimeError(f"intake over HTTP answered {answer.status_code}: {answer.text}")
+        check(client.post("/v1/erasure-requests", json={"user_id": user}, headers=headers))
     return len(users) / (time.perf_counter() - started)
+
+
+def check(answer: httpx.Response) -> None:
+    if answer.status_code != 201:
+        raise RuntimeError(f"intake over HTTP answered {answer.status_code}: {answer.text}")
+
+
+class AsgiClient:
+    """The app on an event loop of this thread, its lifespan run, called through httpx's ASGI transport:
+    each request passes the whole app (middleware, dependencies and endpoint in its thread pool,
+    validation, the JSON answer) with no network and no thread hop of the client's own."""
+
+    def __init__(self, app: Any) -> None:
+        self.runner = asyncio.Runner()
+        self.lifespan = app.router.lifespan_context(app)
+        self.runner.run(self.lifespan.__aenter__())
+        transport = httpx.ASGITransport(app=app)
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    def loop(self, key: str, users: list[str], tag: str) -> float:
+        """Requests per second through ``POST /v1/erasure-requests``, one per user, one after another."""
+
+        async def requests() -> float:
+            started = time.perf_counter()
+            for k, user in enumerate(users):
+                headers = {"X-API-Key": key, "Idempotency-Key": f"{tag}-{k}"}
+                check(await self.client.post("/v1/erasure-requests", json={"user_id": user}, headers=headers))
+            return len(users) / (time.perf_counter() - started)
+
+        return self.runner.run(requests())
+
+    def close(self) -> None:
+        self.runner.run(self.client.aclose())
+        self.runner.run(self.lifespan.__aexit__(None, None, None))
+        self.runner.close()
 
 
 def link_models(home: Path) -> None:
@@ -160,12 +206,16 @@ def link_models(home: Path) -> None:
     otherwise convert the tiny model again, in the measured process."""
     from core.settings import Settings
 
-    (home / "models").symlink_to(Settings().models_dir.resolve(), target_is_directory=True)
+    models = Settings(environment="development").models_dir.resolve()  # no production secrets needed
+    (home / "models").symlink_to(models, target_is_directory=True)
 
 
 @contextmanager
-def api_client(url: str, home: Path, sessions: sessionmaker[Session]) -> Iterator[tuple[Any, str]]:
-    """The app on this database with the tiny model (an in-process client) and an erase key."""
+def api_clients(
+    url: str, home: Path, sessions: sessionmaker[Session], clients: list[str]
+) -> Iterator[dict[str, HttpLoop]]:
+    """The app on this database with the tiny model and an erase key: a loop per client named
+    (``asgi``, ``testclient``), each on an app of its own."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -177,8 +227,16 @@ def api_client(url: str, home: Path, sessions: sessionmaker[Session]) -> Iterato
         session.commit()
     link_models(home)
     settings = ApiSettings(environment="development", home=home, database_url=url, base_model="tiny")
-    with TestClient(create_app(settings)) as client:
-        yield client, key
+    loops: dict[str, HttpLoop] = {}
+    with ExitStack() as stack:
+        if "asgi" in clients:
+            asgi = AsgiClient(create_app(settings))
+            stack.callback(asgi.close)
+            loops["asgi"] = lambda users, tag: asgi.loop(key, users, tag)
+        if "testclient" in clients:
+            client = stack.enter_context(TestClient(create_app(settings)))
+            loops["testclient"] = lambda users, tag: testclient_loop(client, key, users, tag)
+        yield loops
 
 
 def measure_on(
@@ -188,13 +246,13 @@ def measure_on(
     requests: int,
     rounds: int,
     echo: Callable[[str], None] = lambda _: None,
-    http: tuple[Any, str] | None = None,
+    http: dict[str, HttpLoop] | None = None,
 ) -> IntakeResult:
     """Interleaved rounds on a database whose ``users`` have data (``requests * rounds`` of them at least,
-    twice that with ``http``: (client, erase key) for a third loop through the API)."""
+    as many more for each loop through the API in ``http``: by client name, ``asgi``, ``testclient``)."""
     bare: list[float] = []
     service: list[float] = []
-    over_http: list[float] = []
+    over_http: dict[str, list[float]] = {name: [] for name in http or {}}
     for round_ in range(rounds):
         rows = bare_rows(requests, f"r{round_}")
         batch = users[round_ * requests : (round_ + 1) * requests]
@@ -203,46 +261,66 @@ def measure_on(
             (bare, bare_loop, (sessions, rows)),
             (service, service_loop, (sessions, batch, tag)),
         ]
-        if http is not None:
-            web = users[(rounds + round_) * requests : (rounds + round_ + 1) * requests]
-            loops.append((over_http, http_loop, (*http, web, f"http-{tag}")))
+        for n, (name, loop) in enumerate((http or {}).items(), start=1):
+            first = (n * rounds + round_) * requests
+            loops.append((over_http[name], loop, (users[first : first + requests], f"{name}-{tag}")))
         shift = round_ % len(loops)  # each loop goes first in turn
-        for figures, loop, arguments in loops[shift:] + loops[:shift]:
-            figures.append(loop(*arguments))
-        shown = f", http {over_http[-1]:.0f}/s" if over_http else ""
+        for figures, run, arguments in loops[shift:] + loops[:shift]:
+            figures.append(run(*arguments))
+        shown = "".join(f", {name} {figures[-1]:.0f}/s" for name, figures in over_http.items())
         echo(f"  round {round_ + 1}: bare {bare[-1]:.0f}/s, service {service[-1]:.0f}/s{shown}")
-    return IntakeResult(dialect, requests, rounds, bare, service, over_http)
+    return IntakeResult(
+        dialect,
+        requests,
+        rounds,
+        bare,
+        service,
+        over_http.get("asgi", []),
+        over_http.get("testclient", []),
+    )
 
 
-def measure(kind: str, requests: int, rounds: int, echo: Callable[[str], None], http: bool) -> IntakeResult:
+def measure(
+    kind: str, requests: int, rounds: int, echo: Callable[[str], None], clients: list[str]
+) -> IntakeResult:
     with database(kind) as (dialect, url), tempfile.TemporaryDirectory() as folder:
         home = Path(folder)
         engine = make_engine(url)
         try:
             # the settings' development KEK under home: the API process reads the same one
             sessions = session_factory(engine, Keyring(home / "keys" / "data-kek", create_missing=True))
-            users = [f"u{k}" for k in range(requests * rounds * 2)]
+            users = [f"u{k}" for k in range(requests * rounds * (1 + len(clients)))]
             seed_users(sessions, users)
-            if not http:
+            if not clients:
                 return measure_on(sessions, dialect, users, requests, rounds, echo)
-            with api_client(url, home, sessions) as client:
-                return measure_on(sessions, dialect, users, requests, rounds, echo, client)
+            with api_clients(url, home, sessions, clients) as loops:
+                return measure_on(sessions, dialect, users, requests, rounds, echo, loops)
         finally:
             engine.dispose()
+
+
+CLIENTS = ("asgi", "testclient")
 
 
 def command(
     databases: Annotated[list[str] | None, typer.Option("--database", help="sqlite, postgresql")] = None,
     requests: Annotated[int, typer.Option(help="requests (and bare inserts) per round")] = 300,
     rounds: Annotated[int, typer.Option(help="interleaved rounds")] = 7,
-    http: Annotated[bool, typer.Option(help="a third loop through the HTTP API (in-process client)")] = True,
+    http: Annotated[bool, typer.Option(help="loops through the HTTP API (in-process clients)")] = True,
+    clients: Annotated[
+        list[str] | None, typer.Option("--client", help="asgi (default), testclient: one loop each")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="JSON file")] = None,
 ) -> None:
     """Erasure requests accepted per second against a bare insert loop on the same database."""
+    chosen = (clients or ["asgi"]) if http else []
+    unknown = sorted(set(chosen) - set(CLIENTS))
+    if unknown:
+        raise typer.BadParameter(f"unknown clients {unknown}; known: {list(CLIENTS)}")
     records = []
     for kind in databases or ["sqlite", "postgresql"]:
         typer.echo(f"{kind}: {rounds} rounds of {requests}")
-        result = measure(kind, requests, rounds, typer.echo, http)
+        result = measure(kind, requests, rounds, typer.echo, chosen)
         summary = result.summary()
         ratio = summary["service_over_bare"]
         typer.echo(
@@ -251,13 +329,14 @@ def command(
             f"{summary['bare_inserts_per_s']['median']:.0f}/s, service median "
             f"{summary['service_requests_per_s']['median']:.0f}/s"
         )
-        if "http_over_bare" in summary:
-            web = summary["http_over_bare"]
-            spread_text = f"[min {web['min']:.2f}, max {web['max']:.2f}]"
-            typer.echo(f"  through HTTP: http/bare median {web['median']:.2f} {spread_text}")
+        for name, label in (("http_over_bare", "ASGI client"), ("testclient_over_bare", "TestClient")):
+            if name in summary:
+                web = summary[name]
+                spread_text = f"[min {web['min']:.2f}, max {web['max']:.2f}]"
+                typer.echo(f"  through HTTP ({label}): http/bare median {web['median']:.2f} {spread_text}")
         records.append({**asdict(result), "summary": summary})
     command_line = f"python -m benchmarks intake --requests {requests} --rounds {rounds}" + (
-        "" if http else " --no-http"
+        "".join(f" --client {name}" for name in chosen) if http else " --no-http"
     )
     path = out or report.RESULTS / "intake.json"
     report.save_json({"command": command_line, "results": records, "at": utcnow().isoformat()}, path)

@@ -59,7 +59,7 @@ def apikey_list() -> None:
 
 @apikey_app.command("revoke")
 def apikey_revoke(key_id: Annotated[int, typer.Argument(help="the key's id (`e2u apikey list`)")]) -> None:
-    """Revoke a key: it authenticates no more, at once."""
+    """Revoke a key: running API processes refuse it within E2U_API_KEY_CACHE_SECONDS (2 s by default)."""
     settings = ApiSettings()
     upgrade(settings.database_url_resolved)
     with session_factory(settings.database_url_resolved)() as session:

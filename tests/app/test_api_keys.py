@@ -1,5 +1,6 @@
-"""API keys can be listed (admin; never the key itself), revoked (at once), record when they were last
-used; failed authentications are rate-limited per client address (429 + Retry-After)."""
+"""API keys can be listed (admin; never the key itself), revoked (at once through the API, within the
+verified-key bound elsewhere), record when they were last used; failed authentications are rate-limited
+per client address (429 + Retry-After)."""
 
 from __future__ import annotations
 
