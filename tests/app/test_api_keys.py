@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 from typer.testing import CliRunner
 
 from app.cli import app as cli
@@ -168,3 +168,24 @@ def test_expiry_and_last_use_are_honoured_for_a_verified_key(api_env: Env) -> No
         again = authenticate(session, other, now=start + timedelta(minutes=2), verified=verified)
         assert again.last_used_at == start + timedelta(minutes=2)  # the minute's write still happens
     assert key.last_used_at == start
+
+
+def test_a_filing_with_a_verified_key_reads_no_key(api_env: Env) -> None:
+    """Through the API, an erasure request with a key read a moment ago costs its two INSERTs and no
+    SELECT of the key (before the verified keys: three statements)."""
+    erase = api_env.keys.header("erase")
+    for _ in range(2):  # the key's last use written, then read again and remembered
+        assert api_env.client.get("/v1/erasure-requests", headers=erase).status_code == 200
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(" ".join(statement.split()[:3]))
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        filed = api_env.client.post("/v1/erasure-requests", json={"user_id": "u1"}, headers=erase)
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert filed.status_code == 201, filed.text
+    assert not any("api_keys" in s for s in statements), statements
+    assert [s.split()[0] for s in statements] == ["INSERT", "INSERT"], statements
