@@ -53,8 +53,9 @@ certificates
     sign_certificate(document, parent, child, SigningKey) -> DSSE envelope (in-toto Statement, PREDICATE_TYPE)
     verify_certificate(envelope, jwks) -> statement   raises core.signing.SignatureError
 api_keys
-    create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None) -> ApiKey
-        (records last_used_at);  list_api_keys(s) -> [ApiKey];  revoke_api_key(s, key_id, actor) -> ApiKey
+    create_api_key(s, name, scopes) -> plaintext;  authenticate(s, plaintext, required_scope=None,
+        verified=VerifiedKeys(seconds)) -> ApiKey (records last_used_at; a key in ``verified`` is not read
+        again within its seconds);  list_api_keys(s) -> [ApiKey];  revoke_api_key(s, key_id, actor) -> ApiKey
 suppression  (the ledger: core.suppression.SuppressionLedger, Settings.suppression_ledger)
     ensure_replayed(s, ledger, now) -> ReplayReport | None   before serving: apply entries this database
         lacks (a restored backup); ledger_status(s, ledger) -> LedgerStatus(caught_up, ...)
