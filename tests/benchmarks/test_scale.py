@@ -3,6 +3,7 @@ maintained ranking answers what the full count answered, and the intake loops ru
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,18 @@ def test_paired_ratio_interval_is_taken_over_the_pairs() -> None:
     assert (ratio["median"], ratio["min"], ratio["max"], ratio["n"]) == (3.0, 1.0, 5.0, 5)
     low, high = ratio["bootstrap_95"]
     assert 1.0 <= low < 3.0 < high <= 5.0
+
+
+@pytest.mark.slow  # two API processes that each import torch and load the tiny model
+def test_two_sizes_served_at_once_answer_in_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("E2U_ENVIRONMENT", "development")
+    with ExitStack() as stack:
+        databases = [
+            stack.enter_context(scale.loaded("sqlite", size, 2, tmp_path / "data", lambda _: None))
+            for size in (1000, 2000)
+        ]
+        record = scale.api_figures(databases, probes=4)
+    for path in scale.LATENCY_PATHS:
+        assert [figure["n"] for figure in record[path]["per_size"]] == [4, 4]
+        assert record[path]["ratio_to_first"][0]["n"] == 4
+    assert [memory["titles"] for memory in record["memory"]] == [1000, 2000]
