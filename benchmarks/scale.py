@@ -1,12 +1,18 @@
 """Does serving and erasure cost grow with the catalogue?  (``python -m benchmarks scale``)
 
-For each size N (items = users = N, ``ratings_per_user`` * N ratings from ``benchmarks.synthetic``), on a
-fresh database loaded with that data (every rating and profile sealed, as the service stores them):
+Every size N (items = users = N, ``ratings_per_user`` * N ratings from ``benchmarks.synthetic``) is loaded
+into a fresh database of its own (every rating and profile sealed, as the service stores them), and all of
+them are kept alive together, each with a separate API process (in-process client, tiny model), so that:
 
-- recommendation latency through the HTTP API (in-process client, tiny model, 20 fixed candidates; and
-  the popular-unseen path, ``pool_size`` 20), measured in a separate API process whose resident memory
-  is read after start-up and after the requests (and, for comparison, after reading every title: what
-  the default prompt catalog held at start-up before this change);
+- recommendation latency through the HTTP API (20 fixed candidates; and the popular-unseen path,
+  ``pool_size`` 20) is asked of the sizes in turn, request by request (A B A B ...): each pair of requests
+  sees the same stretch of a shared machine, and the figure is the median of the per-pair ratios to the
+  smallest size with a bootstrap interval;
+- each API process's resident memory is read after start-up, after the requests and, for comparison,
+  after reading every title (what the default prompt catalog held at start-up before migration 0006);
+
+then, one size after the other (these erase users and file requests):
+
 - the popular-unseen read alone, and the query it replaced (a count of every usable rating) on the same
   database: the replaced one grows with the ratings, the maintained ranking should not;
 - intake: erasure requests/s against a bare insert loop on the same database (``benchmarks.intake``);
@@ -14,8 +20,8 @@ fresh database loaded with that data (every rating and profile sealed, as the se
 - erasure data deletion: a whole user's rows, profile and data key; one item of a user (the rest
   re-sealed).
 
-Figures are medians with min-max over their repeats, each size in turn; the ratio of the largest size
-to the smallest is the scale figure (1.0: no growth).
+Those figures are medians with min-max over their repeats; the ratio of the largest size to the smallest
+is the scale figure (1.0: no growth).
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 from sqlalchemy import Select, func, select, text
@@ -126,9 +134,10 @@ def _memory_mb() -> dict[str, float]:
     }
 
 
-def probe(url: str, home: str, kek: str, key: str, users: list[str]) -> dict[str, Any]:
-    """Run inside a fresh API process (``python -m benchmarks.scale probe``): start the app, time the
-    requests, read its memory."""
+def serve(url: str, home: str, kek: str, key: str) -> None:
+    """Run inside a long-lived API process (``python -m benchmarks.scale <json>``): start the app, then
+    answer one JSON line per command read from stdin until it closes: ``ask`` (time one recommendation),
+    ``memory``, ``titles`` (read every title, as the old default catalog did; memory after)."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -144,44 +153,118 @@ def probe(url: str, home: str, kek: str, key: str, users: list[str]) -> dict[str
         history_len=5,
     )
     headers = {"X-API-Key": key}
-    record: dict[str, Any] = {}
+
+    def reply(message: dict[str, Any]) -> None:
+        print(REPLY + json.dumps(message), flush=True)
+
     with TestClient(create_app(settings)) as client:
-        record["memory_after_start"] = _memory_mb()
 
         def ask(body: dict[str, Any]) -> None:
             answer = client.post("/v1/recommendations", json=body, headers=headers)
             assert answer.status_code == 200, answer.text
 
-        for user in users[:3]:  # warm-up: first forward passes, caches
+        reply({"memory": _memory_mb()})
+        for line in sys.stdin:
+            message = json.loads(line)
+            if message["op"] == "ask":
+                reply({"ms": timed(ask, message["body"])})
+            elif message["op"] == "memory":
+                reply({"memory": _memory_mb()})
+            else:  # "titles"
+                runtime = client.app.state.runtime  # type: ignore[attr-defined]
+                with runtime.sessions() as session:
+                    every_title = catalog_repo.titles(session)
+                    reply({"memory": _memory_mb(), "titles": len(every_title)})
+
+
+REPLY = "scale-reply "  # marks the API process's answers among anything else it prints
+
+
+class ApiProcess:
+    """A separate API process kept alive while its database is (``serve``), asked one command at a time."""
+
+    def __init__(self, url: str, home: Path, kek: Path, key: str) -> None:
+        arguments = json.dumps({"url": url, "home": str(home), "kek": str(kek), "key": key})
+        self.log = home / "api-process.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.scale", arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, "E2U_ENVIRONMENT": "development"},
+            )
+        self.memory_after_start: dict[str, float] = self._read()["memory"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(REPLY):
+                answer: dict[str, Any] = json.loads(line[len(REPLY) :])
+                return answer
+        raise RuntimeError(f"the API process ended: {self.log.read_text()[-2000:]}")
+
+    def call(self, op: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"op": op, "body": body}) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def ask(self, body: dict[str, Any]) -> float:
+        """Milliseconds one recommendation took inside the API process."""
+        return float(self.call("ask", body)["ms"])
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+# ---------------------------------------------------------------------------------------------- interleaving
+
+Ask = Callable[[dict[str, Any]], float]
+
+
+def interleave(asks: Sequence[Ask], bodies: Sequence[dict[str, Any]]) -> list[list[float]]:
+    """Each body asked of every size in turn (A B A B ...): times[size][body].  Sizes alternate request by
+    request, so a slow stretch of the shared machine falls on both sizes alike."""
+    times: list[list[float]] = [[] for _ in asks]
+    for body in bodies:
+        for index, ask in enumerate(asks):
+            times[index].append(ask(body))
+    return times
+
+
+def paired_ratio(small: Sequence[float], large: Sequence[float], resamples: int = 2000) -> dict[str, Any]:
+    """large / small per pair (the two requests asked one after the other): median, min-max, n, and a
+    bootstrap 95% interval of the median (pairs resampled; seeded)."""
+    per_pair = np.asarray(large, dtype=float) / np.asarray(small, dtype=float)
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(per_pair, size=(resamples, per_pair.size)), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return {**spread(per_pair.tolist()), "bootstrap_95": [float(low), float(high)]}
+
+
+def latency(asks: Sequence[Ask], users: Sequence[str], warmup: int = 3) -> dict[str, Any]:
+    """Recommendation latency at each size, interleaved: 20 fixed candidates, then the popular-unseen
+    path, per user; ratios of every size to the first, per pair."""
+    for user in users[:warmup]:  # first forward passes, caches: not measured
+        for ask in asks:
             ask({"user_id": user, "k": 5, "candidates": CANDIDATES})
-        fixed, popular = [], []
-        for user in users:
-            fixed.append(timed(ask, {"user_id": user, "k": 5, "candidates": CANDIDATES}))
-            popular.append(timed(ask, {"user_id": user, "k": 5, "pool_size": 20}))
-        record["recommend_fixed_candidates_ms"] = spread(fixed)
-        record["recommend_popular_unseen_ms"] = spread(popular)
-        record["memory_after_requests"] = _memory_mb()
-        runtime = client.app.state.runtime  # type: ignore[attr-defined]
-        with runtime.sessions() as session:  # what the old default catalog held: every title
-            every_title = catalog_repo.titles(session)
-            record["memory_holding_every_title"] = _memory_mb()
-            record["titles"] = len(every_title)
+            ask({"user_id": user, "k": 5, "pool_size": 20})
+    paths = {
+        "recommend_fixed_candidates_ms": [{"user_id": u, "k": 5, "candidates": CANDIDATES} for u in users],
+        "recommend_popular_unseen_ms": [{"user_id": u, "k": 5, "pool_size": 20} for u in users],
+    }
+    record: dict[str, Any] = {}
+    for name, bodies in paths.items():
+        times = interleave(asks, bodies)
+        record[name] = {
+            "per_size": [spread(t) for t in times],
+            "ratio_to_first": [paired_ratio(times[0], t) for t in times[1:]],
+        }
     return record
-
-
-def run_probe(url: str, home: Path, kek: Path, key: str, users: list[str]) -> dict[str, Any]:
-    arguments = json.dumps({"url": url, "home": str(home), "kek": str(kek), "key": key, "users": users})
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", arguments],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "E2U_ENVIRONMENT": "development"},
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the API probe failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -292,6 +375,75 @@ def deletion(sessions: sessionmaker[Session], whole: list[str], partial: list[st
 
 
 @dataclass
+class Loaded:
+    """One size's database, loaded and kept alive, with what an API process on it needs."""
+
+    size: int
+    dialect: str
+    url: str
+    home: Path
+    kek: Path
+    sessions: sessionmaker[Session]
+    key: str
+    generate_seconds: float
+    load: dict[str, float]
+
+
+@contextmanager
+def loaded(
+    kind: str, size: int, per_user: int, data_root: Path, echo: Callable[[str], None]
+) -> Iterator[Loaded]:
+    """A fresh database of ``kind`` loaded with the synthetic folder of ``size`` (generated once under
+    ``data_root``), a tiny adapter v1 and a recommend key; dropped on exit."""
+    folder = data_root / f"synthetic-{size}"
+    generate = 0.0
+    if not (folder / "ratings.csv").exists():
+        generate = write_synthetic(folder, SynthConfig(size, size, per_user * size)).seconds
+    echo(f"{size}: data in {folder} ({generate:.0f} s to generate)")
+    with intake.database(kind) as (dialect, url), tempfile.TemporaryDirectory() as home_dir:
+        home = Path(home_dir)
+        kek = home / "keys" / "data-kek"
+        keyring = Keyring(kek, create_missing=True)
+        engine = make_engine(url)
+        try:
+            sessions = session_factory(engine, keyring)
+            stored = load(sessions, folder)
+            echo(f"{size}: loaded {stored['ratings']} ratings in {stored['seconds']:.0f} s")
+            intake.link_models(home)
+            key = prepare_api(url, home, keyring)
+            yield Loaded(size, dialect, url, home, kek, sessions, key, generate, stored)
+        finally:
+            engine.dispose()
+
+
+def api_figures(databases: Sequence[Loaded], probes: int) -> dict[str, Any]:
+    """An API process per size, all alive at once; recommendation latency asked of them in turn
+    (``latency``), then each one's memory: after the requests, and after reading every title."""
+    processes: list[ApiProcess] = []
+    try:
+        for database in databases:
+            processes.append(ApiProcess(database.url, database.home, database.kek, database.key))
+        step = min(d.size for d in databases) // probes  # users that exist at every size, spread over ids
+        record = latency([p.ask for p in processes], [str(1 + k * step) for k in range(probes)])
+        record["memory"] = []
+        for process in processes:
+            after_requests = process.call("memory")["memory"]
+            every_title = process.call("titles")
+            record["memory"].append(
+                {
+                    "after_start": process.memory_after_start,
+                    "after_requests": after_requests,
+                    "holding_every_title": every_title["memory"],
+                    "titles": every_title["titles"],
+                }
+            )
+    finally:
+        for process in processes:
+            process.close()
+    return record
+
+
+@dataclass
 class SizeResult:
     size: int
     ratings: int
@@ -307,45 +459,25 @@ class SizeResult:
 
 
 def measure_size(
-    kind: str, size: int, per_user: int, data_root: Path, echo: Callable[[str], None], old_repeats: int
+    database: Loaded, api: dict[str, Any], echo: Callable[[str], None], old_repeats: int
 ) -> SizeResult:
+    """The rest of a size's figures, on its database (after the API latency: these erase users)."""
     started = time.perf_counter()
-    folder = data_root / f"synthetic-{size}"
-    generate = 0.0
-    if not (folder / "ratings.csv").exists():
-        generate = write_synthetic(folder, SynthConfig(size, size, per_user * size)).seconds
-    echo(f"{size}: data in {folder} ({generate:.0f} s to generate)")
-    with intake.database(kind) as (dialect, url), tempfile.TemporaryDirectory() as home_dir:
-        home = Path(home_dir)
-        kek = home / "keys" / "data-kek"
-        keyring = Keyring(kek, create_missing=True)
-        engine = make_engine(url)
-        try:
-            sessions = session_factory(engine, keyring)
-            loaded = load(sessions, folder)
-            echo(f"{size}: loaded {loaded['ratings']} ratings in {loaded['seconds']:.0f} s")
-            intake.link_models(home)
-            key = prepare_api(url, home, keyring)
-            # users spread over the population (ids are 1..N; activity is random over ids)
-            step = size // 1000
-            probe_users = [str(1 + k * step) for k in range(PROBE_USERS)]
-            api = run_probe(url, home, kek, key, probe_users)
-            echo(f"{size}: api {json.dumps(api)}")
-            read = reads(sessions, [str(2 + k * step) for k in range(PROBE_USERS)], old_repeats)
-            echo(f"{size}: reads {json.dumps(read)}")
-            pool = [str(3 + k * step) for k in range(900)]
-            intake_result = intake.measure_on(sessions, dialect, pool[:600], 200, 3, echo)
-            batch = batch_forming(sessions, pool[600:840], 3, 80)
-            echo(f"{size}: batching {json.dumps(batch)}")
-            erased = deletion(sessions, pool[840:860], pool[860:880])
-            echo(f"{size}: deletion {json.dumps(erased)}")
-        finally:
-            engine.dispose()
+    size, sessions = database.size, database.sessions
+    step = size // 1000
+    read = reads(sessions, [str(2 + k * step) for k in range(PROBE_USERS)], old_repeats)
+    echo(f"{size}: reads {json.dumps(read)}")
+    pool = [str(3 + k * step) for k in range(900)]
+    intake_result = intake.measure_on(sessions, database.dialect, pool[:600], 200, 3, echo)
+    batch = batch_forming(sessions, pool[600:840], 3, 80)
+    echo(f"{size}: batching {json.dumps(batch)}")
+    erased = deletion(sessions, pool[840:860], pool[860:880])
+    echo(f"{size}: deletion {json.dumps(erased)}")
     return SizeResult(
         size,
-        int(loaded["ratings"]),
-        generate,
-        loaded,
+        int(database.load["ratings"]),
+        database.generate_seconds,
+        database.load,
         api,
         read,
         {
@@ -360,10 +492,8 @@ def measure_size(
 
 
 def ratios(small: SizeResult, large: SizeResult) -> dict[str, float]:
-    """large / small for each figure (medians)."""
+    """large / small for each figure (medians; the recommendation latency's paired ratios are apart)."""
     pairs = {
-        "recommend_fixed_candidates_ms": lambda r: r.api["recommend_fixed_candidates_ms"]["median"],
-        "recommend_popular_unseen_ms": lambda r: r.api["recommend_popular_unseen_ms"]["median"],
         "api_rss_after_requests_mb": lambda r: r.api["memory_after_requests"]["rss_mb"],
         "api_rss_holding_every_title_mb": lambda r: r.api["memory_holding_every_title"]["rss_mb"],
         "popular_unseen_ms": lambda r: r.reads["popular_unseen_ms"]["median"],
@@ -377,6 +507,21 @@ def ratios(small: SizeResult, large: SizeResult) -> dict[str, float]:
     return {name: read(large) / read(small) for name, read in pairs.items()}
 
 
+def per_size_api(latencies: dict[str, Any], index: int) -> dict[str, Any]:
+    """Size ``index``'s share of ``api_figures``' record."""
+    memory = latencies["memory"][index]
+    return {
+        "memory_after_start": memory["after_start"],
+        "memory_after_requests": memory["after_requests"],
+        "memory_holding_every_title": memory["holding_every_title"],
+        "titles": memory["titles"],
+        **{name: latencies[name]["per_size"][index] for name in LATENCY_PATHS},
+    }
+
+
+LATENCY_PATHS = ("recommend_fixed_candidates_ms", "recommend_popular_unseen_ms")
+
+
 def command(
     sizes: Annotated[
         list[int] | None, typer.Option("--size", help="items = users (repeat the option)")
@@ -387,24 +532,41 @@ def command(
         "var/synthetic"
     ),
     old_repeats: Annotated[int, typer.Option(help="runs of the replaced full-count query")] = 3,
+    probes: Annotated[int, typer.Option(help="recommendation requests per path and size, interleaved")] = 200,
     out: Annotated[Path | None, typer.Option(help="JSON file")] = None,
 ) -> None:
-    """Recommendation latency, API memory, intake, batching, deletion per size; ratios largest/smallest."""
-    chosen = sizes or [100_000, 1_000_000]
-    if min(chosen) < 1000:
+    """Every size loaded and served at once: recommendation latency interleaved across sizes (paired
+    ratios to the smallest), API memory; then intake, batching, deletion per size; ratios largest/smallest."""
+    chosen = sorted(sizes or [100_000, 1_000_000])
+    if chosen[0] < 1000 or chosen[0] < probes:
         raise typer.BadParameter(
-            "sizes start at 1000 (the measured users are spread over the first 1000 ids' steps)"
+            "sizes start at 1000 and at --probes (the measured users are spread over the ids)"
         )
-    results = [
-        measure_size(database, s, ratings_per_user, data_root, typer.echo, old_repeats) for s in chosen
-    ]
+    with ExitStack() as stack:
+        databases = [
+            stack.enter_context(loaded(database, s, ratings_per_user, data_root, typer.echo)) for s in chosen
+        ]
+        latencies = api_figures(databases, probes)
+        typer.echo(f"api {json.dumps(latencies)}")
+        results = [
+            measure_size(d, per_size_api(latencies, i), typer.echo, old_repeats)
+            for i, d in enumerate(databases)
+        ]
     record: dict[str, Any] = {
         "command": f"python -m benchmarks scale {' '.join(f'--size {s}' for s in chosen)} "
-        f"--ratings-per-user {ratings_per_user} --database {database}",
+        f"--ratings-per-user {ratings_per_user} --database {database} --probes {probes}",
         "database": database,
         "sizes": [r.__dict__ for r in results],
+        "interleaved_latency": {name: latencies[name] for name in LATENCY_PATHS},
         "at": utcnow().isoformat(),
     }
+    for name in LATENCY_PATHS:
+        for size, ratio in zip(chosen[1:], latencies[name]["ratio_to_first"], strict=True):
+            low, high = ratio["bootstrap_95"]
+            typer.echo(
+                f"  {name} {size}/{chosen[0]}, per pair: x{ratio['median']:.2f} "
+                f"[{low:.2f}, {high:.2f}] bootstrap 95%, n {ratio['n']}"
+            )
     if len(results) > 1:
         record["ratio_largest_over_smallest"] = ratios(results[0], results[-1])
         for name, value in record["ratio_largest_over_smallest"].items():
@@ -414,5 +576,5 @@ def command(
     typer.echo(f"wrote {path}")
 
 
-if __name__ == "__main__":  # the API probe's own process (``run_probe``)
-    print(json.dumps(probe(**json.loads(sys.argv[1]))))
+if __name__ == "__main__":  # an API process of ``ApiProcess``
+    serve(**json.loads(sys.argv[1]))
