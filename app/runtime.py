@@ -168,6 +168,7 @@ class StampListener:
         self.stamp = stamp
         self.on_message = on_message
         self.interval_seconds = interval_seconds
+        self._failing = False  # warn once per stretch of failed reads, not every interval
         self._last = self._read()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="promotion-stamp", daemon=True)
@@ -182,10 +183,18 @@ class StampListener:
 
     def _read(self) -> str | None:
         try:
-            return self.stamp.read()
+            text = self.stamp.read()
         except OSError as error:  # unreadable now: the next look tries again, the poll covers meanwhile
-            log.warning("promotion stamp %s: %s", self.stamp.path, error)
+            if not self._failing:
+                log.warning(
+                    "promotion stamp %s: %s (the registry poll covers until it reads again)",
+                    self.stamp.path,
+                    error,
+                )
+            self._failing = True
             return None
+        self._failing = False
+        return text
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_seconds):

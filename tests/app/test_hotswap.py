@@ -13,12 +13,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.main import create_app
+from app.runtime import StampListener
 from app.settings import ApiSettings
 from core.data_keys import Keyring
 from core.db.engine import KEYRING_INFO, make_engine
 from core.db.migrate import upgrade
 from core.db.repositories import serving as serving_repo
-from core.events import promotion_event, promotion_publisher
+from core.events import PromotionStamp, promotion_event, promotion_publisher
 from core.ml.data import PreparedData
 from core.ml.model import ModelConfig, adapter_sha256, load_base
 from core.ml.prompts import Catalog
@@ -101,3 +102,27 @@ def test_a_promotion_by_another_process_reaches_the_api_without_redis(api: Api) 
         assert runtime.process_id in serving_repo.confirmations(session, api.v2)
     assert _served(api) == api.v2
     assert runtime.model_server.loaded_versions() == [api.v2]
+
+
+def test_an_unreadable_stamp_warns_once_and_a_readable_one_wakes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stamp that cannot be read (here a folder in its place) is looked at every interval: one warning
+    for the stretch, not one per look; once it reads again, a new text wakes the watcher."""
+    path = tmp_path / "adapter-promoted.json"
+    path.mkdir()
+    woken: list[int] = []
+    listener = StampListener(PromotionStamp(path), lambda: woken.append(1), interval_seconds=0.01)
+    listener.start()
+    try:
+        time.sleep(0.2)  # ~20 looks at the unreadable stamp
+        warnings = [r for r in caplog.records if "promotion stamp" in r.getMessage()]
+        assert len(warnings) == 1 and not woken
+        path.rmdir()
+        PromotionStamp(path).write({"version": "v2", "counter": 1})
+        deadline = time.monotonic() + 5
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert woken and listener.received == 1
+    finally:
+        listener.stop()
