@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from httpx import Response
 
+from app.runtime import batching_for
+from app.settings import ApiSettings
 from core.ml.data import PreparedData
 from core.ml.model import ModelConfig, load_base
 from core.ml.prompts import Catalog
@@ -142,3 +145,17 @@ def test_a_request_waiting_for_the_model_gives_its_admission_place_back(
         gate.open()
         assert waiting.result(timeout=30).status_code == 200
     assert erasure.status_code == 201, erasure.text
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "across"),
+    [(None, "cpu", False), (None, "cuda", True), (True, "cpu", True), (False, "cuda", False)],
+)
+def test_requests_share_rounds_on_a_gpu_unless_the_setting_says_otherwise(
+    tmp_path: Path, setting: bool | None, device: str, across: bool
+) -> None:
+    settings = ApiSettings(
+        environment="development", home=tmp_path, batch_across_requests=setting, model_queue=3
+    )
+    batching = batching_for(settings, torch.device(device))
+    assert batching.enabled is across and batching.queue_limit == 3
