@@ -27,7 +27,6 @@ import contextlib
 import gc
 import multiprocessing
 import random
-import statistics
 import tempfile
 import threading
 import time
@@ -357,20 +356,6 @@ def memory_in_fresh_process(model: ModelConfig, folders: list[Path], cycles: int
 # ---------------------------------------------------------------------------------------------- record
 
 
-def _spread(values: list[float | None]) -> dict[str, Any]:
-    """Median, min and max of the values seen, with n (None values: not seen, counted apart)."""
-    seen = [v for v in values if v is not None]
-    if not seen:
-        return {"n": 0, "missing": len(values)}
-    return {
-        "n": len(seen),
-        "median": statistics.median(seen),
-        "min": min(seen),
-        "max": max(seen),
-        "missing": len(values) - len(seen),
-    }
-
-
 @dataclass
 class HotswapResult:
     command: str
@@ -400,8 +385,8 @@ class HotswapResult:
             pooled_before = p99([ms for s in swaps for ms in s.before_ms])
             pooled_during = p99([ms for s in swaps for ms in s.during_ms])
             out[channel] = {
-                "confirmed_seconds": _spread([s.confirmed_seconds for s in swaps]),
-                "first_answer_seconds": _spread([s.first_answer_seconds for s in swaps]),
+                "confirmed_seconds": report.spread([s.confirmed_seconds for s in swaps]),
+                "first_answer_seconds": report.spread([s.first_answer_seconds for s in swaps]),
                 "answers_before": sum(len(s.before_ms) for s in swaps),
                 "answers_during": sum(len(s.during_ms) for s in swaps),
                 "p99_before_ms": pooled_before,
@@ -409,7 +394,7 @@ class HotswapResult:
                 "p99_during_over_before": (
                     pooled_during / pooled_before if pooled_before and pooled_during else None
                 ),
-                "per_swap_p99_ratio": _spread(ratios),
+                "per_swap_p99_ratio": report.spread(ratios),
                 "failed_in_windows": sum(s.failed for s in swaps),
             }
         return out

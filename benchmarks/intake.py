@@ -17,7 +17,6 @@ over the rounds).  SQLite (a file, WAL, as the service runs it) and PostgreSQL (
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
 import time
 import uuid
@@ -61,24 +60,20 @@ class IntakeResult:
         bare = self.bare_inserts_per_s
         ratios = [s / b for s, b in zip(self.service_requests_per_s, bare, strict=True)]
         figures = {
-            "service_over_bare": spread(ratios),
-            "bare_inserts_per_s": spread(bare),
-            "service_requests_per_s": spread(self.service_requests_per_s),
+            "service_over_bare": report.spread(ratios),
+            "bare_inserts_per_s": report.spread(bare),
+            "service_requests_per_s": report.spread(self.service_requests_per_s),
             "n": len(ratios),
         }
         if self.http_requests_per_s:
             http = self.http_requests_per_s
-            figures["http_over_bare"] = spread([h / b for h, b in zip(http, bare, strict=True)])
-            figures["http_requests_per_s"] = spread(http)
+            figures["http_over_bare"] = report.spread([h / b for h, b in zip(http, bare, strict=True)])
+            figures["http_requests_per_s"] = report.spread(http)
         if self.testclient_requests_per_s:
             slow = self.testclient_requests_per_s
-            figures["testclient_over_bare"] = spread([h / b for h, b in zip(slow, bare, strict=True)])
-            figures["testclient_requests_per_s"] = spread(slow)
+            figures["testclient_over_bare"] = report.spread([h / b for h, b in zip(slow, bare, strict=True)])
+            figures["testclient_requests_per_s"] = report.spread(slow)
         return figures
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 @contextmanager

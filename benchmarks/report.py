@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,6 +60,18 @@ def load_json(path: Path) -> dict[str, Any]:
 def number(value: float | None) -> float:
     """A figure read back from JSON: null (an undefined figure) is NaN again."""
     return math.nan if value is None else float(value)
+
+
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """The benchmarks' summary of repeated figures: n, median, min and max of the values seen; ``missing``
+    counts the None values (not seen) when there are any."""
+    seen = [v for v in values if v is not None]
+    summary: dict[str, Any] = {"n": len(seen)}
+    if seen:
+        summary |= {"median": statistics.median(seen), "min": min(seen), "max": max(seen)}
+    if len(seen) < len(values):
+        summary["missing"] = len(values) - len(seen)
+    return summary
 
 
 def interval(values: Sequence[float | None]) -> tuple[float, float]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,10 +56,6 @@ from core.services.erasures import create_erasure_request
 
 CANDIDATES = [str(k) for k in range(1, 21)]  # fixed candidates: item ids 1..20 exist at every size
 PROBE_USERS = 20
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def timed(action: Callable[..., object], *arguments: Any) -> float:
@@ -243,7 +238,7 @@ def paired_ratio(small: Sequence[float], large: Sequence[float], resamples: int 
     rng = np.random.default_rng(0)
     medians = np.median(rng.choice(per_pair, size=(resamples, per_pair.size)), axis=1)
     low, high = np.percentile(medians, [2.5, 97.5])
-    return {**spread(per_pair.tolist()), "bootstrap_95": [float(low), float(high)]}
+    return {**report.spread(per_pair.tolist()), "bootstrap_95": [float(low), float(high)]}
 
 
 def latency(asks: Sequence[Ask], users: Sequence[str], warmup: int = 3) -> dict[str, Any]:
@@ -261,7 +256,7 @@ def latency(asks: Sequence[Ask], users: Sequence[str], warmup: int = 3) -> dict[
     for name, bodies in paths.items():
         times = interleave(asks, bodies)
         record[name] = {
-            "per_size": [spread(t) for t in times],
+            "per_size": [report.spread(t) for t in times],
             "ratio_to_first": [paired_ratio(times[0], t) for t in times[1:]],
         }
     return record
@@ -310,8 +305,8 @@ def reads(sessions: sessionmaker[Session], users: list[str], old_repeats: int) -
             "replaced_full_count": plan(session, old_popular_unseen_query(users[0], 20)),
         }
     return {
-        "popular_unseen_ms": spread(new),
-        "replaced_full_count_ms": spread(old),
+        "popular_unseen_ms": report.spread(new),
+        "replaced_full_count_ms": report.spread(old),
         "same_answer": same,
         "plans": plans,
     }
@@ -341,7 +336,7 @@ def batch_forming(
             session.commit()
         with sessions() as session:
             times.append(timed(trigger, session))
-    return {"trigger_ms": spread(times), "requests_per_trigger": per_round}
+    return {"trigger_ms": report.spread(times), "requests_per_trigger": per_round}
 
 
 def deletion(sessions: sessionmaker[Session], whole: list[str], partial: list[str]) -> dict[str, Any]:
@@ -365,9 +360,9 @@ def deletion(sessions: sessionmaker[Session], whole: list[str], partial: list[st
             item = sorted(catalog_repo.user_item_ids(session, user))[0]
             item_ms.append(timed(one_item, session, user, item))
     return {
-        "whole_user_ms": spread(whole_ms),
-        "one_item_ms": spread(item_ms),
-        "rows_per_whole_user": spread(rows),
+        "whole_user_ms": report.spread(whole_ms),
+        "one_item_ms": report.spread(item_ms),
+        "rows_per_whole_user": report.spread(rows),
     }
 
 

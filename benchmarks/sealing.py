@@ -83,16 +83,13 @@ class SealingResult:
     sealed_read_ms: list[float]
 
     def summary(self) -> dict[str, Any]:
-        def spread(values: list[float]) -> dict[str, float]:
-            return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
         imports = [
             s / c for s, c in zip(self.sealed_import_rows_per_s, self.clear_import_rows_per_s, strict=True)
         ]
         reads = [s / c for s, c in zip(self.sealed_read_ms, self.clear_read_ms, strict=True)]
         return {
-            "import_throughput_sealed_over_clear": spread(imports),
-            "read_time_sealed_over_clear": spread(reads),
+            "import_throughput_sealed_over_clear": report.spread(imports),
+            "read_time_sealed_over_clear": report.spread(reads),
         }
 
 

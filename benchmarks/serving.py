@@ -20,7 +20,6 @@ taken within a repeat before its median.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -61,15 +60,8 @@ class Spread:
 
     values: list[float] = field(default_factory=list)
 
-    def summary(self) -> dict[str, float | int]:
-        if not self.values:
-            return {"n": 0}
-        return {
-            "median": statistics.median(self.values),
-            "min": min(self.values),
-            "max": max(self.values),
-            "n": len(self.values),
-        }
+    def summary(self) -> dict[str, Any]:
+        return report.spread(self.values)
 
 
 @dataclass(frozen=True)
