@@ -52,6 +52,7 @@ from core.db.migrate import upgrade
 from core.db.repositories import serving as serving_repo
 from core.events import EventPublisher, PromotionStamp, promotion_event
 from core.ml.data import SampleConfig, prepare
+from core.ml.metrics import proc_status_kib
 from core.ml.model import (
     LoraSpec,
     ModelConfig,
@@ -297,11 +298,8 @@ def measure_swap(
 
 def rss_mib() -> float | None:
     """This process's resident memory (VmRSS) in MiB; None where /proc is absent."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return None
+    kib = proc_status_kib("VmRSS")
+    return None if kib is None else kib / 1024
 
 
 def _settled_rss(server: ModelServer | None = None) -> float | None:

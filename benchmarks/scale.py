@@ -51,6 +51,7 @@ from core.db.engine import make_engine, session_factory
 from core.db.models import Interaction, Item, UserProfile, utcnow
 from core.db.repositories import catalog as catalog_repo
 from core.db.repositories.catalog import StoredRating
+from core.ml.metrics import proc_status_kib
 from core.services import batching
 from core.services.erasures import create_erasure_request
 
@@ -121,11 +122,8 @@ def prepare_api(url: str, home: Path, keyring: Keyring) -> str:
 
 def _memory_mb() -> dict[str, float]:
     """This process's resident memory now and at its peak (Linux /proc)."""
-    fields = dict(
-        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
-    )
     return {
-        name: int(fields[key].split()[0]) / 1024 for name, key in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))
+        name: (proc_status_kib(key) or 0) / 1024 for name, key in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))
     }
 
 

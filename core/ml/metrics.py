@@ -180,7 +180,8 @@ def parameter_count(parameters: Iterable[torch.nn.Parameter]) -> int:
     return int(sum(p.numel() for p in parameters))
 
 
-def _proc_status_kib(field_name: str) -> int | None:
+def proc_status_kib(field_name: str) -> int | None:
+    """A kB figure of this process's /proc/self/status (``VmRSS``, ``VmHWM``, ...); None off Linux."""
     try:
         text = Path("/proc/self/status").read_text()
     except OSError:
@@ -197,7 +198,7 @@ def _reset_peak_rss() -> bool:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return False
-    return _proc_status_kib("VmHWM") is not None
+    return proc_status_kib("VmHWM") is not None
 
 
 class ResourceMeter:
@@ -224,7 +225,7 @@ class ResourceMeter:
     def _current(self) -> int:
         if self.kind == "cuda_max_memory_allocated":
             return int(torch.cuda.memory_allocated(self.device))
-        rss = _proc_status_kib("VmRSS")
+        rss = proc_status_kib("VmRSS")
         return rss * 1024 if rss is not None else 0
 
     def __enter__(self) -> ResourceMeter:
@@ -243,7 +244,7 @@ class ResourceMeter:
             torch.cuda.synchronize(self.device)
             self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
         elif self.kind == "cpu_peak_rss":
-            self.peak_bytes = (_proc_status_kib("VmHWM") or 0) * 1024
+            self.peak_bytes = (proc_status_kib("VmHWM") or 0) * 1024
         else:
             self.peak_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
         self.peak_bytes = max(self.peak_bytes, self.baseline_bytes)  # RSS can shrink below the entry value

@@ -56,7 +56,7 @@ def test_resource_meter_sees_a_block_allocation_and_resets_between_blocks() -> N
     try:
         with metrics.ResourceMeter("cpu") as meter:
             block = _resident_block(64 * 2**20)
-            held = metrics._proc_status_kib("VmRSS")
+            held = metrics.proc_status_kib("VmRSS")
         block.close()  # unmapped: RSS falls back, the process's peak stays
         with metrics.ResourceMeter("cpu") as quiet:
             sum(range(1000))
