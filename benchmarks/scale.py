@@ -122,9 +122,10 @@ def prepare_api(url: str, home: Path, keyring: Keyring) -> str:
 
 def _memory_mb() -> dict[str, float]:
     """This process's resident memory now and at its peak (Linux /proc)."""
-    return {
-        name: (proc_status_kib(key) or 0) / 1024 for name, key in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))
-    }
+    figures = {name: proc_status_kib(key) for name, key in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))}
+    if None in figures.values():
+        raise RuntimeError("the scale benchmark reads memory from /proc/self/status (Linux only)")
+    return {name: kib / 1024 for name, kib in figures.items() if kib is not None}
 
 
 def serve(url: str, home: str, kek: str, key: str) -> None:
