@@ -15,6 +15,7 @@ from benchmarks import (
     gpu_proof,
     hotswap,
     intake,
+    prefilter,
     ranking,
     recommender,
     report,
@@ -71,13 +72,36 @@ def ranking_command(
     user: str = "1",
     out: OutOpt = None,
     threads: ThreadsOpt = None,
+    compare_prompt: Annotated[
+        Path | None, typer.Option(help="a TOML prompt template also ranked prefix-shared, interleaved")
+    ] = None,
 ) -> None:
     """Prefix-shared ranking against plain scoring: one user, N candidates, both paths interleaved."""
     settings, model = _setup(base, threads)
-    result = ranking.measure(model, _load_data(settings), user, candidates, repeats)
+    result = ranking.measure(model, _load_data(settings), user, candidates, repeats, compare_prompt)
     json_path = out or report.RESULTS / "ranking.json"
     report.save_json(result.to_dict(), json_path)
     typer.echo(result.summary())
+    typer.echo(f"wrote {json_path}")
+
+
+@bench_app.command("prefilter")
+def prefilter_command(
+    pool_sizes: Annotated[str, typer.Option(help="comma-separated pool sizes")] = "10,25,50,100,200,400",
+    bootstrap: int = 2000,
+    seed: int = 0,
+    out: OutOpt = None,
+) -> None:
+    """Candidate pre-filtering: the share of test users' liked items each pool size and filter keeps."""
+    settings = Settings()
+    try:
+        sizes = [int(size) for size in pool_sizes.split(",")]
+        result = prefilter.measure(_load_data(settings), sizes, bootstrap, seed)
+    except ValueError as error:
+        raise _fail(error) from None
+    json_path = out or report.RESULTS / "prefilter.json"
+    report.save_json(result.to_dict(), json_path)
+    typer.echo(result.table())
     typer.echo(f"wrote {json_path}")
 
 

@@ -12,20 +12,25 @@ pool included, and little of the client's), and ``--client testclient`` adds Sta
 portal makes several thread hops per request: it measures the client as much as the app).  The loops
 take turns going first from round to round; the figure is the ratio service/bare per round (median, min, max
 over the rounds).  SQLite (a file, WAL, as the service runs it) and PostgreSQL (a throwaway database).
+
+``--concurrency N`` runs each loop as N concurrent clients splitting the round's rows: threads for the bare
+and service loops (a session each, from the same engine and pool), tasks for the ASGI client (the app's
+thread pool does the database work, as under real load); the TestClient loop stays one client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import psycopg
@@ -55,6 +60,7 @@ class IntakeResult:
     service_requests_per_s: list[float]
     http_requests_per_s: list[float] = field(default_factory=list)  # the ASGI client
     testclient_requests_per_s: list[float] = field(default_factory=list)
+    concurrency: int = 1  # concurrent clients per loop (the TestClient loop: always 1)
 
     def summary(self) -> dict[str, Any]:
         bare = self.bare_inserts_per_s
@@ -128,28 +134,57 @@ def bare_rows(count: int, tag: str) -> list[dict[str, Any]]:
     ]
 
 
-def bare_loop(sessions: sessionmaker[Session], rows: list[dict[str, Any]]) -> float:
+Task = TypeVar("Task")
+
+
+def per_second(each: Callable[[int, Task], None], tasks: Sequence[Task], concurrency: int = 1) -> float:
+    """Tasks per second when ``concurrency`` threads share ``tasks`` (task k goes to thread k mod N, in
+    order); ``each(k, task)`` does one.  The first error of any thread is raised here."""
+    errors: list[BaseException] = []
+
+    def run(first: int) -> None:
+        try:
+            for k in range(first, len(tasks), concurrency):
+                each(k, tasks[k])
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return len(tasks) / elapsed
+
+
+def bare_loop(sessions: sessionmaker[Session], rows: list[dict[str, Any]], concurrency: int = 1) -> float:
     """Rows per second: one insert and one commit per row, a session each."""
     statement = insert(ErasureRequest)
-    started = time.perf_counter()
-    for row in rows:
+
+    def one(_k: int, row: dict[str, Any]) -> None:
         with sessions() as session:
             session.execute(statement, row)
             session.commit()
-    return len(rows) / (time.perf_counter() - started)
+
+    return per_second(one, rows, concurrency)
 
 
-def service_loop(sessions: sessionmaker[Session], users: list[str], tag: str) -> float:
+def service_loop(sessions: sessionmaker[Session], users: list[str], tag: str, concurrency: int = 1) -> float:
     """Requests per second through the intake service, one committed request per user."""
-    started = time.perf_counter()
-    for k, user in enumerate(users):
+
+    def one(k: int, user: str) -> None:
         with sessions() as session:
             create_erasure_request(session, user, None, CONFIG, idempotency_key=f"{tag}-{k}")
             session.commit()
-    return len(users) / (time.perf_counter() - started)
+
+    return per_second(one, users, concurrency)
 
 
-HttpLoop = Callable[[list[str], str], float]
+HttpLoop = Callable[[list[str], str, int], float]
 
 
 def testclient_loop(client: Any, key: str, users: list[str], tag: str) -> float:
@@ -178,14 +213,19 @@ class AsgiClient:
         transport = httpx.ASGITransport(app=app)
         self.client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
-    def loop(self, key: str, users: list[str], tag: str) -> float:
-        """Requests per second through ``POST /v1/erasure-requests``, one per user, one after another."""
+    def loop(self, key: str, users: list[str], tag: str, concurrency: int = 1) -> float:
+        """Requests per second through ``POST /v1/erasure-requests``, one per user: ``concurrency`` clients
+        at once, each filing its share one after another."""
+
+        async def client(first: int) -> None:
+            for k in range(first, len(users), concurrency):
+                headers = {"X-API-Key": key, "Idempotency-Key": f"{tag}-{k}"}
+                body = {"user_id": users[k]}
+                check(await self.client.post("/v1/erasure-requests", json=body, headers=headers))
 
         async def requests() -> float:
             started = time.perf_counter()
-            for k, user in enumerate(users):
-                headers = {"X-API-Key": key, "Idempotency-Key": f"{tag}-{k}"}
-                check(await self.client.post("/v1/erasure-requests", json={"user_id": user}, headers=headers))
+            await asyncio.gather(*(client(n) for n in range(concurrency)))
             return len(users) / (time.perf_counter() - started)
 
         return self.runner.run(requests())
@@ -227,10 +267,10 @@ def api_clients(
         if "asgi" in clients:
             asgi = AsgiClient(create_app(settings))
             stack.callback(asgi.close)
-            loops["asgi"] = lambda users, tag: asgi.loop(key, users, tag)
+            loops["asgi"] = lambda users, tag, concurrency: asgi.loop(key, users, tag, concurrency)
         if "testclient" in clients:
             client = stack.enter_context(TestClient(create_app(settings)))
-            loops["testclient"] = lambda users, tag: testclient_loop(client, key, users, tag)
+            loops["testclient"] = lambda users, tag, _concurrency: testclient_loop(client, key, users, tag)
         yield loops
 
 
@@ -242,9 +282,11 @@ def measure_on(
     rounds: int,
     echo: Callable[[str], None] = lambda _: None,
     http: dict[str, HttpLoop] | None = None,
+    concurrency: int = 1,
 ) -> IntakeResult:
     """Interleaved rounds on a database whose ``users`` have data (``requests * rounds`` of them at least,
-    as many more for each loop through the API in ``http``: by client name, ``asgi``, ``testclient``)."""
+    as many more for each loop through the API in ``http``: by client name, ``asgi``, ``testclient``),
+    each loop as ``concurrency`` concurrent clients."""
     bare: list[float] = []
     service: list[float] = []
     over_http: dict[str, list[float]] = {name: [] for name in http or {}}
@@ -253,12 +295,13 @@ def measure_on(
         batch = users[round_ * requests : (round_ + 1) * requests]
         tag = f"{uuid.uuid4().hex[:6]}-r{round_}"
         loops: list[tuple[list[float], Callable[..., float], tuple[Any, ...]]] = [
-            (bare, bare_loop, (sessions, rows)),
-            (service, service_loop, (sessions, batch, tag)),
+            (bare, bare_loop, (sessions, rows, concurrency)),
+            (service, service_loop, (sessions, batch, tag, concurrency)),
         ]
         for n, (name, loop) in enumerate((http or {}).items(), start=1):
             first = (n * rounds + round_) * requests
-            loops.append((over_http[name], loop, (users[first : first + requests], f"{name}-{tag}")))
+            chunk = users[first : first + requests]
+            loops.append((over_http[name], loop, (chunk, f"{name}-{tag}", concurrency)))
         shift = round_ % len(loops)  # each loop goes first in turn
         for figures, run, arguments in loops[shift:] + loops[:shift]:
             figures.append(run(*arguments))
@@ -272,11 +315,17 @@ def measure_on(
         service,
         over_http.get("asgi", []),
         over_http.get("testclient", []),
+        concurrency,
     )
 
 
 def measure(
-    kind: str, requests: int, rounds: int, echo: Callable[[str], None], clients: list[str]
+    kind: str,
+    requests: int,
+    rounds: int,
+    echo: Callable[[str], None],
+    clients: list[str],
+    concurrency: int = 1,
 ) -> IntakeResult:
     with database(kind) as (dialect, url), tempfile.TemporaryDirectory() as folder:
         home = Path(folder)
@@ -287,9 +336,9 @@ def measure(
             users = [f"u{k}" for k in range(requests * rounds * (1 + len(clients)))]
             seed_users(sessions, users)
             if not clients:
-                return measure_on(sessions, dialect, users, requests, rounds, echo)
+                return measure_on(sessions, dialect, users, requests, rounds, echo, None, concurrency)
             with api_clients(url, home, sessions, clients) as loops:
-                return measure_on(sessions, dialect, users, requests, rounds, echo, loops)
+                return measure_on(sessions, dialect, users, requests, rounds, echo, loops, concurrency)
         finally:
             engine.dispose()
 
@@ -305,17 +354,20 @@ def command(
     clients: Annotated[
         list[str] | None, typer.Option("--client", help="asgi (default), testclient: one loop each")
     ] = None,
+    concurrency: Annotated[int, typer.Option(help="concurrent clients per loop (TestClient: 1)")] = 1,
     out: Annotated[Path | None, typer.Option(help="JSON file")] = None,
 ) -> None:
     """Erasure requests accepted per second against a bare insert loop on the same database."""
+    if concurrency < 1:
+        raise typer.BadParameter(f"--concurrency must be >= 1, got {concurrency}")
     chosen = (clients or ["asgi"]) if http else []
     unknown = sorted(set(chosen) - set(CLIENTS))
     if unknown:
         raise typer.BadParameter(f"unknown clients {unknown}; known: {list(CLIENTS)}")
     records = []
     for kind in databases or ["sqlite", "postgresql"]:
-        typer.echo(f"{kind}: {rounds} rounds of {requests}")
-        result = measure(kind, requests, rounds, typer.echo, chosen)
+        typer.echo(f"{kind}: {rounds} rounds of {requests}, {concurrency} concurrent client(s) per loop")
+        result = measure(kind, requests, rounds, typer.echo, chosen, concurrency)
         summary = result.summary()
         ratio = summary["service_over_bare"]
         typer.echo(
@@ -330,8 +382,10 @@ def command(
                 spread_text = f"[min {web['min']:.2f}, max {web['max']:.2f}]"
                 typer.echo(f"  through HTTP ({label}): http/bare median {web['median']:.2f} {spread_text}")
         records.append({**asdict(result), "summary": summary})
-    command_line = f"python -m benchmarks intake --requests {requests} --rounds {rounds}" + (
-        "".join(f" --client {name}" for name in chosen) if http else " --no-http"
+    command_line = (
+        f"python -m benchmarks intake --requests {requests} --rounds {rounds}"
+        + (f" --concurrency {concurrency}" if concurrency > 1 else "")
+        + ("".join(f" --client {name}" for name in chosen) if http else " --no-http")
     )
     path = out or report.RESULTS / "intake.json"
     report.save_json({"command": command_line, "results": records, "at": utcnow().isoformat()}, path)

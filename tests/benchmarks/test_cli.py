@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from benchmarks.cli import bench_app
+from benchmarks.prefilter import PrefilterResult
 from benchmarks.ranking import RankingResult
 from benchmarks.recommender import RecommenderResult
 from benchmarks.throughput import short_title
@@ -95,8 +96,31 @@ def test_bench_ranking_compares_both_paths(home: Path) -> None:
     assert ranking.plain_seconds is not None and ranking.shared_seconds is not None
     assert len(ranking.plain_seconds) == len(ranking.shared_seconds) == 1  # each repeat's own seconds
     ratio = ranking.plain_seconds[0] / ranking.shared_seconds[0]
-    assert ranking.speedup_per_repeat == pytest.approx({"median": ratio, "min": ratio, "max": ratio})
+    assert ranking.speedup_per_repeat == pytest.approx({"n": 1, "median": ratio, "min": ratio, "max": ratio})
     assert "speed-up" in result.output
+    assert ranking.prefix_seconds is not None and ranking.prefix_share_per_repeat is not None
+    share = ranking.prefix_seconds[0] / ranking.shared_seconds[0]
+    assert ranking.prefix_share_per_repeat["median"] == pytest.approx(share)
+    assert ranking.compare_seconds is None  # no --compare-prompt
+
+
+def test_bench_ranking_times_a_second_wording_with_a_shorter_suffix(home: Path) -> None:
+    out = home / "results" / "ranking.json"
+    title_last = Path(__file__).parents[2] / "benchmarks" / "prompts" / "title-last.toml"
+    options = ["--base", "tiny", "--threads", "1", "--candidates", "6", "--repeats", "2", "--out", str(out)]
+    result = CliRunner().invoke(bench_app, ["ranking", *options, "--compare-prompt", str(title_last)])
+    assert result.exit_code == 0, result.output
+    ranking = RankingResult.from_dict(json.loads(out.read_text()))
+    assert ranking.compare_prompt == str(title_last)
+    assert ranking.compare_seconds is not None and len(ranking.compare_seconds) == 2
+    assert ranking.plain_seconds is not None and ranking.compare_speedup_per_repeat is not None
+    ratios = [p / q for p, q in zip(ranking.plain_seconds, ranking.compare_seconds, strict=True)]
+    assert ranking.compare_speedup_per_repeat["max"] == pytest.approx(max(ratios))
+    tokens = ranking.tokens_per_candidate
+    assert tokens is not None and set(tokens) == {"builtin", "compare"}
+    # the title-last wording leaves fewer tokens after the title: a shorter suffix per candidate
+    assert tokens["compare"]["shared"] < tokens["builtin"]["shared"]
+    assert tokens["builtin"]["plain"] > tokens["builtin"]["shared"]
 
 
 def test_bench_recommender_writes_a_learning_curve_and_the_adapter(home: Path) -> None:
@@ -145,3 +169,25 @@ def test_short_titles_drop_only_a_trailing_year() -> None:
     assert short_title("Toy Story (1995)") == "Toy Story"
     assert short_title("City of Lost Children, The (1995)") == "City of Lost Children, The"
     assert short_title("Movie 3") == "Movie 3" and short_title("(1995)") == "(1995)"
+
+
+def test_bench_prefilter_measures_the_reach_of_each_pool(home: Path) -> None:
+    out = home / "results" / "prefilter.json"
+    options = ["--pool-sizes", "2,5,20", "--bootstrap", "200", "--out", str(out)]
+    result = CliRunner().invoke(bench_app, ["prefilter", *options])
+    assert result.exit_code == 0, result.output
+    recorded = PrefilterResult.from_dict(json.loads(out.read_text()))
+    assert recorded.users > 0 and recorded.catalog_items == 20
+    recall = {(r.filter, r.pool_size): r for r in recorded.rows}
+    assert set(recall) == {(f, n) for f in ("popularity", "item_mean", "random") for n in (2, 5, 20)}
+    for name in ("popularity", "item_mean", "random"):
+        # a bigger pool keeps at least as much; a pool of the whole catalogue keeps every unseen liked item
+        assert recall[(name, 2)].recall <= recall[(name, 5)].recall <= recall[(name, 20)].recall
+        assert all(r.low <= r.recall <= r.high for r in recorded.rows)
+    assert recall[("random", 20)].recall == pytest.approx(1.0)
+    assert "popularity" in result.output
+
+
+def test_bench_prefilter_refuses_a_bad_pool_size(home: Path) -> None:
+    result = CliRunner().invoke(bench_app, ["prefilter", "--pool-sizes", "0,5"])
+    assert result.exit_code == 2 and "pool sizes must be >= 1" in result.output
