@@ -41,7 +41,9 @@ class ApiSettings(Settings):
     batch_across_requests: bool | None = None
     model_batch_rows: int = Field(default=256, ge=1)  # candidate rows one shared forward round takes
     model_batch_wait_seconds: float = Field(default=0.002, ge=0)  # a round waits this long for admitted ones
-    rank_batch_size: int = Field(default=64, ge=1)  # candidate rows per forward call when ranking
+    rank_batch_size: int = Field(
+        default=32, ge=1
+    )  # candidate rows per forward call when ranking (see Scorer)
     # development only: `e2u serve` creates an all-scope key if none exist and writes it to
     # ``dev_key_path`` (mode 0600); the key itself is never printed
     dev_bootstrap_key: bool = True

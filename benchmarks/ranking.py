@@ -48,6 +48,7 @@ class RankingResult:
     # prefix state could save, as a share of the prefix-shared ranking (median, min, max per repeat)
     prefix_seconds: list[float] | None = None
     prefix_share_per_repeat: dict[str, float] | None = None
+    rank_batch_size: int | None = None  # candidate rows per forward call of the prefix-shared path
 
     def summary(self) -> str:
         each = self.speedup_per_repeat
@@ -172,5 +173,6 @@ def measure(
         ),
         tokens_per_candidate=tokens,
         prefix_seconds=prefix_times,
+        rank_batch_size=scorer.rank_batch_size,
         prefix_share_per_repeat=spread([p / q for p, q in zip(prefix_times, shared_times, strict=True)]),
     )

@@ -50,7 +50,7 @@ class Config:
 
     name: str
     batching: bool = True
-    rank_batch_size: int = 64
+    rank_batch_size: int = 32
     threads: int | None = None  # None: the process's default
 
 
@@ -176,8 +176,8 @@ def measure(
     top = max(concurrency)
     configs = [Config("default")]
     if levers:
-        configs += [Config("batching off", batching=False), Config("rank_batch_size 32", rank_batch_size=32)]
-        configs += [Config("rank_batch_size 128", rank_batch_size=128)]
+        configs += [Config("batching off", batching=False), Config("rank_batch_size 16", rank_batch_size=16)]
+        configs += [Config("rank_batch_size 64", rank_batch_size=64)]
         if default_threads > 1:
             configs.append(Config("threads 1", threads=1))
     users_needed = max(top * requests, 16)

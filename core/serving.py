@@ -169,7 +169,7 @@ class ModelServer:
         loaded: LoadedModel,
         catalog: Catalog,
         batch_size: int = 16,
-        rank_batch_size: int = 64,
+        rank_batch_size: int = 32,
         batching: Batching | None = None,
     ) -> None:
         self.loaded = loaded

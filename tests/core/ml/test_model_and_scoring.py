@@ -76,6 +76,33 @@ def test_prefix_shared_ranking_equals_plain_scoring(tiny_scorer, small_data) -> 
     assert shared.std() > 0  # the adapter makes candidates differ
 
 
+def test_ranking_chunks_group_suffixes_of_like_length(tiny_scorer) -> None:
+    """Candidate rows are chunked in order of suffix length: a chunk pads only to its own longest suffix.
+    Here short and long titles alternate; in request order every chunk of 4 padded to the long ones."""
+    loaded = tiny_scorer.loaded
+    new_adapter(loaded, LoraSpec(), "a", seed=0)
+    titles = {
+        f"i{k}": ("Up" if k % 2 else "The Good, the Bad and the Ugly: Extended Edition") for k in range(8)
+    }
+    scorer = Scorer(loaded, PromptBuilder(loaded.tokenizer, Catalog(titles, {})), rank_batch_size=4)
+    widths: list[tuple[int, int]] = []
+    base = loaded.model.get_base_model() if isinstance(loaded.model, PeftModel) else loaded.model
+    decoder = getattr(base, base.base_model_prefix)
+    hook = decoder.register_forward_pre_hook(
+        lambda _module, _args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        scores = scorer.rank("u1", [], list(titles))
+    finally:
+        hook.remove()
+    work = scorer.encode_ranking(scorer.builder, "u1", [], list(titles))
+    suffix_chunks = widths[1:]  # the first forward pass is the prefix's
+    assert [rows for rows, _ in suffix_chunks] == [4, 4]
+    assert sum(rows * width for rows, width in suffix_chunks) == sum(len(s) for s in work.suffixes)
+    plain = scorer.rank("u1", [], list(titles), share_prefix=False)
+    np.testing.assert_allclose(scores, plain, atol=1e-5)  # each answer still lands on its own candidate
+
+
 def test_cache_keyword_follows_the_installed_transformers_signature(tiny_model) -> None:
     """transformers 5.17 (the GPU image) names the KV-cache argument ``past_key_values``, 5.24+ ``cache``;
     ``rank`` must pass the one the decoder declares, or 5.17 drops it silently into ``**kwargs``."""
