@@ -1,7 +1,8 @@
 """The model server: one frozen base model, the active LoRA adapter, and hot-swapping between versions.
 
-A peft model has one active adapter at a time, so every forward pass runs under ``_forward_lock`` after
-setting the adapter of the requests it serves.  A request takes a *lease* on the version that is
+A peft model has one active adapter at a time, so every forward pass runs under ``_forward_lock`` (a
+``ForwardLock``: adapter edits go ahead of waiting requests) after setting the adapter of the requests it
+serves.  A request takes a *lease* on the version that is
 active when it starts and keeps it to the end, so:
 
 - ``activate(version, folder)`` loads the new adapter beside the old one (under the forward lock: peft
@@ -48,6 +49,54 @@ from core.ml.recommender import Recommendation
 from core.ml.scoring import RankWork, Scorer
 
 log = logging.getLogger(__name__)
+
+
+class ForwardLock:
+    """The model's one-at-a-time lock, where adapter edits go first.
+
+    Requests hold it for a forward round (``with lock:``); ``activate``, ``withdraw`` and freeing a version
+    hold it ``urgent()``: an urgent holder waits for the round in progress only, never behind the requests
+    already waiting (a plain lock wakes its waiters in no set order, so under load with SmolLM2 a swap waited
+    2-6 s, several rounds, to be confirmed).  The requests keep their versions (leases): a swap going first
+    changes which version new requests get, not what waiting ones are answered by."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._held = False
+        self._urgent_waiting = 0
+
+    def __enter__(self) -> ForwardLock:
+        with self._condition:
+            while self._held or self._urgent_waiting:
+                self._condition.wait()
+            self._held = True
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._condition:
+            self._held = False
+            self._condition.notify_all()
+
+    @contextmanager
+    def urgent(self) -> Iterator[None]:
+        """Hold the lock ahead of every waiting request."""
+        with self._condition:
+            self._urgent_waiting += 1
+            try:
+                while self._held:
+                    self._condition.wait()
+            finally:
+                self._urgent_waiting -= 1
+            self._held = True
+        try:
+            yield
+        finally:
+            self.__exit__()
+
+    @property
+    def urgent_waiting(self) -> int:
+        """Adapter edits waiting for the round in progress (for tests and metrics)."""
+        return self._urgent_waiting
 
 
 class NoActiveAdapter(RuntimeError):
@@ -180,7 +229,9 @@ class ModelServer:
             rank_batch_size=rank_batch_size,
         )
         self.batching = batching or Batching()
-        self._forward_lock = threading.Lock()  # one forward pass (and one adapter edit) at a time
+        self._forward_lock = (
+            ForwardLock()
+        )  # one forward pass (or one adapter edit, which goes first) at a time
         self._state_lock = threading.Lock()  # the pointers below; always taken after _forward_lock
         self._queue = threading.Condition()  # guards the queue and the admission count; taken last
         self._queued: deque[_Work] = deque()
@@ -330,7 +381,7 @@ class ModelServer:
         Raises ``core.ml.model.ModelError`` if the folder is not a usable adapter, ``CorruptAdapter`` if its
         weights do not hash to ``sha256`` (nothing changes then: a corrupted file is never served).
         """
-        with self._forward_lock:
+        with self._forward_lock.urgent():
             with self._state_lock:
                 if self._active == version:
                     return False
@@ -356,7 +407,7 @@ class ModelServer:
         """Stop serving: new requests get ``NoActiveAdapter`` (saying ``reason``) until the next
         ``activate``; requests holding a lease finish, then the weights are freed.  Returns the version
         that served until now (None if none did)."""
-        with self._forward_lock:
+        with self._forward_lock.urgent():
             with self._state_lock:
                 previous, self._active = self._active, None
                 self._withdrawn = reason
@@ -396,7 +447,7 @@ class ModelServer:
                 self._leases[version] -= 1
                 superseded = version != self._active and self._leases[version] == 0
             if superseded:
-                with self._forward_lock:
+                with self._forward_lock.urgent():
                     self._free_if_idle(version)
 
 

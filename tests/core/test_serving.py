@@ -91,6 +91,45 @@ def test_in_flight_request_finishes_on_old_version_then_it_is_freed(
     assert len(server.loaded.model.peft_config) == 1  # peft holds only v2's weights
 
 
+def test_a_swap_goes_ahead_of_the_requests_waiting_for_the_model(
+    server: ModelServer, adapter_folders: dict[str, Path]
+) -> None:
+    """A promotion waits for the forward round in progress only, not behind every request queued for the
+    model (on a plain lock it could wait several rounds: seconds with SmolLM2 on a CPU)."""
+    server.activate("v1", adapter_folders["v1"])
+    server.batching = Batching(enabled=False)  # the CPU default: each request takes the lock for its round
+    events: list[str] = []
+    run_round = server._run_round
+
+    def recorded_round(works: list) -> None:  # type: ignore[type-arg]
+        events.append("round")
+        run_round(works)
+
+    server._run_round = recorded_round  # type: ignore[method-assign]
+
+    def client(user: str) -> None:
+        with server.lease() as lease:
+            lease.recommend(user, [("i2", 5.0)], ["i3", "i4"], k=1)
+
+    def promote() -> None:
+        server.activate("v2", adapter_folders["v2"])
+        events.append("swap")
+
+    clients = [threading.Thread(target=client, args=(f"u{k}",)) for k in range(1, 5)]
+    swap = threading.Thread(target=promote)
+    with server._forward_lock:  # the round in progress
+        for thread in clients:
+            thread.start()
+        time.sleep(0.3)  # the four requests wait for the model first (ordering, not timing, is asserted)
+        swap.start()
+        while server._forward_lock.urgent_waiting == 0:
+            time.sleep(0.01)
+    for thread in [*clients, swap]:
+        thread.join(timeout=30)
+    assert events[0] == "swap" and events.count("round") == 4, events
+    assert server.active_version == "v2"
+
+
 def test_rollback_to_a_version_still_in_memory(server: ModelServer, adapter_folders: dict[str, Path]) -> None:
     server.activate("v1", adapter_folders["v1"])
     with server.lease():
