@@ -381,7 +381,9 @@ class ModelServer:
         Raises ``core.ml.model.ModelError`` if the folder is not a usable adapter, ``CorruptAdapter`` if its
         weights do not hash to ``sha256`` (nothing changes then: a corrupted file is never served).
         """
+        asked = time.monotonic()
         with self._forward_lock.urgent():
+            waited = time.monotonic() - asked  # for the round in progress (the operator's log says how long)
             with self._state_lock:
                 if self._active == version:
                     return False
@@ -398,7 +400,13 @@ class ModelServer:
             # a promotion usually follows an erasure: drop every cached prompt encoding, so that erased
             # profiles and histories do not outlive the request that removed them from the database
             self.scorer.forget_cached_prompts()
-            log.info("adapter %s active (was %s)", version, previous)
+            log.info(
+                "adapter %s active (was %s): waited %.3f s for the round in progress, loaded in %.3f s",
+                version,
+                previous,
+                waited,
+                time.monotonic() - asked - waited,
+            )
             if previous is not None:
                 self._free_if_idle(previous)
         return True
