@@ -229,9 +229,8 @@ class ModelServer:
             rank_batch_size=rank_batch_size,
         )
         self.batching = batching or Batching()
-        self._forward_lock = (
-            ForwardLock()
-        )  # one forward pass (or one adapter edit, which goes first) at a time
+        # one forward pass (or one adapter edit, which goes first) at a time
+        self._forward_lock = ForwardLock()
         self._state_lock = threading.Lock()  # the pointers below; always taken after _forward_lock
         self._queue = threading.Condition()  # guards the queue and the admission count; taken last
         self._queued: deque[_Work] = deque()
