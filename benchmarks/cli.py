@@ -57,6 +57,13 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _save_and_show(record: dict[str, Any], path: Path, text: str) -> None:
+    """Write a benchmark's record and print its text and where the record went."""
+    report.save_json(record, path)
+    typer.echo(text)
+    typer.echo(f"wrote {path}")
+
+
 def _load_data(settings: Settings) -> data_mod.PreparedData:
     try:
         return data_mod.load_prepared(settings.data_dir)
@@ -75,14 +82,15 @@ def ranking_command(
     compare_prompt: Annotated[
         Path | None, typer.Option(help="a TOML prompt template also ranked prefix-shared, interleaved")
     ] = None,
+    rank_batch_sizes: Annotated[
+        str, typer.Option(help="comma-separated chunk sizes also timed prefix-shared, interleaved")
+    ] = "",
 ) -> None:
     """Prefix-shared ranking against plain scoring: one user, N candidates, both paths interleaved."""
     settings, model = _setup(base, threads)
-    result = ranking.measure(model, _load_data(settings), user, candidates, repeats, compare_prompt)
-    json_path = out or report.RESULTS / "ranking.json"
-    report.save_json(result.to_dict(), json_path)
-    typer.echo(result.summary())
-    typer.echo(f"wrote {json_path}")
+    sizes = [int(size) for size in rank_batch_sizes.split(",") if size]
+    result = ranking.measure(model, _load_data(settings), user, candidates, repeats, compare_prompt, sizes)
+    _save_and_show(result.to_dict(), out or report.RESULTS / "ranking.json", result.summary())
 
 
 @bench_app.command("prefilter")
@@ -99,10 +107,7 @@ def prefilter_command(
         result = prefilter.measure(_load_data(settings), sizes, bootstrap, seed)
     except ValueError as error:
         raise _fail(error) from None
-    json_path = out or report.RESULTS / "prefilter.json"
-    report.save_json(result.to_dict(), json_path)
-    typer.echo(result.table())
-    typer.echo(f"wrote {json_path}")
+    _save_and_show(result.to_dict(), out or report.RESULTS / "prefilter.json", result.table())
 
 
 @bench_app.command("recommender")

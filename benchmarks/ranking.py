@@ -4,6 +4,7 @@ the same run (ratios, not absolute times, are what to compare across machines). 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ class RankingResult:
     prefix_seconds: list[float] | None = None
     prefix_share_per_repeat: dict[str, float] | None = None
     rank_batch_size: int | None = None  # candidate rows per forward call of the prefix-shared path
+    # suffix positions one prefix-shared ranking reads at ``rank_batch_size``: the real tokens, and with
+    # the chunks padded in request order and in order of length (what ``Scorer.rank_encoded`` does)
+    suffix_positions: dict[str, int] | None = None
+    # ``--rank-batch-sizes``: the prefix-shared path's seconds per repeat at each chunk size, interleaved
+    shared_seconds_by_rank_batch_size: dict[str, list[float]] | None = None
 
     def summary(self) -> str:
         each = self.speedup_per_repeat
@@ -66,7 +72,19 @@ class RankingResult:
             f"{each['max']:.2f}], n={self.repeats}) (max |score diff| {self.max_abs_score_difference:.2e})"
             + self._compare_summary()
             + self._prefix_summary()
+            + self._chunk_summary()
         )
+
+    def _chunk_summary(self) -> str:
+        parts = []
+        if self.suffix_positions is not None:
+            parts.append(f"; suffix positions read {self.suffix_positions}")
+        for size, seconds in (self.shared_seconds_by_rank_batch_size or {}).items():
+            parts.append(
+                f"; {size} rows per chunk: median {float(np.median(seconds)):.2f} s "
+                f"[{min(seconds):.2f}-{max(seconds):.2f}]"
+            )
+        return "".join(parts)
 
     def _prefix_summary(self) -> str:
         if self.prefix_share_per_repeat is None:
@@ -103,6 +121,22 @@ def _tokens_per_candidate(scorer: Scorer, user: str, history: Any, items: list[s
     return {"plain": len(work.prefix) + shared, "shared": shared}
 
 
+def _suffix_positions(scorer: Scorer, user: str, history: Any, items: list[str]) -> dict[str, int]:
+    lengths = [len(s) for s in scorer.encode_ranking(scorer.builder, user, history, items).suffixes]
+    size = scorer.rank_batch_size
+
+    def padded(order: list[int]) -> int:
+        chunks = [order[k : k + size] for k in range(0, len(order), size)]
+        return sum(len(chunk) * max(lengths[j] for j in chunk) for chunk in chunks)
+
+    by_length = sorted(range(len(lengths)), key=lambda j: lengths[j])
+    return {
+        "real": sum(lengths),
+        "request_order": padded(list(range(len(lengths)))),
+        "sorted": padded(by_length),
+    }
+
+
 def measure(
     model: ModelConfig,
     data: PreparedData,
@@ -110,12 +144,14 @@ def measure(
     candidates: int,
     repeats: int,
     compare_prompt: Path | None = None,
+    rank_batch_sizes: Sequence[int] = (),
 ) -> RankingResult:
     """Rank ``candidates`` popular items ``user`` has not rated, both ways, ``repeats`` times each, with a
     fresh (untrained) LoRA adapter on ``model``.  With ``compare_prompt`` (a TOML template), each repeat
     also ranks prefix-shared with that template: what a different wording (e.g. a shorter suffix) buys,
     measured against the same plain runs.  Speed does not depend on the adapter's weights, so an untrained
-    one measures it; whether the wording ranks as well needs an adapter trained on it."""
+    one measures it; whether the wording ranks as well needs an adapter trained on it.  Each of
+    ``rank_batch_sizes`` also times the prefix-shared path at that chunk size, in the same repeats."""
     loaded = load_base(model)
     new_adapter(loaded, LoraSpec(), "bench", seed=0)
     scorer = scorer_for(loaded, data)
@@ -131,6 +167,8 @@ def measure(
     shared_times: list[float] = []
     other_times: list[float] = []
     prefix_times: list[float] = []
+    by_size: dict[str, list[float]] = {str(size): [] for size in rank_batch_sizes}
+    default_size = scorer.rank_batch_size
     prefix_only = scorer.encode_ranking(scorer.builder, user, history, items[:1])
     max_diff = 0.0
     for _ in range(repeats):  # interleaved so that machine noise hits every path alike
@@ -148,6 +186,12 @@ def measure(
         start = time.perf_counter()
         scorer.rank_encoded([prefix_only])
         prefix_times.append(time.perf_counter() - start)
+        for size in rank_batch_sizes:
+            scorer.rank_batch_size = size
+            start = time.perf_counter()
+            scorer.rank(user, history, items, share_prefix=True)
+            by_size[str(size)].append(time.perf_counter() - start)
+        scorer.rank_batch_size = default_size
     ratios = [p / q for p, q in zip(plain_times, shared_times, strict=True)]
     deployed = "builtin" if model.prompt_file is None else "configured"
     tokens = {deployed: _tokens_per_candidate(scorer, user, history, items)}
@@ -174,5 +218,7 @@ def measure(
         tokens_per_candidate=tokens,
         prefix_seconds=prefix_times,
         rank_batch_size=scorer.rank_batch_size,
+        suffix_positions=_suffix_positions(scorer, user, history, items),
+        shared_seconds_by_rank_batch_size=by_size or None,
         prefix_share_per_repeat=spread([p / q for p, q in zip(prefix_times, shared_times, strict=True)]),
     )

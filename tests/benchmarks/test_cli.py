@@ -102,6 +102,20 @@ def test_bench_ranking_compares_both_paths(home: Path) -> None:
     share = ranking.prefix_seconds[0] / ranking.shared_seconds[0]
     assert ranking.prefix_share_per_repeat["median"] == pytest.approx(share)
     assert ranking.compare_seconds is None  # no --compare-prompt
+    positions = ranking.suffix_positions
+    assert positions is not None and positions["real"] <= positions["sorted"] <= positions["request_order"]
+
+
+def test_bench_ranking_times_each_chunk_size_asked(home: Path) -> None:
+    out = home / "results" / "ranking.json"
+    options = ["--base", "tiny", "--threads", "1", "--candidates", "6", "--repeats", "2", "--out", str(out)]
+    result = CliRunner().invoke(bench_app, ["ranking", *options, "--rank-batch-sizes", "2,4"])
+    assert result.exit_code == 0, result.output
+    ranking = RankingResult.from_dict(json.loads(out.read_text()))
+    by_size = ranking.shared_seconds_by_rank_batch_size
+    assert by_size is not None and set(by_size) == {"2", "4"} and all(len(v) == 2 for v in by_size.values())
+    assert ranking.rank_batch_size == 32  # the scorer's default is put back after the sizes asked
+    assert "2 rows per chunk" in result.output
 
 
 def test_bench_ranking_times_a_second_wording_with_a_shorter_suffix(home: Path) -> None:

@@ -3,6 +3,7 @@ the whole app (authentication included) and each loop files its own users' (not 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +59,19 @@ def test_intake_loops_run_as_concurrent_clients(tmp_path: Path) -> None:
         assert result.concurrency == 4 and len(result.http_requests_per_s) == 2
         # every request of every concurrent client was accepted, once
         assert filed_by_clients(sessions) == (3 * 16, users[16:])
+
+
+def test_per_second_shares_the_tasks_among_as_many_threads_in_order() -> None:
+    ran: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    def one(k: int, _task: str) -> None:
+        with lock:
+            ran.setdefault(threading.current_thread().name, []).append(k)  # idents are reused
+
+    rate = intake.per_second(one, [str(k) for k in range(9)], concurrency=3)
+    assert rate > 0 and len(ran) == 3  # three clients, not one loop
+    assert sorted(ran.values()) == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]  # task k on client k mod 3, in order
 
 
 def test_per_second_hands_on_a_client_error() -> None:
