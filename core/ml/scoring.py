@@ -132,9 +132,9 @@ class Scorer:
         self.builder = builder
         self.batch_size = batch_size
         # candidate suffixes are short (~16 tokens), so ranking chunks are wider than scoring batches; on
-        # one CPU thread (SmolLM2, 100 candidates, suffixes sorted by length) 32 rows took 8.8 s, 64 rows
-        # 10.7 s and 128 rows 15.4 s (4 interleaved runs each): a wide chunk pads to a longer suffix and
-        # copies the user's prefix cache to every row.  A GPU may prefer wider chunks (E2U_RANK_BATCH_SIZE).
+        # one CPU thread a wide chunk pads to a longer suffix and copies the user's prefix cache to every
+        # row (`e2u bench ranking --rank-batch-sizes`, docs/benchmarks.md: 32 rows 10.4 s, 64 rows 12.2 s,
+        # 128 rows 17.9 s for 100 SmolLM2 candidates).  A GPU may prefer wider chunks (E2U_RANK_BATCH_SIZE).
         self.rank_batch_size = rank_batch_size
         tokenizer = loaded.tokenizer
         # requests tokenize in their own threads (outside the model lock); a fast tokenizer's Rust object
